@@ -1,0 +1,1 @@
+"""I/O edges of Mailers: warehouses, providers, files. The core never imports these."""

@@ -1,0 +1,1 @@
+"""Warehouse adapters, one module per engine, each implementing ``mailers.warehouse.Warehouse``."""

@@ -1,0 +1,162 @@
+"""DuckDB, the embedded default warehouse: one file, one writer process at a time.
+
+DuckDB allows a single read-write process per database file; Dagster runs that write it
+share one concurrency pool (see ``orchestration/defs/resources.py``). Within a process,
+a streaming read uses its own cursor so appends on the main connection do not cancel it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from mailers.errors import WarehouseError
+
+_ARROW_TO_DUCKDB = {
+    pa.string(): "varchar",
+    pa.int64(): "bigint",
+    pa.int32(): "integer",
+    pa.float64(): "double",
+    pa.bool_(): "boolean",
+    pa.timestamp("us"): "timestamp",
+    pa.date32(): "date",
+}
+
+
+class DuckDBDialect:
+    """DuckDB's spellings of the functions that differ between engines."""
+
+    def quote(self, identifier: str) -> str:
+        return '"' + identifier.replace('"', '""') + '"'
+
+    def regexp_matches(self, expr: str, pattern: str) -> str:
+        return f"regexp_matches({expr}, {_text(pattern)})"
+
+    def regexp_group(self, expr: str, pattern: str) -> str:
+        return f"regexp_extract({expr}, {_text(pattern)}, 1)"
+
+    def md5_hex(self, expr: str) -> str:
+        return f"md5({expr})"
+
+    def star_except(self, alias: str, columns: Sequence[str]) -> str:
+        return f"{alias}.* exclude ({', '.join(self.quote(c) for c in columns)})"
+
+
+def _text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+class DuckDBWarehouse:
+    """A DuckDB database file (or ``:memory:``) behind the ``Warehouse`` protocol."""
+
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.connection = duckdb.connect(self.path, read_only=read_only)
+        except duckdb.IOException as err:
+            raise WarehouseError(
+                f"cannot open DuckDB warehouse {self.path}: {err} (is another process "
+                "writing it? DuckDB allows one writer at a time)"
+            ) from err
+        self.dialect = DuckDBDialect()
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> DuckDBWarehouse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def relation(self, schema: str, table: str) -> str:
+        return f"{self.dialect.quote(schema)}.{self.dialect.quote(table)}"
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            result = self.connection.execute(sql, list(params))
+            description = result.description
+            if description and description[0][0] == "Count":
+                row = result.fetchone()
+                return int(row[0]) if row else 0
+            return 0
+        except duckdb.Error as err:
+            raise WarehouseError(f"DuckDB ({self.path}): {err}") from err
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+        try:
+            return self.connection.sql(sql, params=list(params)).to_arrow_table()
+        except duckdb.Error as err:
+            raise WarehouseError(f"DuckDB ({self.path}): {err}") from err
+
+    def stream(
+        self, sql: str, params: Sequence[Any] = (), batch_rows: int = 10_000
+    ) -> Iterator[pa.RecordBatch]:
+        cursor = self.connection.cursor()
+        try:
+            reader = cursor.sql(sql, params=list(params)).to_arrow_reader(batch_rows)
+            yield from reader
+        except duckdb.Error as err:
+            raise WarehouseError(f"DuckDB ({self.path}): {err}") from err
+        finally:
+            cursor.close()
+
+    def append(self, schema: str, table: str, data: pa.Table) -> None:
+        if data.num_rows == 0:
+            return
+        columns = ", ".join(self.dialect.quote(name) for name in data.column_names)
+        with self.staged(data) as staged:
+            try:
+                self.connection.execute(
+                    f"insert into {self.relation(schema, table)} ({columns}) "
+                    f"select {columns} from {staged}"
+                )
+            except duckdb.Error as err:
+                raise WarehouseError(f"DuckDB append to {schema}.{table}: {err}") from err
+
+    def ensure_table(self, schema: str, table: str, columns: pa.Schema) -> None:
+        fields = ", ".join(
+            f"{self.dialect.quote(f.name)} {_ARROW_TO_DUCKDB[f.type]}"
+            + ("" if f.nullable else " not null")
+            for f in columns
+        )
+        self.execute(f"create schema if not exists {self.dialect.quote(schema)}")
+        self.execute(f"create table if not exists {self.relation(schema, table)} ({fields})")
+
+    def columns(self, schema: str, table: str) -> list[str] | None:
+        rows = self.connection.execute(
+            """
+            select column_name from information_schema.columns
+            where table_schema = ? and table_name = ?
+            order by ordinal_position
+            """,
+            [schema, table],
+        ).fetchall()
+        return [row[0] for row in rows] or None
+
+    @contextmanager
+    def staged(self, data: pa.Table) -> Iterator[str]:
+        name = f"_mailers_staged_{uuid.uuid4().hex[:12]}"
+        self.connection.register(name, data)
+        try:
+            yield self.dialect.quote(name)
+        finally:
+            self.connection.unregister(name)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.connection.execute("begin transaction")
+        try:
+            yield
+        except BaseException:
+            self.connection.execute("rollback")
+            raise
+        self.connection.execute("commit")

@@ -1,0 +1,197 @@
+"""Audience resolution: a campaign's segment turned into a table of send decisions.
+
+One set-based statement in the warehouse takes the segment model's rows and gives each a
+disposition, in this order:
+
+1. normalize the address (trim, lower-case the domain);
+2. ``skip``: no address (``missing_address``), bad syntax (``invalid_address``), or on the
+   central suppression list for this workspace and stream (``suppressed``);
+3. ``duplicate``: a second row for the same message key (same address, case-insensitive);
+4. ``settled``: the ledger already settled this message in this send window (sent,
+   skipped, in doubt...), so it is never decided twice;
+5. ``send``: everything else.
+
+The table keeps the segment's columns verbatim (they are the template variables) beside
+Mailers' own ``mailers_*`` columns. Rows without an address share one message key, so they
+collapse to one ``skip`` plus duplicates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from mailers.addresses import ADDRESS_PATTERN, MAX_ADDRESS_LENGTH
+from mailers.errors import SegmentError
+from mailers.keys import KEY_SEPARATOR
+from mailers.ledger import SkipReason
+from mailers.suppression import SUPPRESSIONS_TABLE, SuppressionScope
+from mailers.warehouse import MAILERS_SCHEMA, WORK_SCHEMA, Warehouse
+
+SEGMENTS_SCHEMA = "segments"
+"""Warehouse schema the dbt segment models build into."""
+
+EMAIL_COLUMN = "email"
+
+
+class Disposition(StrEnum):
+    """What the audience step decided for one segment row."""
+
+    SEND = "send"
+    SKIP = "skip"
+    DUPLICATE = "duplicate"
+    SETTLED = "settled"
+
+
+@dataclass(frozen=True)
+class AudienceSpec:
+    """Which campaign window to resolve, and from which segment."""
+
+    workspace: str
+    campaign: str
+    stream: str
+    send_window: str
+    segment: str
+
+    @property
+    def table(self) -> str:
+        """The working table holding this campaign's latest resolved audience."""
+        return f"audience__{self.workspace}__{self.campaign}"
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def segment_columns(warehouse: Warehouse, segment: str) -> list[str]:
+    """The segment model's columns; raise naming the model if it is missing or has no email."""
+    columns = warehouse.columns(SEGMENTS_SCHEMA, segment)
+    if columns is None:
+        raise SegmentError(
+            f"segment model {segment!r} is not built in the warehouse "
+            f"(no relation {SEGMENTS_SCHEMA}.{segment}); build the dbt segments first"
+        )
+    if EMAIL_COLUMN not in [c.lower() for c in columns]:
+        raise SegmentError(
+            f"segment model {segment!r} has no {EMAIL_COLUMN!r} column "
+            f"(it yields: {', '.join(columns) or 'no columns'})"
+        )
+    reserved = [c for c in columns if c.lower().startswith("mailers_")]
+    if reserved:
+        raise SegmentError(
+            f"segment model {segment!r} uses reserved column names: {', '.join(reserved)}"
+        )
+    return columns
+
+
+def resolve_sql(
+    warehouse: Warehouse, spec: AudienceSpec, settled_keys: str, *, temporary: bool = False
+) -> str:
+    """The statement that (re)builds the audience table for ``spec``.
+
+    ``settled_keys`` is a query of the message keys the ledger has settled for this window
+    (:meth:`mailers.ledger.LedgerWriter.settled_keys_sql`).
+    """
+    d = warehouse.dialect
+    segment = warehouse.relation(SEGMENTS_SCHEMA, spec.segment)
+    suppressions = warehouse.relation(MAILERS_SCHEMA, SUPPRESSIONS_TABLE)
+    target = d.quote(spec.table) if temporary else warehouse.relation(WORK_SCHEMA, spec.table)
+    ws, stream = _literal(spec.workspace), _literal(spec.stream)
+    sep = _literal(KEY_SEPARATOR)
+    key_input = (
+        f"{_literal(spec.workspace + KEY_SEPARATOR + spec.campaign)} || {sep} || "
+        f"lower(coalesce(mailers_recipient, '')) || {sep} || {_literal(spec.send_window)}"
+    )
+    valid = d.regexp_matches("mailers_recipient", ADDRESS_PATTERN)
+    local = d.regexp_group("mailers_trimmed", "^(.*)@[^@]*$")
+    domain = d.regexp_group("mailers_trimmed", "@([^@]*)$")
+    create = "create or replace temporary table" if temporary else "create or replace table"
+    return f"""
+{create} {target} as
+with segment as (
+    select *, nullif(trim(cast({d.quote(EMAIL_COLUMN)} as varchar)), '') as mailers_trimmed
+    from {segment}
+),
+normalized as (
+    select *,
+        case
+            when mailers_trimmed like '%@%' then {local} || '@' || lower({domain})
+            else mailers_trimmed
+        end as mailers_recipient
+    from segment
+),
+keyed as (
+    select *,
+        {d.md5_hex(key_input)} as mailers_message_key,
+        case
+            when mailers_recipient is null then {_literal(SkipReason.MISSING_ADDRESS)}
+            when length(mailers_recipient) > {MAX_ADDRESS_LENGTH} or not ({valid})
+                then {_literal(SkipReason.INVALID_ADDRESS)}
+            when exists (
+                select 1 from {suppressions} s
+                where s.address = lower(mailers_recipient)
+                  and (s.scope = {_literal(SuppressionScope.GLOBAL)}
+                       or (s.scope = {_literal(SuppressionScope.WORKSPACE)} and s.workspace = {ws})
+                       or (s.scope = {_literal(SuppressionScope.STREAM)} and s.workspace = {ws}
+                           and s.stream = {stream}))
+            ) then {_literal(SkipReason.SUPPRESSED)}
+        end as mailers_skip_reason
+    from normalized
+),
+ranked as (
+    select *,
+        row_number() over (
+            partition by mailers_message_key order by mailers_trimmed, mailers_recipient
+        ) as mailers_rank
+    from keyed
+),
+settled as (
+    {settled_keys}
+)
+select
+    {d.star_except("ranked", ["mailers_rank", "mailers_trimmed"])},
+    {_literal(spec.send_window)} as mailers_send_window,
+    case
+        when mailers_rank > 1 then {_literal(Disposition.DUPLICATE)}
+        when mailers_message_key in (select message_key from settled)
+            then {_literal(Disposition.SETTLED)}
+        when mailers_skip_reason is not null then {_literal(Disposition.SKIP)}
+        else {_literal(Disposition.SEND)}
+    end as mailers_disposition
+from ranked
+"""
+
+
+def resolve(
+    warehouse: Warehouse, spec: AudienceSpec, settled_keys: str, *, temporary: bool = False
+) -> str:
+    """Build the audience table for ``spec`` and return its qualified name."""
+    segment_columns(warehouse, spec.segment)
+    warehouse.execute(resolve_sql(warehouse, spec, settled_keys, temporary=temporary))
+    if temporary:
+        return warehouse.dialect.quote(spec.table)
+    return warehouse.relation(WORK_SCHEMA, spec.table)
+
+
+def disposition_counts(warehouse: Warehouse, audience: str) -> dict[str, int]:
+    """Rows per disposition and per skip reason, keyed as the audit record counts them."""
+    result = warehouse.query(
+        f"""
+        select mailers_disposition as disposition, mailers_skip_reason as reason,
+               count(*) as n
+        from {audience}
+        group by 1, 2
+        """
+    ).to_pylist()
+    counts: dict[str, int] = {"segment_rows": sum(row["n"] for row in result)}
+    for row in result:
+        if row["disposition"] == Disposition.SKIP:
+            name = f"skipped_{row['reason']}"
+        elif row["disposition"] == Disposition.SETTLED:
+            name = "already_settled"
+        elif row["disposition"] == Disposition.DUPLICATE:
+            name = "duplicates"
+        else:
+            name = "to_send"
+        counts[name] = counts.get(name, 0) + row["n"]
+    return counts

@@ -1,0 +1,247 @@
+"""The send ledger: an append-only record of every send decision.
+
+Each message has a deterministic key (workspace, campaign, recipient, send window; see
+:mod:`mailers.keys`). A message's story is the sequence of its ledger rows:
+
+* ``skipped``        decided not to send (invalid address, suppressed); final.
+* ``render_failed``  the template failed for this recipient; a later run may try again.
+* ``dispatching``    written *before* the batch is handed to a provider.
+* ``accepted``       the provider took it; carries the provider message id.
+* ``rejected``       the provider refused this message; final.
+* ``not_sent``       the provider account was unavailable and nothing was handed over;
+                     a later run may try again.
+* ``unknown``        the outcome is ambiguous (timeout after the request left, or a run that
+                     died between ``dispatching`` and its outcome); never retried blindly.
+
+A message whose latest row is ``render_failed`` or ``not_sent`` is *retryable*; every other
+status settles the message for its send window, so re-running a send never sends it twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import pyarrow as pa
+
+from mailers.clock import utcnow
+from mailers.warehouse import MAILERS_SCHEMA, Warehouse
+
+LEDGER_TABLE = "send_ledger"
+
+
+class LedgerStatus(StrEnum):
+    """What happened to a message at one point in its life."""
+
+    SKIPPED = "skipped"
+    RENDER_FAILED = "render_failed"
+    DISPATCHING = "dispatching"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    NOT_SENT = "not_sent"
+    UNKNOWN = "unknown"
+
+
+RETRYABLE_STATUSES: frozenset[LedgerStatus] = frozenset(
+    {LedgerStatus.RENDER_FAILED, LedgerStatus.NOT_SENT}
+)
+"""Latest statuses that leave a message eligible for a later run of the same window."""
+
+
+class SkipReason(StrEnum):
+    """Why the audience step decided not to send to a recipient."""
+
+    MISSING_ADDRESS = "missing_address"
+    INVALID_ADDRESS = "invalid_address"
+    SUPPRESSED = "suppressed"
+
+
+LEDGER_SCHEMA = pa.schema(
+    [
+        pa.field("ledger_id", pa.string(), nullable=False),
+        pa.field("message_key", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("reason", pa.string()),
+        pa.field("workspace", pa.string(), nullable=False),
+        pa.field("stream", pa.string(), nullable=False),
+        pa.field("campaign", pa.string(), nullable=False),
+        pa.field("send_window", pa.string(), nullable=False),
+        pa.field("recipient", pa.string()),
+        pa.field("identity", pa.string()),
+        pa.field("sending_domain", pa.string()),
+        pa.field("provider", pa.string()),
+        pa.field("provider_account", pa.string()),
+        pa.field("provider_message_id", pa.string()),
+        pa.field("batch_id", pa.string()),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("recorded_at", pa.timestamp("us"), nullable=False),
+    ]
+)
+"""Columns of ``mailers.send_ledger``, one row per status change of one message."""
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One ledger row before the writer stamps context, run and time on it."""
+
+    message_key: str
+    status: LedgerStatus
+    recipient: str | None = None
+    reason: str | None = None
+    identity: str | None = None
+    sending_domain: str | None = None
+    provider: str | None = None
+    provider_account: str | None = None
+    provider_message_id: str | None = None
+    batch_id: str | None = None
+
+
+@dataclass(frozen=True)
+class LedgerContext:
+    """The campaign window and run every row of one writer belongs to."""
+
+    workspace: str
+    stream: str
+    campaign: str
+    send_window: str
+    run_id: str
+
+
+class LedgerWriter:
+    """Appends ledger rows for one campaign window and run, always in bulk."""
+
+    def __init__(self, warehouse: Warehouse, context: LedgerContext) -> None:
+        self.warehouse = warehouse
+        self.context = context
+
+    def record(self, entries: Sequence[LedgerEntry]) -> None:
+        """Append one row per entry, all stamped with the same ``recorded_at``."""
+        if not entries:
+            return
+        ctx = self.context
+        now = utcnow()
+        columns: dict[str, list[Any]] = {name: [] for name in LEDGER_SCHEMA.names}
+        for entry in entries:
+            columns["ledger_id"].append(uuid.uuid4().hex)
+            columns["message_key"].append(entry.message_key)
+            columns["status"].append(str(entry.status))
+            columns["reason"].append(entry.reason)
+            columns["recipient"].append(entry.recipient)
+            columns["identity"].append(entry.identity)
+            columns["sending_domain"].append(entry.sending_domain)
+            columns["provider"].append(entry.provider)
+            columns["provider_account"].append(entry.provider_account)
+            columns["provider_message_id"].append(entry.provider_message_id)
+            columns["batch_id"].append(entry.batch_id)
+        count = len(entries)
+        columns["workspace"] = [ctx.workspace] * count
+        columns["stream"] = [ctx.stream] * count
+        columns["campaign"] = [ctx.campaign] * count
+        columns["send_window"] = [ctx.send_window] * count
+        columns["run_id"] = [ctx.run_id] * count
+        columns["recorded_at"] = [now] * count
+        self.warehouse.append(
+            MAILERS_SCHEMA, LEDGER_TABLE, pa.Table.from_pydict(columns, schema=LEDGER_SCHEMA)
+        )
+
+    def _insert_select(self, select_rows: str, status: LedgerStatus) -> int:
+        """Append rows produced by a query of (message_key, recipient, reason, ...) in bulk."""
+        ctx = self.context
+        d = self.warehouse.dialect
+        ledger = self.warehouse.relation(MAILERS_SCHEMA, LEDGER_TABLE)
+        return self.warehouse.execute(
+            f"""
+            insert into {ledger} (
+                ledger_id, message_key, status, reason, workspace, stream, campaign,
+                send_window, recipient, identity, sending_domain, provider, provider_account,
+                provider_message_id, batch_id, run_id, recorded_at
+            )
+            select
+                {d.md5_hex("src.message_key || '|' || ? || '|' || ?")}, src.message_key, ?,
+                src.reason, ?, ?, ?, ?, src.recipient, src.identity, src.sending_domain,
+                src.provider, src.provider_account, src.provider_message_id, null, ?, ?
+            from ({select_rows}) as src
+            """,
+            [
+                str(status),
+                ctx.run_id,
+                str(status),
+                ctx.workspace,
+                ctx.stream,
+                ctx.campaign,
+                ctx.send_window,
+                ctx.run_id,
+                utcnow(),
+            ],
+        )
+
+    def latest_rows_sql(self) -> str:
+        """A query of the latest ledger row of every message of this campaign window."""
+        ctx = self.context
+        ledger = self.warehouse.relation(MAILERS_SCHEMA, LEDGER_TABLE)
+        return f"""
+            select * from (
+                select *, row_number() over (
+                    partition by message_key
+                    order by recorded_at desc,
+                        case status when 'dispatching' then 0 else 1 end desc
+                ) as recency
+                from {ledger}
+                where workspace = {_sql_text(ctx.workspace)}
+                  and campaign = {_sql_text(ctx.campaign)}
+                  and send_window = {_sql_text(ctx.send_window)}
+            ) as ranked
+            where recency = 1"""
+
+    def settled_keys_sql(self) -> str:
+        """A query of the message keys this window has settled: never to be decided again."""
+        retryable = ", ".join(_sql_text(s) for s in sorted(RETRYABLE_STATUSES))
+        return (
+            f"select message_key from ({self.latest_rows_sql()}) as latest "
+            f"where status not in ({retryable})"
+        )
+
+    def record_skips(self, audience: str) -> int:
+        """Record the ``skip`` rows of an audience table as ``skipped`` (set-based).
+
+        Keys the ledger has settled meanwhile are left out, so recording twice is harmless.
+        """
+        return self._insert_select(
+            f"""
+            select mailers_message_key as message_key, mailers_recipient as recipient,
+                   mailers_skip_reason as reason, null as identity, null as sending_domain,
+                   null as provider, null as provider_account, null as provider_message_id
+            from {audience}
+            where mailers_disposition = 'skip'
+              and mailers_message_key not in ({self.settled_keys_sql()})
+            """,
+            LedgerStatus.SKIPPED,
+        )
+
+    def settle_in_doubt(self) -> int:
+        """Mark messages of this window left ``dispatching`` by an earlier run as ``unknown``.
+
+        Such a run died after handing (or while handing) the batch to the provider: the
+        message may have gone out, so it is settled as ``unknown`` rather than re-sent.
+        """
+        ctx = self.context
+        reason = (
+            "the run that dispatched this message ended before the provider's answer was "
+            "recorded; not re-sent (provider events will settle it)"
+        )
+        return self._insert_select(
+            f"""
+            select message_key, recipient, {_sql_text(reason)} as reason, identity,
+                   sending_domain, provider, provider_account, provider_message_id
+            from ({self.latest_rows_sql()}) as latest
+            where status = 'dispatching' and run_id <> {_sql_text(ctx.run_id)}
+            """,
+            LedgerStatus.UNKNOWN,
+        )
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"

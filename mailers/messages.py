@@ -1,0 +1,50 @@
+"""Outbound messages and what providers answer about them: the values adapters exchange."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+MESSAGE_KEY_HEADER = "X-Mailers-Message-Key"
+"""Every message carries its key in this header (and in the provider's metadata fields)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """One rendered message, ready for a provider."""
+
+    message_key: str
+    workspace: str
+    stream: str
+    campaign: str
+    send_window: str
+    identity: str
+    recipient: str
+    from_address: str
+    sending_domain: str
+    subject: str
+    html: str
+    text: str
+    from_name: str | None = None
+    reply_to: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """What providers carry as custom variables/tags so events find their message."""
+        return {
+            "mailers_message_key": self.message_key,
+            "mailers_workspace": self.workspace,
+            "mailers_stream": self.stream,
+            "mailers_campaign": self.campaign,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """A provider's answer for one message of a batch it accepted for processing."""
+
+    message_key: str
+    accepted: bool
+    provider_message_id: str | None = None
+    reason: str | None = None

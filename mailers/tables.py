@@ -1,0 +1,44 @@
+"""The warehouse tables Mailers owns, by name, with their Arrow schemas.
+
+They live in the ``mailers`` schema of the warehouse (dbt reads them as the ``mailers``
+source). Every one is append-only: rows are added, never updated or deleted.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from mailers.audit import AUDIT_SCHEMA, AUDIT_TABLE
+from mailers.events import EVENTS_SCHEMA, EVENTS_TABLE
+from mailers.ledger import LEDGER_SCHEMA, LEDGER_TABLE
+from mailers.suppression import SUPPRESSIONS_SCHEMA, SUPPRESSIONS_TABLE
+from mailers.warehouse import MAILERS_SCHEMA, WORK_SCHEMA, Warehouse
+
+__all__ = ["LANDED_FILES_TABLE", "MAILERS_SCHEMA", "OWNED_TABLES", "WORK_SCHEMA", "ensure_tables"]
+
+
+LANDED_FILES_TABLE = "landed_files"
+LANDED_FILES_SCHEMA = pa.schema(
+    [
+        pa.field("source_file", pa.string(), nullable=False),
+        pa.field("provider_account", pa.string(), nullable=False),
+        pa.field("event_count", pa.int64(), nullable=False),
+        pa.field("loaded_at", pa.timestamp("us"), nullable=False),
+    ]
+)
+"""Landing files already loaded, so each file's events are ingested exactly once."""
+
+OWNED_TABLES: dict[str, pa.Schema] = {
+    LEDGER_TABLE: LEDGER_SCHEMA,
+    EVENTS_TABLE: EVENTS_SCHEMA,
+    SUPPRESSIONS_TABLE: SUPPRESSIONS_SCHEMA,
+    AUDIT_TABLE: AUDIT_SCHEMA,
+    LANDED_FILES_TABLE: LANDED_FILES_SCHEMA,
+}
+
+
+def ensure_tables(warehouse: Warehouse) -> None:
+    """Create Mailers' schemas and tables where they do not exist yet (idempotent)."""
+    for table, columns in OWNED_TABLES.items():
+        warehouse.ensure_table(MAILERS_SCHEMA, table, columns)
+    warehouse.execute(f"create schema if not exists {warehouse.dialect.quote(WORK_SCHEMA)}")

@@ -1,0 +1,88 @@
+"""The seam between Mailers and a warehouse: one small protocol, one per engine.
+
+The core writes set-based SQL against :class:`Warehouse` and moves data as Arrow; each
+engine (DuckDB today; Snowflake and BigQuery later) implements it in ``adapters/warehouses``
+and supplies a :class:`Dialect` for the few functions whose spelling differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+MAILERS_SCHEMA = "mailers"
+"""Warehouse schema of Mailers' own, append-only tables (the dbt source ``mailers``)."""
+
+WORK_SCHEMA = "mailers_work"
+"""Warehouse schema of per-run working tables (resolved audiences); safe to drop."""
+
+
+class Dialect(Protocol):
+    """SQL spellings that differ between engines."""
+
+    def quote(self, identifier: str) -> str:
+        """Quote one identifier."""
+        ...
+
+    def regexp_matches(self, expr: str, pattern: str) -> str:
+        """A boolean expression: does ``expr`` match ``pattern`` (RE2 syntax) anywhere."""
+        ...
+
+    def regexp_group(self, expr: str, pattern: str) -> str:
+        """The first capture group of ``pattern`` in ``expr``."""
+        ...
+
+    def md5_hex(self, expr: str) -> str:
+        """Lower-case hex md5 of a string expression."""
+        ...
+
+    def star_except(self, alias: str, columns: Sequence[str]) -> str:
+        """``alias.*`` without the named columns."""
+        ...
+
+
+class Warehouse(Protocol):
+    """What Mailers needs from a warehouse: run SQL, read and append Arrow."""
+
+    dialect: Dialect
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Run one statement; return the rows it inserted or changed (0 for DDL)."""
+        ...
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+        """Run a query and return its (small) result whole."""
+        ...
+
+    def stream(
+        self, sql: str, params: Sequence[Any] = (), batch_rows: int = 10_000
+    ) -> Iterator[pa.RecordBatch]:
+        """Run a query and yield its result in record batches of at most ``batch_rows``."""
+        ...
+
+    def append(self, schema: str, table: str, data: pa.Table) -> None:
+        """Bulk-append Arrow rows to an existing table (columns matched by name)."""
+        ...
+
+    def ensure_table(self, schema: str, table: str, columns: pa.Schema) -> None:
+        """Create the schema and table from an Arrow schema when they do not exist."""
+        ...
+
+    def columns(self, schema: str, table: str) -> list[str] | None:
+        """Column names of a table or view, or ``None`` when it does not exist."""
+        ...
+
+    def staged(self, data: pa.Table) -> AbstractContextManager[str]:
+        """Make Arrow rows queryable for the duration of a block; yields a relation name."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Group statements so that they commit together or not at all."""
+        ...
+
+    def relation(self, schema: str, table: str) -> str:
+        """The quoted, qualified name of a relation."""
+        ...
