@@ -1,0 +1,62 @@
+"""Dry runs: what a campaign window would do, without sending or recording anything."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from mailers.audience import AudienceSpec, Disposition, disposition_counts, resolve
+from mailers.config import CampaignRef, Settings
+from mailers.ledger import LedgerContext, LedgerWriter
+from mailers.routing import Router
+from mailers.warehouse import Warehouse
+
+
+@dataclass
+class SendPlan:
+    """How many recipients a window would send, via which accounts, and who is skipped."""
+
+    campaign: str
+    send_window: str
+    counts: dict[str, int]
+    by_account: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def to_send(self) -> int:
+        return self.counts.get("to_send", 0)
+
+
+def plan(warehouse: Warehouse, settings: Settings, campaign: CampaignRef, window: str) -> SendPlan:
+    """Resolve the audience into a temporary table and route it on paper.
+
+    Render failures are not predicted (templates run only when sending); everything else
+    matches what a send of this window would decide now.
+    """
+    spec = AudienceSpec(
+        workspace=campaign.workspace,
+        campaign=campaign.name,
+        stream=str(campaign.config.stream),
+        send_window=window,
+        segment=campaign.config.segment,
+    )
+    ledger = LedgerWriter(
+        warehouse,
+        LedgerContext(campaign.workspace, spec.stream, campaign.name, window, run_id="plan"),
+    )
+    table = resolve(warehouse, spec, ledger.settled_keys_sql(), temporary=True)
+    result = SendPlan(
+        campaign=campaign.qualified_name,
+        send_window=window,
+        counts=disposition_counts(warehouse, table),
+    )
+    workspace = settings.config.workspaces[campaign.workspace]
+    router = Router(workspace.streams[campaign.config.stream].routing)
+    keys = warehouse.stream(
+        f"select mailers_message_key as k from {table} "
+        f"where mailers_disposition = '{Disposition.SEND}' "
+        f"and mailers_message_key not in ({ledger.settled_keys_sql()})"
+    )
+    for batch in keys:
+        result.by_account.update(router.chain(k)[0] for k in batch.column("k").to_pylist())
+    warehouse.execute(f"drop table if exists {table}")
+    return result

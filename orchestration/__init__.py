@@ -1,0 +1,1 @@
+"""Dagster definitions and the ``mailers`` CLI: thin glue over ``mailers`` and ``adapters``."""

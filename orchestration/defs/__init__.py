@@ -1,0 +1,1 @@
+"""One module per concern: resources, dbt, campaigns, ledger, events, jobs, schedules, sensors."""

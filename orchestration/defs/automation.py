@@ -1,0 +1,97 @@
+"""Jobs, schedules and the landed-events sensor.
+
+* ``mailers_pipeline``: everything, in lineage order (what ``mailers demo`` runs);
+* ``send__<workspace>__<campaign>``: one campaign's segment, audience and sends, then the
+  records and marts downstream; recurring campaigns get a schedule on it, in their time
+  zone, and each tick is its own send window;
+* ``ingest_events``: load landed provider events and rebuild the marts, launched by the
+  ``landed_events`` sensor when new files land.
+"""
+
+import json
+
+import dagster as dg
+
+from mailers.config import Settings
+from mailers.ingest import landed_files
+from orchestration.defs.campaigns import audience_key, segment_key, sends_key
+from orchestration.defs.records import EVENTS_KEY, SUPPRESSIONS_KEY
+
+INGEST_JOB = "ingest_events"
+
+
+def _send_job_name(workspace: str, campaign: str) -> str:
+    return f"send__{workspace}__{campaign}"
+
+
+def jobs_and_schedules(settings: Settings) -> dg.Definitions:
+    """A job per campaign (scheduled when recurring), the pipeline and the ingest job."""
+    jobs: list[dg.UnresolvedAssetJobDefinition] = [
+        dg.define_asset_job(
+            "mailers_pipeline",
+            selection=dg.AssetSelection.all(),
+            description="Every segment, audience, send, record and mart, in lineage order.",
+        ),
+        dg.define_asset_job(
+            INGEST_JOB,
+            selection=dg.AssetSelection.assets(EVENTS_KEY, SUPPRESSIONS_KEY).downstream(),
+            description="Load landed provider events, then rebuild the marts.",
+        ),
+    ]
+    schedules = []
+    for ref in settings.campaigns():
+        selection = dg.AssetSelection.assets(segment_key(ref)).upstream() | (
+            dg.AssetSelection.assets(audience_key(ref), sends_key(ref)).downstream()
+        )
+        job = dg.define_asset_job(
+            _send_job_name(ref.workspace, ref.name),
+            selection=selection,
+            description=f"Send {ref.qualified_name} for the current window.",
+            tags={"workspace": ref.workspace, "campaign": ref.name},
+        )
+        jobs.append(job)
+        if ref.config.schedule is not None:
+            schedules.append(
+                dg.ScheduleDefinition(
+                    name=f"{job.name}__schedule",
+                    job=job,
+                    cron_schedule=ref.config.schedule.cron,
+                    execution_timezone=ref.config.schedule.timezone,
+                    description=f"One send window of {ref.qualified_name} per tick.",
+                    default_status=dg.DefaultScheduleStatus.STOPPED,
+                )
+            )
+    return dg.Definitions(jobs=jobs, schedules=schedules, sensors=[landed_events_sensor(settings)])
+
+
+def landed_events_sensor(settings: Settings) -> dg.SensorDefinition:
+    """Launch ingestion when new event files land (it reads the file system, not DuckDB).
+
+    The cursor is the newest landing-file modification time seen; ingestion itself skips
+    files already loaded, so a repeated request is harmless.
+    """
+
+    @dg.sensor(
+        name="landed_events",
+        job_name=INGEST_JOB,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Ingest provider events as soon as new landing files appear.",
+    )
+    def landed_events(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        seen = json.loads(context.cursor) if context.cursor else {"mtime": 0.0}
+        newest = seen["mtime"]
+        fresh = 0
+        for landed in landed_files(settings.landing_dir):
+            mtime = landed.path.stat().st_mtime
+            if mtime > seen["mtime"]:
+                fresh += 1
+                newest = max(newest, mtime)
+        if not fresh:
+            return dg.SensorResult(skip_reason="no new landing files")
+        return dg.SensorResult(
+            run_requests=[dg.RunRequest(run_key=f"landed-{newest}")],
+            cursor=json.dumps({"mtime": newest}),
+        )
+
+    return landed_events

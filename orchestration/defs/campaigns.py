@@ -1,0 +1,179 @@
+"""Two assets per configured campaign: its audience, then its sends.
+
+Keys are ``[workspace, campaign, "audience"]`` and ``[workspace, campaign, "sends"]``; the
+audience depends on the campaign's dbt segment model, so lineage in the UI reads
+contacts → segment → audience → sends → ledger → events → marts.
+"""
+
+import dagster as dg
+
+from mailers.audience import AudienceSpec, disposition_counts, resolve
+from mailers.audit import AUDIT_TABLE, AuditAction, AuditRecord
+from mailers.config import CampaignRef, Settings
+from mailers.errors import MailersError
+from mailers.ledger import LedgerContext, LedgerWriter
+from mailers.sending import CampaignSender, SendContext
+from mailers.warehouse import MAILERS_SCHEMA, WORK_SCHEMA, Warehouse
+from orchestration.defs.resources import WAREHOUSE_POOL, MailersResource
+from orchestration.defs.runs import run_actor, run_window
+
+
+def audience_key(campaign: CampaignRef) -> dg.AssetKey:
+    return dg.AssetKey([campaign.workspace, campaign.name, "audience"])
+
+
+def sends_key(campaign: CampaignRef) -> dg.AssetKey:
+    return dg.AssetKey([campaign.workspace, campaign.name, "sends"])
+
+
+def segment_key(campaign: CampaignRef) -> dg.AssetKey:
+    return dg.AssetKey(["segments", campaign.config.segment])
+
+
+def _spec(campaign: CampaignRef, window: str) -> AudienceSpec:
+    return AudienceSpec(
+        workspace=campaign.workspace,
+        campaign=campaign.name,
+        stream=str(campaign.config.stream),
+        send_window=window,
+        segment=campaign.config.segment,
+    )
+
+
+def _ledger(warehouse: Warehouse, campaign: CampaignRef, window: str, run_id: str) -> LedgerWriter:
+    return LedgerWriter(
+        warehouse,
+        LedgerContext(
+            workspace=campaign.workspace,
+            stream=str(campaign.config.stream),
+            campaign=campaign.name,
+            send_window=window,
+            run_id=run_id,
+        ),
+    )
+
+
+def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
+    """The audience and sends assets of one campaign."""
+    qualified = campaign.qualified_name
+    tags = {"workspace": campaign.workspace, "stream": str(campaign.config.stream)}
+
+    @dg.asset(
+        key=audience_key(campaign),
+        deps=[segment_key(campaign)],
+        group_name=campaign.workspace,
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb"},
+        tags=tags,
+        description=f"Who {qualified} sends to this window, and who it skips and why.",
+    )
+    def audience(
+        context: dg.AssetExecutionContext, mailers: MailersResource
+    ) -> dg.MaterializeResult:
+        settings = mailers.settings()
+        ref = settings.campaign(qualified)
+        window = run_window(context, ref)
+        with mailers.warehouse(settings) as warehouse:
+            ledger = _ledger(warehouse, ref, window, context.run_id)
+            table = resolve(warehouse, _spec(ref, window), ledger.settled_keys_sql())
+            counts = disposition_counts(warehouse, table)
+        context.log.info(f"{qualified} window {window}: {counts}")
+        return dg.MaterializeResult(metadata={"send_window": window, "table": table, **counts})
+
+    @dg.asset(
+        key=sends_key(campaign),
+        deps=[audience_key(campaign)],
+        group_name=campaign.workspace,
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb", "email"},
+        tags=tags,
+        description=f"Messages of {qualified} rendered, routed and handed to providers.",
+    )
+    def sends(context: dg.AssetExecutionContext, mailers: MailersResource) -> dg.MaterializeResult:
+        settings = mailers.settings()
+        ref = settings.campaign(qualified)
+        window = run_window(context, ref)
+        spec = _spec(ref, window)
+        with mailers.warehouse(settings) as warehouse:
+            table = _resolved_audience(warehouse, spec, window, qualified)
+            audience_counts = disposition_counts(warehouse, table)
+            context_ = SendContext(
+                settings=settings,
+                campaign=ref,
+                send_window=window,
+                run_id=context.run_id,
+                unsubscribe_key=_unsubscribe_key(settings, ref),
+            )
+            sender = CampaignSender(warehouse, context_, mailers.providers(settings, ref.workspace))
+            report = sender.run(table)
+            counts = {**audience_counts, **report.as_counts()}
+            record = AuditRecord(
+                run_id=context.run_id,
+                actor=run_actor(context),
+                action=AuditAction.SEND,
+                config_hash=settings.config_hash,
+                counts=counts,
+                detail={
+                    "accepted_by_account": dict(report.accounts),
+                    "accounts_down": report.down_accounts,
+                },
+                workspace=ref.workspace,
+                stream=str(ref.config.stream),
+                campaign=ref.name,
+                send_window=window,
+            )
+            warehouse.append(MAILERS_SCHEMA, AUDIT_TABLE, record.to_arrow())
+        metadata = {
+            "send_window": window,
+            **counts,
+            **{f"accepted_via_{name}": n for name, n in report.accounts.items()},
+        }
+        if counts.get("unknown"):
+            context.log.warning(
+                f"{counts['unknown']} messages of {qualified} have an unknown outcome; they "
+                "will not be re-sent (provider events settle them)"
+            )
+        if report.down_accounts and counts.get("not_sent"):
+            raise dg.Failure(
+                description=(
+                    f"{counts['not_sent']} messages of {qualified} were not sent: no provider "
+                    f"account was available ({report.down_accounts}). Re-run to retry them; "
+                    "nothing already accepted will be sent again."
+                ),
+                metadata=metadata,
+            )
+        return dg.MaterializeResult(metadata=metadata)
+
+    return [audience, sends]
+
+
+def _resolved_audience(
+    warehouse: Warehouse, spec: AudienceSpec, window: str, qualified: str
+) -> str:
+    """The audience table of ``spec``, once sure it was resolved for this window."""
+    if warehouse.columns(WORK_SCHEMA, spec.table) is None:
+        raise MailersError(
+            f"the audience of {qualified} has not been resolved yet: materialize its "
+            "audience asset first"
+        )
+    table = warehouse.relation(WORK_SCHEMA, spec.table)
+    windows = warehouse.query(f"select distinct mailers_send_window as w from {table}")[
+        "w"
+    ].to_pylist()
+    if windows and windows != [window]:
+        raise MailersError(
+            f"the audience of {qualified} was resolved for window {windows[0]}, but this run "
+            f"sends window {window}: materialize the audience asset in this run first"
+        )
+    return table
+
+
+def _unsubscribe_key(settings: Settings, campaign: CampaignRef) -> str | None:
+    if not campaign.config.stream.needs_unsubscribe:
+        return None
+    return settings.config.unsubscribe.signing_key.resolve("unsubscribe.signing_key")
+
+
+def all_campaign_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    """Audience and sends assets for every configured campaign."""
+    return [asset for ref in settings.campaigns() for asset in campaign_assets(ref)]

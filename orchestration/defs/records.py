@@ -1,0 +1,122 @@
+"""The record-keeping assets: the send ledger after sends, and event ingestion."""
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+from adapters.providers import event_parser
+from mailers.audit import AUDIT_TABLE, AuditAction, AuditRecord
+from mailers.ingest import ingest
+from mailers.ledger import LEDGER_TABLE
+from mailers.warehouse import MAILERS_SCHEMA
+from orchestration.defs.resources import WAREHOUSE_POOL, MailersResource
+from orchestration.defs.runs import run_actor
+
+LEDGER_KEY = dg.AssetKey([MAILERS_SCHEMA, LEDGER_TABLE])
+EVENTS_KEY = dg.AssetKey([MAILERS_SCHEMA, "events"])
+SUPPRESSIONS_KEY = dg.AssetKey([MAILERS_SCHEMA, "suppressions"])
+AUDIT_KEY = dg.AssetKey([MAILERS_SCHEMA, AUDIT_TABLE])
+CONTACTS_KEY = dg.AssetKey(["crm", "contacts"])
+
+external_tables = [
+    dg.AssetSpec(
+        CONTACTS_KEY,
+        group_name="sources",
+        description="Contacts from your CRM sync (the demo seeds example rows).",
+    ),
+    dg.AssetSpec(
+        AUDIT_KEY,
+        group_name="records",
+        description="Append-only audit log: one row per send or ingestion action.",
+    ),
+]
+
+
+def ledger_asset(sends: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
+    """The send ledger, observed after every campaign's sends."""
+
+    @dg.asset(
+        key=LEDGER_KEY,
+        deps=list(sends),
+        group_name="records",
+        pool=WAREHOUSE_POOL,
+        kinds={"duckdb"},
+        description=(
+            "Append-only send ledger: every send decision, before and after each provider "
+            "call. Materializing reports messages by latest status, in-doubt ones included."
+        ),
+    )
+    def send_ledger(mailers: MailersResource) -> dg.MaterializeResult:
+        settings = mailers.settings()
+        with mailers.warehouse(settings) as warehouse:
+            table = warehouse.relation(MAILERS_SCHEMA, LEDGER_TABLE)
+            rows = warehouse.query(
+                f"""
+                select status, count(*) as n from (
+                    select status, row_number() over (
+                        partition by message_key
+                        order by recorded_at desc,
+                            case status when 'dispatching' then 0 else 1 end desc
+                    ) as recency
+                    from {table}
+                ) as latest
+                where recency = 1
+                group by status
+                """
+            ).to_pylist()
+        by_status = {f"messages_{row['status']}": row["n"] for row in rows}
+        return dg.MaterializeResult(
+            metadata={"messages": sum(row["n"] for row in rows), **by_status}
+        )
+
+    return send_ledger
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            EVENTS_KEY,
+            deps=[LEDGER_KEY],
+            group_name="records",
+            kinds={"duckdb"},
+            description="Canonical provider events, append-only, unique by event id.",
+        ),
+        dg.AssetSpec(
+            SUPPRESSIONS_KEY,
+            deps=[LEDGER_KEY],
+            group_name="records",
+            kinds={"duckdb"},
+            description=(
+                "Central suppression list: operator entries plus hard bounces (global), "
+                "complaints (workspace) and unsubscribes (stream)."
+            ),
+        ),
+    ],
+    pool=WAREHOUSE_POOL,
+)
+def provider_events(context: dg.AssetExecutionContext, mailers: MailersResource):  # type: ignore[no-untyped-def]
+    """Load landed provider event files into events and suppressions, exactly once each."""
+    settings = mailers.settings()
+    with mailers.warehouse(settings) as warehouse:
+        report = ingest(warehouse, settings.landing_dir, event_parser)
+        warehouse.append(
+            MAILERS_SCHEMA,
+            AUDIT_TABLE,
+            AuditRecord(
+                run_id=context.run_id,
+                actor=run_actor(context),
+                action=AuditAction.INGEST_EVENTS,
+                config_hash=settings.config_hash,
+                counts=report.counts,
+                detail={"events_by_type": report.by_type},
+            ).to_arrow(),
+        )
+    context.log.info(f"ingested {report.counts}")
+    yield dg.MaterializeResult(
+        asset_key=EVENTS_KEY,
+        metadata={**report.counts, **{f"type_{k}": v for k, v in report.by_type.items()}},
+    )
+    yield dg.MaterializeResult(
+        asset_key=SUPPRESSIONS_KEY,
+        metadata={"suppressions_added": report.counts["suppressions_added"]},
+    )

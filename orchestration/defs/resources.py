@@ -1,0 +1,46 @@
+"""The resource every Mailers asset uses: config, warehouse and providers, from one place.
+
+DuckDB allows one writer process per file, so every asset that writes the warehouse runs
+in the :data:`WAREHOUSE_POOL` concurrency pool; the instance config shipped in
+``.dagster/dagster.yaml`` limits pools to one step at a time, across runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+import dagster as dg
+
+from adapters.providers import build_providers
+from adapters.settings import load
+from adapters.warehouses.duckdb import DuckDBWarehouse
+from mailers.config import Settings
+from mailers.providers import Provider
+from mailers.tables import ensure_tables
+
+WAREHOUSE_POOL = "mailers_warehouse"
+
+
+class MailersResource(dg.ConfigurableResource):
+    """Mailers' config file and what it points at.
+
+    ``config_path`` defaults to ``$MAILERS_CONFIG`` or ``./mailers.yaml``.
+    """
+
+    config_path: str | None = None
+
+    def settings(self) -> Settings:
+        """The validated config (read afresh, so an edited file takes effect next run)."""
+        return load(self.config_path)
+
+    @contextmanager
+    def warehouse(self, settings: Settings) -> Iterator[DuckDBWarehouse]:
+        """An open warehouse with Mailers' tables in place; closed on exit."""
+        with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+            ensure_tables(warehouse)
+            yield warehouse
+
+    def providers(self, settings: Settings, workspace: str) -> Mapping[str, Provider]:
+        """The provider accounts of one workspace."""
+        return build_providers(settings, workspace)
