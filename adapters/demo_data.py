@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from datetime import datetime, timedelta
+from typing import Any
 
 import pyarrow as pa
 
@@ -78,13 +79,14 @@ def _address(rng: random.Random, first: str, last: str, contact_id: int) -> str 
 def contacts(count: int, seed: int = 7) -> pa.Table:
     """``count`` example contacts of the brands ``acme`` and ``globex``."""
     rng = random.Random(seed)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for contact_id in range(1, count + 1):
         first, last = rng.choice(_FIRST), rng.choice(_LAST)
         email = _address(rng, first, last, contact_id)
-        if rows and rng.random() < 0.03 and rows[-1]["email"]:
+        previous = rows[-1]["email"] if rows else None
+        if previous and rng.random() < 0.03:
             # A case-variant duplicate of the previous contact's address.
-            email = rows[-1]["email"].strip().upper()
+            email = str(previous).strip().upper()
         signed_up = REFERENCE_DATE - timedelta(days=rng.randint(30, 900))
         rows.append(
             {

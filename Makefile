@@ -1,0 +1,32 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+export DO_NOT_TRACK := 1
+export DAGSTER_HOME := $(CURDIR)/.dagster
+
+.PHONY: demo test lint dev clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+demo: $(STAMP)  ## run the whole pipeline on the embedded default (DuckDB + sandbox providers)
+	$(BIN)/mailers demo
+
+test: $(STAMP) lint  ## lint, type-check and run the test suite
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+dev: $(STAMP)  ## open the Dagster UI on http://127.0.0.1:3000
+	$(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf .mailers dbt_project/target dbt_project/logs

@@ -1,0 +1,142 @@
+"""Shared fixtures: a project copy in a temp dir, seeded DuckDB warehouses, send helpers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from adapters import demo_data
+from adapters.providers import build_providers
+from adapters.settings import load
+from adapters.warehouses.duckdb import DuckDBWarehouse
+from mailers.audience import AudienceSpec, resolve
+from mailers.config import Settings
+from mailers.ledger import LedgerContext, LedgerWriter
+from mailers.providers import Provider
+from mailers.sending import CampaignSender, SendContext, SendReport
+from mailers.tables import ensure_tables
+
+REPO = Path(__file__).resolve().parents[1]
+UNSUBSCRIBE_KEY = "test-unsubscribe-key"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _environment() -> Iterator[None]:
+    """The env a user would export; dbt telemetry off."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MAILERS_UNSUBSCRIBE_KEY", UNSUBSCRIBE_KEY)
+        patch.setenv("DO_NOT_TRACK", "1")
+        patch.delenv("MAILERS_CONFIG", raising=False)
+        patch.delenv("MAILERS_DATA_DIR", raising=False)
+        yield
+
+
+def example_config() -> dict[str, Any]:
+    """The shipped example config as a dict, ready to modify."""
+    return yaml.safe_load((REPO / "mailers.yaml").read_text())
+
+
+def write_config(root: Path, mutate: Callable[[dict[str, Any]], None] | None = None) -> Path:
+    """Write the example config into ``root`` (data under ``root/data``), optionally changed."""
+    config = example_config()
+    config["data_dir"] = str(root / "data")
+    config["dbt_project_dir"] = str(REPO / "dbt_project")
+    config["templates_dir"] = str(REPO / "templates")
+    if mutate:
+        mutate(config)
+    path = root / "mailers.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def seed_warehouse(settings: Settings, contacts: int) -> None:
+    """Create Mailers' tables and seed the demo contacts and manual suppressions."""
+    with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+        ensure_tables(warehouse)
+        demo_data.seed(warehouse, contacts)
+
+
+def run_dbt(settings: Settings, *args: str) -> None:
+    """Run the project's dbt against this settings' warehouse, failing the test on error."""
+    from orchestration.defs.dbt import dbt_executable
+
+    env = {**os.environ, "MAILERS_DUCKDB_PATH": str(settings.warehouse_path)}
+    project = str(settings.dbt_project_dir)
+    completed = subprocess.run(
+        [dbt_executable(), *args, "--project-dir", project, "--profiles-dir", project],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
+
+
+@pytest.fixture(scope="session")
+def seeded_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A warehouse file with demo contacts, suppressions and segment views built by dbt."""
+    root = tmp_path_factory.mktemp("seeded")
+    settings = load(write_config(root))
+    seed_warehouse(settings, 1000)
+    run_dbt(settings, "run", "--select", "+path:models/segments")
+    return settings.warehouse_path
+
+
+def send_window_once(
+    settings: Settings,
+    campaign: str,
+    *,
+    window: str = "2026-11-23T08:00:00Z",
+    run_id: str = "run-1",
+    providers: Mapping[str, Provider] | None = None,
+) -> SendReport:
+    """Resolve the audience of one campaign window and send it, as the assets do."""
+    ref = settings.campaign(campaign)
+    spec = AudienceSpec(
+        workspace=ref.workspace,
+        campaign=ref.name,
+        stream=str(ref.config.stream),
+        send_window=window,
+        segment=ref.config.segment,
+    )
+    with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+        ensure_tables(warehouse)
+        ledger = LedgerWriter(
+            warehouse, LedgerContext(ref.workspace, spec.stream, ref.name, window, run_id)
+        )
+        table = resolve(warehouse, spec, ledger.settled_keys_sql())
+        sender = CampaignSender(
+            warehouse,
+            SendContext(settings, ref, window, run_id, UNSUBSCRIBE_KEY),
+            providers or build_providers(settings, ref.workspace),
+        )
+        return sender.run(table)
+
+
+@pytest.fixture
+def core_project(tmp_path: Path, seeded_warehouse: Path) -> Callable[..., Settings]:
+    """A project with a copy of the seeded warehouse, for send tests without Dagster."""
+
+    def make(mutate: Callable[[dict[str, Any]], None] | None = None) -> Settings:
+        settings = load(write_config(tmp_path, mutate))
+        settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(seeded_warehouse, settings.warehouse_path)
+        return settings
+
+    return make
+
+
+def eml_files(settings: Settings, account: str = "*") -> list[Path]:
+    return sorted(settings.outbox_dir.glob(f"{account}/*.eml"))
+
+
+def query(settings: Settings, sql: str) -> list[dict[str, Any]]:
+    with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+        return warehouse.query(sql).to_pylist()
