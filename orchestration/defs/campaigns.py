@@ -74,7 +74,7 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
         ref = settings.campaign(qualified)
         window = run_window(context, ref)
         with mailers.warehouse(settings) as warehouse:
-            ledger = _ledger(warehouse, ref, window, context.run_id)
+            ledger = _ledger(warehouse, ref, window, context.run.run_id)
             table = resolve(warehouse, _spec(ref, window), ledger.settled_keys_sql())
             counts = disposition_counts(warehouse, table)
         context.log.info(f"{qualified} window {window}: {counts}")
@@ -101,14 +101,14 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
                 settings=settings,
                 campaign=ref,
                 send_window=window,
-                run_id=context.run_id,
+                run_id=context.run.run_id,
                 unsubscribe_key=_unsubscribe_key(settings, ref),
             )
             sender = CampaignSender(warehouse, context_, mailers.providers(settings, ref.workspace))
             report = sender.run(table)
             counts = {**audience_counts, **report.as_counts()}
             record = AuditRecord(
-                run_id=context.run_id,
+                run_id=context.run.run_id,
                 actor=run_actor(context),
                 action=AuditAction.SEND,
                 config_hash=settings.config_hash,

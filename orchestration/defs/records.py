@@ -103,7 +103,7 @@ def provider_events(context: dg.AssetExecutionContext, mailers: MailersResource)
             MAILERS_SCHEMA,
             AUDIT_TABLE,
             AuditRecord(
-                run_id=context.run_id,
+                run_id=context.run.run_id,
                 actor=run_actor(context),
                 action=AuditAction.INGEST_EVENTS,
                 config_hash=settings.config_hash,

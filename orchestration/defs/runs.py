@@ -30,8 +30,10 @@ def run_window(context: dg.AssetExecutionContext, campaign: CampaignRef) -> str:
     if scheduled:
         moment = datetime.fromisoformat(scheduled)
     else:
-        record = context.instance.get_run_record_by_id(context.run_id)
-        moment = record.create_timestamp if record else datetime.now(UTC)
+        records = context.instance.get_run_records(
+            filters=dg.RunsFilter(run_ids=[context.run.run_id]), limit=1
+        )
+        moment = records[0].create_timestamp if records else datetime.now(UTC)
     return send_window(campaign.config.schedule, moment)
 
 

@@ -1,0 +1,318 @@
+"""The whole Dagster graph materialized on a temp DuckDB warehouse with real dbt.
+
+The marts are checked against the sandbox's documented, deterministic rule applied to the
+messages the ledger says were accepted, and the ledger against the ``.eml`` files the
+sandbox actually wrote.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from adapters.providers import sandbox
+from adapters.settings import load
+from mailers.config import Settings
+from orchestration.defs.build import build_definitions
+from orchestration.defs.campaigns import audience_key
+from orchestration.defs.runs import SEND_WINDOW_TAG
+from tests.conftest import eml_files, query, seed_warehouse, write_config
+
+EVENT_COLUMNS = {
+    "delivered": "delivered",
+    "bounce": "hard_bounces",
+    "soft_bounce": "soft_bounces",
+    "complaint": "complaints",
+    "open": "opens",
+    "click": "clicks",
+    "unsubscribe": "unsubscribes",
+    "deferral": "deferred",
+}
+
+
+def _run(
+    defs: dg.Definitions, instance: dg.DagsterInstance, job: str = "mailers_pipeline", **kwargs: Any
+) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def(job).execute_in_process(
+        instance=instance, raise_on_error=False, **kwargs
+    )
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    root = tmp_path_factory.mktemp("pipeline")
+    settings = load(write_config(root))
+    seed_warehouse(settings, 1500)
+    defs = build_definitions(str(settings.path))
+    instance = dg.DagsterInstance.ephemeral()
+    first = _run(defs, instance)
+    assert first.success, _failures(first)
+    snapshot = SimpleNamespace(
+        emls={p: p.stat().st_mtime_ns for p in eml_files(settings)},
+        ledger=query(settings, "select * from mailers.send_ledger"),
+        deliverability=query(settings, "select * from marts.fct_deliverability_daily"),
+        messages=query(settings, "select * from marts.fct_messages"),
+    )
+    second = _run(defs, instance)
+    assert second.success, _failures(second)
+    return SimpleNamespace(
+        settings=settings,
+        defs=defs,
+        instance=instance,
+        first=first,
+        second=second,
+        after_first=snapshot,
+    )
+
+
+def _failures(result: dg.ExecuteInProcessResult) -> str:
+    return "\n".join(
+        str(event.step_failure_data.error) for event in result.all_events if event.is_step_failure
+    )
+
+
+def _expected_events(settings: Settings, ledger: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """Sandbox events of every accepted message, from the sandbox's published rule."""
+    accounts = {
+        name: sandbox.Settings.model_validate(account.settings)
+        for workspace in settings.config.workspaces.values()
+        for name, account in workspace.provider_accounts.items()
+    }
+    return {
+        row["message_key"]: sandbox.planned_events(
+            row["message_key"], row["recipient"], accounts[row["provider_account"]]
+        )
+        for row in ledger
+        if row["status"] == "accepted"
+    }
+
+
+def test_every_asset_materializes_with_lineage(pipeline: SimpleNamespace) -> None:
+    materialized = {
+        key.to_user_string()
+        for key in pipeline.first.get_asset_materialization_events()
+        and [e.asset_key for e in pipeline.first.get_asset_materialization_events()]
+    }
+    for key in (
+        "segments/seg_acme_active_pro",
+        "acme/pro_tips/audience",
+        "acme/pro_tips/sends",
+        "globex/launch_newsletter/sends",
+        "mailers/send_ledger",
+        "mailers/events",
+        "mailers/suppressions",
+        "marts/fct_deliverability_daily",
+        "marts/fct_messages",
+        "marts/dim_suppressions",
+        "marts/fct_email_events",
+        "marts/fct_send_audit",
+    ):
+        assert key in materialized
+    graph = pipeline.defs.resolve_asset_graph()
+    assert (
+        dg.AssetKey(["segments", "seg_acme_active_pro"])
+        in graph.get(audience_key(pipeline.settings.campaign("acme.pro_tips"))).parent_keys
+    )
+
+
+def test_the_ledger_agrees_with_the_eml_files(pipeline: SimpleNamespace) -> None:
+    accepted = [r for r in pipeline.after_first.ledger if r["status"] == "accepted"]
+    keys = [r["message_key"] for r in accepted]
+    assert len(keys) == len(set(keys)) > 300
+    assert {p.stem for p in pipeline.after_first.emls} == set(keys)
+    for row in accepted[:25]:
+        path = pipeline.settings.outbox_dir / row["provider_account"] / f"{row['message_key']}.eml"
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert message["To"] == row["recipient"]
+        assert message["Message-ID"] == f"<{row['provider_message_id']}>"
+
+
+def test_suppressed_and_invalid_recipients_never_reach_a_provider(pipeline) -> None:
+    settings = pipeline.settings
+    skipped = [r for r in pipeline.after_first.ledger if r["status"] == "skipped"]
+    assert {r["reason"] for r in skipped} >= {"suppressed", "invalid_address", "missing_address"}
+    sent_to = {
+        email.message_from_bytes(p.read_bytes(), policy=email.policy.default)["To"].lower()
+        for p in pipeline.after_first.emls
+    }
+    manual = {
+        r["address"]
+        for r in query(settings, "select address from mailers.suppressions where source = 'manual'")
+    }
+    assert manual and not sent_to & manual
+    assert not sent_to & {(r["recipient"] or "").lower() for r in skipped}
+
+
+def test_deliverability_mart_matches_the_sandbox_rule_exactly(pipeline) -> None:
+    ledger = pipeline.after_first.ledger
+    expected_events = _expected_events(pipeline.settings, ledger)
+    account_of = {
+        r["message_key"]: r["provider_account"] for r in ledger if r["status"] == "accepted"
+    }
+    expected: dict[str, Counter[str]] = {}
+    for key, events in expected_events.items():
+        tally = expected.setdefault(account_of[key], Counter())
+        tally["sent"] += 1
+        tally.update(EVENT_COLUMNS[name] for name in set(events))
+    actual: dict[str, Counter[str]] = {}
+    for row in pipeline.after_first.deliverability:
+        tally = actual.setdefault(row["provider_account"], Counter())
+        for column in ("sent", *EVENT_COLUMNS.values()):
+            tally[column] += row[column] or 0
+    assert set(actual) == {"acme_sandbox_a", "acme_sandbox_b", "globex_sandbox"}
+    for account, tally in expected.items():
+        assert +actual[account] == +tally, account
+    # The lifecycle stream of acme is split 70/30 between its two accounts.
+    share_a = expected["acme_sandbox_a"]["sent"] / (
+        expected["acme_sandbox_a"]["sent"] + expected["acme_sandbox_b"]["sent"]
+    )
+    assert 0.55 < share_a < 0.85
+
+
+def test_message_statuses_follow_ledger_and_events(pipeline) -> None:
+    expected_events = _expected_events(pipeline.settings, pipeline.after_first.ledger)
+    latest: dict[str, str] = {}
+    for row in sorted(pipeline.after_first.ledger, key=lambda r: r["recorded_at"]):
+        latest[row["message_key"]] = row["status"]
+    expected = {}
+    for key, status in latest.items():
+        events = set(expected_events.get(key, []))
+        if "complaint" in events:
+            expected[key] = "complained"
+        elif events & {"bounce", "soft_bounce"}:
+            expected[key] = "bounced"
+        elif "delivered" in events:
+            expected[key] = "delivered"
+        else:
+            expected[key] = status
+    actual = {row["message_key"]: row["status"] for row in pipeline.after_first.messages}
+    assert actual == expected
+    assert Counter(actual.values())["rejected"] > 0
+    assert Counter(actual.values())["render_failed"] > 0
+
+
+def test_suppressions_gain_hard_bounces_complaints_and_unsubscribes(pipeline) -> None:
+    dim = query(pipeline.settings, "select * from marts.dim_suppressions")
+    by_source = Counter(row["source"] for row in dim)
+    assert by_source["manual"] > 0
+    assert by_source["bounce"] > 0 and by_source["complaint"] > 0
+    scopes = {(row["source"], row["scope"]) for row in dim}
+    assert ("bounce", "global") in scopes and ("complaint", "workspace") in scopes
+    hard = {
+        row["recipient"].lower()
+        for row in query(
+            pipeline.settings,
+            "select recipient from marts.fct_email_events "
+            "where event_type = 'bounced' and bounce_class = 'hard'",
+        )
+    }
+    assert hard == {row["address"] for row in dim if row["source"] == "bounce"}
+
+
+def test_every_run_leaves_audit_records(pipeline) -> None:
+    audit = query(pipeline.settings, "select * from mailers.audit_log order by recorded_at")
+    first_run = [row for row in audit if row["run_id"] == pipeline.first.run_id]
+    sends = {row["campaign"]: row for row in first_run if row["action"] == "send"}
+    assert set(sends) == {"pro_tips", "launch_newsletter"}
+    for campaign, row in sends.items():
+        counts = json.loads(row["counts"])
+        accepted = [
+            r
+            for r in pipeline.after_first.ledger
+            if r["campaign"] == campaign and r["status"] == "accepted"
+        ]
+        assert counts["accepted"] == len(accepted)
+        assert row["config_hash"] == pipeline.settings.config_hash
+        assert row["actor"].startswith("dagster:")
+    assert [row["action"] for row in first_run].count("ingest_events") == 1
+    mart = query(pipeline.settings, "select * from marts.fct_send_audit")
+    assert len(mart) == len(audit)
+
+
+def test_a_second_materialization_sends_nothing_new(pipeline) -> None:
+    settings = pipeline.settings
+    assert {p: p.stat().st_mtime_ns for p in eml_files(settings)} == pipeline.after_first.emls
+    ledger = query(settings, "select * from mailers.send_ledger")
+    accepted = [r for r in ledger if r["status"] == "accepted"]
+    assert len(accepted) == len(
+        [r for r in pipeline.after_first.ledger if r["status"] == "accepted"]
+    )
+    second_sends = query(
+        settings,
+        f"select counts from mailers.audit_log where run_id = '{pipeline.second.run_id}' "
+        "and action = 'send'",
+    )
+    assert all(json.loads(row["counts"]).get("accepted", 0) == 0 for row in second_sends)
+    def by_key(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        return {row["deliverability_key"]: row for row in rows}
+
+    assert by_key(query(settings, "select * from marts.fct_deliverability_daily")) == by_key(
+        pipeline.after_first.deliverability
+    )
+
+
+def test_a_scheduled_tick_is_its_own_send_window(pipeline) -> None:
+    settings = pipeline.settings
+    result = _run(
+        pipeline.defs,
+        pipeline.instance,
+        job="send__acme__pro_tips",
+        tags={"dagster/scheduled_execution_time": "2026-11-30T08:00:00+00:00"},
+    )
+    assert result.success, _failures(result)
+    windows = Counter(
+        row["send_window"]
+        for row in query(
+            settings,
+            "select send_window from mailers.send_ledger "
+            "where campaign = 'pro_tips' and status = 'accepted'",
+        )
+    )
+    assert len(windows) == 2
+    assert windows["2026-11-30T08:00:00Z"] > 0
+    schedule = pipeline.defs.resolve_schedule_def("send__acme__pro_tips__schedule")
+    assert schedule.cron_schedule == "0 9 * * 1"
+    assert schedule.execution_timezone == "Europe/Berlin"
+
+
+def test_the_sensor_requests_ingestion_only_for_new_landing_files(pipeline) -> None:
+    sensor = pipeline.defs.resolve_sensor_def("landed_events")
+    first = sensor(dg.build_sensor_context(instance=pipeline.instance))
+    assert len(first.run_requests) == 1
+    again = sensor(dg.build_sensor_context(instance=pipeline.instance, cursor=first.cursor))
+    assert not again.run_requests
+
+
+def test_a_segment_without_email_fails_naming_the_model(
+    tmp_path: Path, seeded_warehouse: Path
+) -> None:
+    settings = load(write_config(tmp_path))
+    settings.warehouse_path.parent.mkdir(parents=True)
+    shutil.copyfile(seeded_warehouse, settings.warehouse_path)
+    import duckdb
+
+    with duckdb.connect(str(settings.warehouse_path)) as connection:
+        connection.execute(
+            "create or replace view segments.seg_acme_active_pro as "
+            "select contact_id, first_name from crm.contacts"
+        )
+    defs = build_definitions(str(settings.path))
+    result = defs.resolve_job_def("mailers_pipeline").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        asset_selection=[audience_key(settings.campaign("acme.pro_tips"))],
+        raise_on_error=False,
+        tags={SEND_WINDOW_TAG: "2026-11-23T08:00:00Z"},
+    )
+    assert not result.success
+    message = _failures(result)
+    assert "segment model 'seg_acme_active_pro' has no 'email' column" in message
+    assert eml_files(settings) == []
