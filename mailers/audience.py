@@ -56,7 +56,11 @@ class AudienceSpec:
     @property
     def table(self) -> str:
         """The working table holding this campaign's latest resolved audience."""
-        return f"audience__{self.workspace}__{self.campaign}"
+        return self.table_for("audience")
+
+    def table_for(self, purpose: str) -> str:
+        """A working table name for this campaign and a purpose (``audience``, ``plan``)."""
+        return f"{purpose}__{self.workspace}__{self.campaign}"
 
 
 def _literal(value: str) -> str:
@@ -85,7 +89,7 @@ def segment_columns(warehouse: Warehouse, segment: str) -> list[str]:
 
 
 def resolve_sql(
-    warehouse: Warehouse, spec: AudienceSpec, settled_keys: str, *, temporary: bool = False
+    warehouse: Warehouse, spec: AudienceSpec, settled_keys: str, *, purpose: str = "audience"
 ) -> str:
     """The statement that (re)builds the audience table for ``spec``.
 
@@ -95,7 +99,7 @@ def resolve_sql(
     d = warehouse.dialect
     segment = warehouse.relation(SEGMENTS_SCHEMA, spec.segment)
     suppressions = warehouse.relation(MAILERS_SCHEMA, SUPPRESSIONS_TABLE)
-    target = d.quote(spec.table) if temporary else warehouse.relation(WORK_SCHEMA, spec.table)
+    target = warehouse.relation(WORK_SCHEMA, spec.table_for(purpose))
     ws, stream = _literal(spec.workspace), _literal(spec.stream)
     sep = _literal(KEY_SEPARATOR)
     key_input = (
@@ -105,9 +109,8 @@ def resolve_sql(
     valid = d.regexp_matches("mailers_recipient", ADDRESS_PATTERN)
     local = d.regexp_group("mailers_trimmed", "^(.*)@[^@]*$")
     domain = d.regexp_group("mailers_trimmed", "@([^@]*)$")
-    create = "create or replace temporary table" if temporary else "create or replace table"
     return f"""
-{create} {target} as
+create or replace table {target} as
 with segment as (
     select *, nullif(trim(cast({d.quote(EMAIL_COLUMN)} as varchar)), '') as mailers_trimmed
     from {segment}
@@ -163,14 +166,16 @@ from ranked
 
 
 def resolve(
-    warehouse: Warehouse, spec: AudienceSpec, settled_keys: str, *, temporary: bool = False
+    warehouse: Warehouse, spec: AudienceSpec, settled_keys: str, *, purpose: str = "audience"
 ) -> str:
-    """Build the audience table for ``spec`` and return its qualified name."""
+    """Build the working table for ``spec`` and return its qualified name.
+
+    ``purpose`` names the table: sends read ``audience__*``; a dry run uses ``plan__*``
+    so it never disturbs the audience a pending send will read.
+    """
     segment_columns(warehouse, spec.segment)
-    warehouse.execute(resolve_sql(warehouse, spec, settled_keys, temporary=temporary))
-    if temporary:
-        return warehouse.dialect.quote(spec.table)
-    return warehouse.relation(WORK_SCHEMA, spec.table)
+    warehouse.execute(resolve_sql(warehouse, spec, settled_keys, purpose=purpose))
+    return warehouse.relation(WORK_SCHEMA, spec.table_for(purpose))
 
 
 def disposition_counts(warehouse: Warehouse, audience: str) -> dict[str, int]:

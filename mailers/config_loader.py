@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -25,6 +26,7 @@ from mailers.rendering import TEMPLATE_PARTS, CampaignTemplate
 from mailers.windows import is_valid_cron
 
 DEFAULT_CONFIG = "mailers.yaml"
+_KEY_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[\w]+)+$")
 SEGMENTS_DIR = Path("models") / "segments"
 
 AccountCheck = Callable[[ProviderAccountConfig], list[str]]
@@ -85,7 +87,12 @@ def _format_errors(file: Path, err: ValidationError) -> list[str]:
         if error["type"] == "extra_forbidden":
             message = "unknown key"
         for piece in message.split("; "):
-            lines.append(f"{file}: {location}: {piece}")
+            # Cross-reference checks report paths relative to where they ran: join them up.
+            sub_path, sep, problem = piece.partition(": ")
+            if sep and _KEY_PATH.match(sub_path):
+                lines.append(f"{file}: {location}.{sub_path}: {problem}")
+            else:
+                lines.append(f"{file}: {location}: {piece}")
     return lines
 
 

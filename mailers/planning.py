@@ -27,7 +27,7 @@ class SendPlan:
 
 
 def plan(warehouse: Warehouse, settings: Settings, campaign: CampaignRef, window: str) -> SendPlan:
-    """Resolve the audience into a temporary table and route it on paper.
+    """Resolve the audience into a scratch table and route it on paper; then drop it.
 
     Render failures are not predicted (templates run only when sending); everything else
     matches what a send of this window would decide now.
@@ -43,7 +43,7 @@ def plan(warehouse: Warehouse, settings: Settings, campaign: CampaignRef, window
         warehouse,
         LedgerContext(campaign.workspace, spec.stream, campaign.name, window, run_id="plan"),
     )
-    table = resolve(warehouse, spec, ledger.settled_keys_sql(), temporary=True)
+    table = resolve(warehouse, spec, ledger.settled_keys_sql(), purpose="plan")
     result = SendPlan(
         campaign=campaign.qualified_name,
         send_window=window,

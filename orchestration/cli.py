@@ -42,7 +42,7 @@ from mailers.windows import send_window
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 # A pipe or CI log gets a fixed width wide enough for the summary tables.
 console = Console() if sys.stdout.isatty() else Console(width=130)
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[
     Path | None,
