@@ -19,16 +19,19 @@ ADDRESS_PATTERN = (
 )
 MAX_ADDRESS_LENGTH = 254
 
+WHITESPACE = " \t\n\r\f\v"
+"""What normalization trims: ASCII whitespace, as every warehouse's ``trim`` can be told."""
+
 _compiled = re.compile(ADDRESS_PATTERN)
 
 
 def normalize(address: str) -> str:
     """Trim and lower-case the domain: ``' Ann@Example.COM '`` → ``'Ann@example.com'``."""
-    trimmed = address.strip()
+    trimmed = address.strip(WHITESPACE)
     local, at, domain = trimmed.rpartition("@")
     return f"{local}@{domain.lower()}" if at else trimmed
 
 
 def is_valid(address: str) -> bool:
     """Whether a normalized address passes the syntax check."""
-    return len(address) <= MAX_ADDRESS_LENGTH and _compiled.match(address) is not None
+    return len(address) <= MAX_ADDRESS_LENGTH and _compiled.fullmatch(address) is not None

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from mailers.addresses import ADDRESS_PATTERN, MAX_ADDRESS_LENGTH
+from mailers.addresses import ADDRESS_PATTERN, MAX_ADDRESS_LENGTH, WHITESPACE
 from mailers.errors import SegmentError
 from mailers.keys import KEY_SEPARATOR
 from mailers.ledger import SkipReason
@@ -107,12 +107,13 @@ def resolve_sql(
         f"lower(coalesce(mailers_recipient, '')) || {sep} || {_literal(spec.send_window)}"
     )
     valid = d.regexp_matches("mailers_recipient", ADDRESS_PATTERN)
+    trimmed = d.trim_chars(f"cast({d.quote(EMAIL_COLUMN)} as varchar)", WHITESPACE)
     local = d.regexp_group("mailers_trimmed", "^(.*)@[^@]*$")
     domain = d.regexp_group("mailers_trimmed", "@([^@]*)$")
     return f"""
 create or replace table {target} as
 with segment as (
-    select *, nullif(trim(cast({d.quote(EMAIL_COLUMN)} as varchar)), '') as mailers_trimmed
+    select *, nullif({trimmed}, '') as mailers_trimmed
     from {segment}
 ),
 normalized as (

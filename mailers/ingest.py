@@ -78,9 +78,12 @@ def parse_file(landed: LandedFile, parser: EventParser) -> list[CanonicalEvent]:
             if not line.strip():
                 continue
             try:
-                events.extend(parser.parse(line, landed.account))
-            except (ValueError, KeyError, TypeError) as err:
+                parsed = parser.parse(line, landed.account)
+                _events_table(parsed, landed.relative)  # types fit the table, or this line fails
+            except Exception as err:  # any parser failure keeps the line, as an unknown event
                 events.append(_unparseable(landed, number, line, err))
+            else:
+                events.extend(parsed)
     return events
 
 
@@ -93,7 +96,9 @@ def _unparseable(landed: LandedFile, number: int, line: bytes, err: Exception) -
         provider=landed.kind,
         provider_account=landed.account,
         raw_payload=raw,
-        reason=f"unparseable payload at {landed.relative}:{number}: {err}"[:500],
+        reason=(f"unparseable payload at {landed.relative}:{number}: {type(err).__name__}: {err}")[
+            :500
+        ],
     )
 
 

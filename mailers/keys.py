@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 
+from mailers.addresses import WHITESPACE
+
 KEY_SEPARATOR = "|"
 
 
 def message_key(workspace: str, campaign: str, recipient: str, send_window: str) -> str:
     """The key of the message to ``recipient`` (case-insensitive) for one campaign window."""
-    parts = (workspace, campaign, recipient.strip().lower(), send_window)
+    parts = (workspace, campaign, recipient.strip(WHITESPACE).lower(), send_window)
     return hashlib.md5(KEY_SEPARATOR.join(parts).encode()).hexdigest()
 
 

@@ -54,10 +54,15 @@ def verify(token: str, key: str) -> UnsubscribeClaim:
     payload, _, signature = token.partition(".")
     if not payload or not signature:
         raise ValueError("malformed unsubscribe token")
-    if not hmac.compare_digest(signature, _signature(key, payload)):
+    # Compare bytes: compare_digest refuses non-ASCII str, and a token is untrusted input.
+    expected = _signature(key, payload).encode()
+    if not hmac.compare_digest(signature.encode("utf-8", "replace"), expected):
         raise ValueError("unsubscribe token signature does not match")
-    data = json.loads(_unb64(payload))
-    return UnsubscribeClaim(message_key=data["k"], workspace=data["w"], stream=data["s"])
+    try:
+        data = json.loads(_unb64(payload))
+        return UnsubscribeClaim(message_key=data["k"], workspace=data["w"], stream=data["s"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError("malformed unsubscribe token") from err
 
 
 def unsubscribe_url(base_url: str, claim: UnsubscribeClaim, key: str) -> str:

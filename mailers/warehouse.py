@@ -35,6 +35,10 @@ class Dialect(Protocol):
         """The first capture group of ``pattern`` in ``expr``."""
         ...
 
+    def trim_chars(self, expr: str, characters: str) -> str:
+        """``expr`` with any of ``characters`` removed from both ends."""
+        ...
+
     def md5_hex(self, expr: str) -> str:
         """Lower-case hex md5 of a string expression."""
         ...

@@ -252,6 +252,7 @@ def test_a_second_materialization_sends_nothing_new(pipeline) -> None:
         "and action = 'send'",
     )
     assert all(json.loads(row["counts"]).get("accepted", 0) == 0 for row in second_sends)
+
     def by_key(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         return {row["deliverability_key"]: row for row in rows}
 

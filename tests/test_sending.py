@@ -109,8 +109,7 @@ def test_suppressed_and_invalid_recipients_never_reach_a_provider(core_project) 
         row["address"]
         for row in query(
             settings,
-            "select address from mailers.suppressions "
-            "where scope = 'global' or workspace = 'acme'",
+            "select address from mailers.suppressions where scope = 'global' or workspace = 'acme'",
         )
     }
     segment = query(settings, "select email from segments.seg_acme_active_pro")
@@ -130,7 +129,9 @@ def test_suppressed_and_invalid_recipients_never_reach_a_provider(core_project) 
     assert sent_to == eligible - rejected_domain
     reasons = Counter(
         row["reason"]
-        for row in query(settings, "select reason from mailers.send_ledger where status = 'skipped'")
+        for row in query(
+            settings, "select reason from mailers.send_ledger where status = 'skipped'"
+        )
     )
     assert reasons["suppressed"] > 0 and reasons["invalid_address"] > 0
 

@@ -53,8 +53,13 @@ def check_account(account: ProviderAccountConfig) -> list[str]:
         module.Settings.model_validate(account.settings)
     except ValidationError as err:
         return [
-            f"settings.{'.'.join(str(p) for p in e['loc'])}: "
-            + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
+            ".".join(["settings", *(str(part) for part in e["loc"])])
+            + ": "
+            + (
+                "unknown key"
+                if e["type"] == "extra_forbidden"
+                else e["msg"].removeprefix("Value error, ")
+            )
             for e in err.errors()
         ]
     return []

@@ -218,12 +218,14 @@ def _write_atomic(path: Path, data: bytes) -> None:
 def parse(payload: bytes, account: str) -> list[CanonicalEvent]:
     """Canonical events from one landed sandbox payload line."""
     data = json.loads(payload)
+    if not isinstance(data, dict):
+        raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     event_type, bounce_class = EVENT_TYPES.get(data.get("event", ""), (EventType.UNKNOWN, None))
     metadata = data.get("metadata") or {}
     occurred = datetime.fromisoformat(data["timestamp"])
     return [
         CanonicalEvent(
-            event_id=data["id"],
+            event_id=str(data["id"]),
             event_type=event_type,
             bounce_class=bounce_class,
             occurred_at=occurred.astimezone(UTC).replace(tzinfo=None),

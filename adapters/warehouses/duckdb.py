@@ -41,6 +41,10 @@ class DuckDBDialect:
     def regexp_group(self, expr: str, pattern: str) -> str:
         return f"regexp_extract({expr}, {_text(pattern)}, 1)"
 
+    def trim_chars(self, expr: str, characters: str) -> str:
+        codes = " || ".join(f"chr({ord(c)})" for c in characters)
+        return f"trim({expr}, {codes})"
+
     def md5_hex(self, expr: str) -> str:
         return f"md5({expr})"
 

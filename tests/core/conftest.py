@@ -1,0 +1,38 @@
+"""Shared fixtures for the core tests: an editable copy of the example config."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from .support import DBT_PROJECT, EXAMPLE_CONFIG, REPO, ConfigEditor
+
+
+@pytest.fixture
+def config_copy(tmp_path: Path) -> Path:
+    """mailers.yaml and templates/ copied into tmp_path, dbt_project_dir made absolute."""
+    shutil.copytree(REPO / "templates", tmp_path / "templates")
+    text = EXAMPLE_CONFIG.read_text()
+    assert "\ndbt_project_dir: dbt_project\n" in text
+    text = text.replace("\ndbt_project_dir: dbt_project\n", f"\ndbt_project_dir: {DBT_PROJECT}\n")
+    path = tmp_path / "mailers.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def edit_config(config_copy: Path) -> ConfigEditor:
+    """Edit the parsed copy of the config and write it back; returns its path."""
+
+    def edit(change: Callable[[dict[str, Any]], None]) -> Path:
+        document = yaml.safe_load(config_copy.read_text())
+        change(document)
+        config_copy.write_text(yaml.safe_dump(document, sort_keys=False))
+        return config_copy
+
+    return edit
