@@ -70,21 +70,33 @@ def pending_files(warehouse: Warehouse, landing_dir: Path) -> list[LandedFile]:
     return [f for f in landed_files(landing_dir) if f.relative not in loaded]
 
 
-def parse_file(landed: LandedFile, parser: EventParser) -> list[CanonicalEvent]:
-    """All events of one file; undecodable lines become ``unknown`` events, kept verbatim."""
-    events: list[CanonicalEvent] = []
+def parse_file(landed: LandedFile, parser: EventParser) -> pa.Table:
+    """All events of one file as an Arrow table of :data:`EVENTS_SCHEMA`.
+
+    A line the parser cannot read, or whose events do not fit the table's types, becomes
+    an ``unknown`` event holding the raw text: one bad line never costs the others.
+    """
+    parsed: list[tuple[int, bytes, list[CanonicalEvent]]] = []
     with landed.path.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
             try:
-                parsed = parser.parse(line, landed.account)
-                _events_table(parsed, landed.relative)  # types fit the table, or this line fails
+                parsed.append((number, line, parser.parse(line, landed.account)))
             except Exception as err:  # any parser failure keeps the line, as an unknown event
-                events.append(_unparseable(landed, number, line, err))
-            else:
-                events.extend(parsed)
-    return events
+                parsed.append((number, line, [_unparseable(landed, number, line, err)]))
+    try:
+        return _events_table([e for _, _, events in parsed for e in events], landed.relative)
+    except (pa.ArrowException, TypeError, ValueError):
+        pass  # some line's events have the wrong types: find them, line by line
+    events: list[CanonicalEvent] = []
+    for number, line, line_events in parsed:
+        try:
+            _events_table(line_events, landed.relative)
+        except (pa.ArrowException, TypeError, ValueError) as err:
+            line_events = [_unparseable(landed, number, line, err)]
+        events.extend(line_events)
+    return _events_table(events, landed.relative)
 
 
 def _unparseable(landed: LandedFile, number: int, line: bytes, err: Exception) -> CanonicalEvent:
@@ -168,7 +180,7 @@ def ingest(
     events = warehouse.relation(MAILERS_SCHEMA, EVENTS_TABLE)
     columns = ", ".join(EVENTS_SCHEMA.names)
     for landed in pending_files(warehouse, landing_dir):
-        parsed = _events_table(parse_file(landed, parser_for(landed.kind)), landed.relative)
+        parsed = parse_file(landed, parser_for(landed.kind))
         with warehouse.staged(parsed) as staged, warehouse.transaction():
             # One row per event id within the file; the anti-join drops ones already loaded.
             unique = (

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from adapters.mime import build_mime
+from adapters.mime import mime_bytes
 from mailers.config import ProviderAccountConfig
 from mailers.config import Settings as MailersSettings
 from mailers.errors import ProviderOutcomeUnknown, ProviderUnavailable
@@ -151,6 +151,7 @@ class SandboxProvider:
         accepted_at = datetime.now(UTC)
         results: list[SendResult] = []
         payloads: list[dict[str, Any]] = []
+        files: dict[Path, bytes] = {}
         for message in messages:
             if is_rejected(message.recipient):
                 results.append(
@@ -162,12 +163,13 @@ class SandboxProvider:
                 )
                 continue
             message_id = self._message_id(message.message_key)
-            _write_atomic(
-                self.outbox / f"{message.message_key}.eml",
-                build_mime(message, message_id=message_id).as_bytes(),
+            files[self.outbox / f"{message.message_key}.eml"] = mime_bytes(
+                message, message_id=message_id
             )
             results.append(SendResult(message.message_key, True, provider_message_id=message_id))
             payloads.extend(self._events_for(message, message_id, accepted_at))
+        for path, data in files.items():
+            _write_atomic(path, data)
         if payloads:
             self.landing.mkdir(parents=True, exist_ok=True)
             name = f"{accepted_at:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.jsonl"

@@ -1,0 +1,124 @@
+"""Throughput of the hot paths on this machine: audience resolution, sending, ingestion.
+
+    .venv/bin/python benchmarks/bench_pipeline.py --contacts 50000
+    .venv/bin/python benchmarks/bench_pipeline.py --contacts 10000000 --audience-only
+
+Seeds N synthetic contacts (set-based, inside DuckDB), resolves one campaign's audience,
+sends it through a sandbox account (every message rendered and written as an .eml file),
+and ingests the resulting events; prints rows per second and peak memory for each stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from adapters.providers import build_providers, event_parser
+from adapters.settings import load
+from adapters.warehouses.duckdb import DuckDBWarehouse
+from mailers.audience import AudienceSpec, disposition_counts, resolve
+from mailers.ingest import ingest
+from mailers.ledger import LedgerContext, LedgerWriter
+from mailers.sending import CampaignSender, SendContext
+from mailers.tables import ensure_tables
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _config(root: Path) -> Path:
+    config = yaml.safe_load((REPO / "mailers.yaml").read_text())
+    config["data_dir"] = str(root / "data")
+    config["dbt_project_dir"] = str(REPO / "dbt_project")
+    config["templates_dir"] = str(REPO / "templates")
+    path = root / "mailers.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _seed(warehouse: DuckDBWarehouse, contacts: int) -> None:
+    warehouse.execute("create schema if not exists segments")
+    warehouse.execute(
+        f"""
+        create or replace table segments.seg_acme_active_pro as
+        select
+            case when i % 97 = 0 then 'broken-' || i
+                 when i % 89 = 0 then ' User' || i || '@EXAMPLE.com '
+                 else 'user' || i || '@example.com' end as email,
+            'Name' || (i % 1000) as first_name,
+            case when i % 3 = 0 then 'pro' else 'trial' end as plan,
+            'DE' as country,
+            i as contact_id
+        from range({contacts}) as t(i)
+        """
+    )
+    warehouse.execute(
+        f"""
+        insert into mailers.suppressions
+        select 'bench-' || i, 'user' || i || '@example.com', 'global', null, null, 'manual',
+               'bench', null, now()::timestamp
+        from range(0, {contacts}, 50) as t(i)
+        """
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--contacts", type=int, default=50_000)
+    parser.add_argument(
+        "--audience-only", action="store_true", help="time audience resolution alone"
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load(_config(Path(tmp)))
+        ref = settings.campaign("acme.pro_tips")
+        spec = AudienceSpec("acme", "pro_tips", "lifecycle", "bench", ref.config.segment)
+        with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+            ensure_tables(warehouse)
+            _seed(warehouse, args.contacts)
+            ledger = LedgerWriter(
+                warehouse, LedgerContext("acme", "lifecycle", "pro_tips", "bench", "bench")
+            )
+            start = time.perf_counter()
+            table = resolve(warehouse, spec, ledger.settled_keys_sql())
+            counts = disposition_counts(warehouse, table)
+            audience_s = time.perf_counter() - start
+            print(
+                f"audience: {args.contacts:,} segment rows in {audience_s:.2f}s "
+                f"({args.contacts / audience_s:,.0f} rows/s); {counts}"
+            )
+            if args.audience_only:
+                return
+            sender = CampaignSender(
+                warehouse,
+                SendContext(settings, ref, "bench", "bench", "bench-key"),
+                build_providers(settings, "acme"),
+            )
+            start = time.perf_counter()
+            report = sender.run(table)
+            send_s = time.perf_counter() - start
+            sent = report.counts["accepted"]
+            print(
+                f"send: {sent:,} messages rendered, routed, ledgered and written as .eml in "
+                f"{send_s:.2f}s ({sent / send_s:,.0f} msg/s); peak RSS {_peak_mib():,.0f} MiB"
+            )
+            start = time.perf_counter()
+            ingested = ingest(warehouse, settings.landing_dir, event_parser)
+            ingest_s = time.perf_counter() - start
+            events = ingested.counts["events_new"]
+            print(
+                f"ingest: {events:,} events from {ingested.counts['files']:,} files in "
+                f"{ingest_s:.2f}s ({events / ingest_s:,.0f} events/s)"
+            )
+
+
+if __name__ == "__main__":
+    main()
