@@ -80,13 +80,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = load(_config(Path(tmp)))
         ref = settings.campaign("acme.pro_tips")
-        spec = AudienceSpec("acme", "pro_tips", "lifecycle", "bench", ref.config.segment)
+        spec = AudienceSpec.of(ref, "bench")
         with DuckDBWarehouse(settings.warehouse_path) as warehouse:
             ensure_tables(warehouse)
             _seed(warehouse, args.contacts)
-            ledger = LedgerWriter(
-                warehouse, LedgerContext("acme", "lifecycle", "pro_tips", "bench", "bench")
-            )
+            ledger = LedgerWriter(warehouse, LedgerContext.of(ref, "bench", run_id="bench"))
             start = time.perf_counter()
             table = resolve(warehouse, spec, ledger.settled_keys_sql())
             counts = disposition_counts(warehouse, table)

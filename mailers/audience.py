@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from mailers.addresses import ADDRESS_PATTERN, MAX_ADDRESS_LENGTH, WHITESPACE
+from mailers.config import CampaignRef
 from mailers.errors import SegmentError
 from mailers.keys import KEY_SEPARATOR
 from mailers.ledger import SkipReason
@@ -52,6 +53,17 @@ class AudienceSpec:
     stream: str
     send_window: str
     segment: str
+
+    @classmethod
+    def of(cls, campaign: CampaignRef, send_window: str) -> AudienceSpec:
+        """The spec of one window of a configured campaign."""
+        return cls(
+            workspace=campaign.workspace,
+            campaign=campaign.name,
+            stream=str(campaign.config.stream),
+            send_window=send_window,
+            segment=campaign.config.segment,
+        )
 
     @property
     def table(self) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 import pyarrow as pa
 
 from mailers.clock import utcnow
+from mailers.config import CampaignRef
 from mailers.warehouse import MAILERS_SCHEMA, Warehouse
 
 LEDGER_TABLE = "send_ledger"
@@ -109,6 +110,17 @@ class LedgerContext:
     send_window: str
     run_id: str
 
+    @classmethod
+    def of(cls, campaign: CampaignRef, send_window: str, run_id: str) -> LedgerContext:
+        """The context of one run of a configured campaign's window."""
+        return cls(
+            workspace=campaign.workspace,
+            stream=str(campaign.config.stream),
+            campaign=campaign.name,
+            send_window=send_window,
+            run_id=run_id,
+        )
+
 
 class LedgerWriter:
     """Appends ledger rows for one campaign window and run, always in bulk."""
@@ -181,20 +193,11 @@ class LedgerWriter:
     def latest_rows_sql(self) -> str:
         """A query of the latest ledger row of every message of this campaign window."""
         ctx = self.context
-        ledger = self.warehouse.relation(MAILERS_SCHEMA, LEDGER_TABLE)
-        return f"""
-            select * from (
-                select *, row_number() over (
-                    partition by message_key
-                    order by recorded_at desc,
-                        case status when 'dispatching' then 0 else 1 end desc
-                ) as recency
-                from {ledger}
-                where workspace = {_sql_text(ctx.workspace)}
-                  and campaign = {_sql_text(ctx.campaign)}
-                  and send_window = {_sql_text(ctx.send_window)}
-            ) as ranked
-            where recency = 1"""
+        return latest_rows_sql(
+            self.warehouse,
+            f"workspace = {_sql_text(ctx.workspace)} and campaign = {_sql_text(ctx.campaign)} "
+            f"and send_window = {_sql_text(ctx.send_window)}",
+        )
 
     def settled_keys_sql(self) -> str:
         """A query of the message keys this window has settled: never to be decided again."""
@@ -241,6 +244,26 @@ class LedgerWriter:
             """,
             LedgerStatus.UNKNOWN,
         )
+
+
+def latest_rows_sql(warehouse: Warehouse, where: str = "true") -> str:
+    """A query of the latest ledger row of every message matching ``where``.
+
+    Rows of one message are ordered by time; at equal times an outcome counts as later
+    than the ``dispatching`` row it answers.
+    """
+    ledger = warehouse.relation(MAILERS_SCHEMA, LEDGER_TABLE)
+    return f"""
+        select * from (
+            select *, row_number() over (
+                partition by message_key
+                order by recorded_at desc,
+                    case status when 'dispatching' then 0 else 1 end desc
+            ) as recency
+            from {ledger}
+            where {where}
+        ) as ranked
+        where recency = 1"""
 
 
 def _sql_text(value: str) -> str:

@@ -32,17 +32,8 @@ def plan(warehouse: Warehouse, settings: Settings, campaign: CampaignRef, window
     Render failures are not predicted (templates run only when sending); everything else
     matches what a send of this window would decide now.
     """
-    spec = AudienceSpec(
-        workspace=campaign.workspace,
-        campaign=campaign.name,
-        stream=str(campaign.config.stream),
-        send_window=window,
-        segment=campaign.config.segment,
-    )
-    ledger = LedgerWriter(
-        warehouse,
-        LedgerContext(campaign.workspace, spec.stream, campaign.name, window, run_id="plan"),
-    )
+    spec = AudienceSpec.of(campaign, window)
+    ledger = LedgerWriter(warehouse, LedgerContext.of(campaign, window, run_id="plan"))
     table = resolve(warehouse, spec, ledger.settled_keys_sql(), purpose="plan")
     result = SendPlan(
         campaign=campaign.qualified_name,

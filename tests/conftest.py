@@ -99,18 +99,10 @@ def send_window_once(
 ) -> SendReport:
     """Resolve the audience of one campaign window and send it, as the assets do."""
     ref = settings.campaign(campaign)
-    spec = AudienceSpec(
-        workspace=ref.workspace,
-        campaign=ref.name,
-        stream=str(ref.config.stream),
-        send_window=window,
-        segment=ref.config.segment,
-    )
+    spec = AudienceSpec.of(ref, window)
     with DuckDBWarehouse(settings.warehouse_path) as warehouse:
         ensure_tables(warehouse)
-        ledger = LedgerWriter(
-            warehouse, LedgerContext(ref.workspace, spec.stream, ref.name, window, run_id)
-        )
+        ledger = LedgerWriter(warehouse, LedgerContext.of(ref, window, run_id))
         table = resolve(warehouse, spec, ledger.settled_keys_sql())
         sender = CampaignSender(
             warehouse,

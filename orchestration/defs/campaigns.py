@@ -30,29 +30,6 @@ def segment_key(campaign: CampaignRef) -> dg.AssetKey:
     return dg.AssetKey(["segments", campaign.config.segment])
 
 
-def _spec(campaign: CampaignRef, window: str) -> AudienceSpec:
-    return AudienceSpec(
-        workspace=campaign.workspace,
-        campaign=campaign.name,
-        stream=str(campaign.config.stream),
-        send_window=window,
-        segment=campaign.config.segment,
-    )
-
-
-def _ledger(warehouse: Warehouse, campaign: CampaignRef, window: str, run_id: str) -> LedgerWriter:
-    return LedgerWriter(
-        warehouse,
-        LedgerContext(
-            workspace=campaign.workspace,
-            stream=str(campaign.config.stream),
-            campaign=campaign.name,
-            send_window=window,
-            run_id=run_id,
-        ),
-    )
-
-
 def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
     """The audience and sends assets of one campaign."""
     qualified = campaign.qualified_name
@@ -74,8 +51,8 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
         ref = settings.campaign(qualified)
         window = run_window(context, ref)
         with mailers.warehouse(settings) as warehouse:
-            ledger = _ledger(warehouse, ref, window, context.run.run_id)
-            table = resolve(warehouse, _spec(ref, window), ledger.settled_keys_sql())
+            ledger = LedgerWriter(warehouse, LedgerContext.of(ref, window, context.run.run_id))
+            table = resolve(warehouse, AudienceSpec.of(ref, window), ledger.settled_keys_sql())
             counts = disposition_counts(warehouse, table)
         context.log.info(f"{qualified} window {window}: {counts}")
         return dg.MaterializeResult(metadata={"send_window": window, "table": table, **counts})
@@ -93,7 +70,7 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
         settings = mailers.settings()
         ref = settings.campaign(qualified)
         window = run_window(context, ref)
-        spec = _spec(ref, window)
+        spec = AudienceSpec.of(ref, window)
         with mailers.warehouse(settings) as warehouse:
             table = _resolved_audience(warehouse, spec, window, qualified)
             audience_counts = disposition_counts(warehouse, table)

@@ -7,7 +7,7 @@ import dagster as dg
 from adapters.providers import event_parser
 from mailers.audit import AUDIT_TABLE, AuditAction, AuditRecord
 from mailers.ingest import ingest
-from mailers.ledger import LEDGER_TABLE
+from mailers.ledger import LEDGER_TABLE, latest_rows_sql
 from mailers.warehouse import MAILERS_SCHEMA
 from orchestration.defs.resources import WAREHOUSE_POOL, MailersResource
 from orchestration.defs.runs import run_actor
@@ -49,20 +49,9 @@ def ledger_asset(sends: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
     def send_ledger(mailers: MailersResource) -> dg.MaterializeResult:
         settings = mailers.settings()
         with mailers.warehouse(settings) as warehouse:
-            table = warehouse.relation(MAILERS_SCHEMA, LEDGER_TABLE)
             rows = warehouse.query(
-                f"""
-                select status, count(*) as n from (
-                    select status, row_number() over (
-                        partition by message_key
-                        order by recorded_at desc,
-                            case status when 'dispatching' then 0 else 1 end desc
-                    ) as recency
-                    from {table}
-                ) as latest
-                where recency = 1
-                group by status
-                """
+                f"select status, count(*) as n from ({latest_rows_sql(warehouse)}) as latest "
+                "group by status"
             ).to_pylist()
         by_status = {f"messages_{row['status']}": row["n"] for row in rows}
         return dg.MaterializeResult(
