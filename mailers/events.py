@@ -8,7 +8,7 @@ verbatim beside the normalized fields so a mapping fix can be replayed later.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -60,12 +60,10 @@ class CanonicalEvent:
     bounce_class: BounceClass | None = None
     reason: str | None = None
     url: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def as_row(self) -> dict[str, Any]:
         """The event as a row of :data:`EVENTS_SCHEMA` (less the ingestion columns)."""
         row = asdict(self)
-        row.pop("extra")
         row["event_type"] = str(self.event_type)
         row["bounce_class"] = str(self.bounce_class) if self.bounce_class else None
         return row

@@ -8,7 +8,6 @@ config asked for it), never a value.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,10 +36,3 @@ class SecretRef(BaseModel):
 
     def __repr__(self) -> str:
         return f"SecretRef(env={self.env!r})"
-
-
-def redact(text: str, secrets: list[str]) -> str:
-    """Replace every occurrence of the given secret values in ``text`` with ``***``."""
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
-        text = re.sub(re.escape(secret), "***", text)
-    return text

@@ -51,7 +51,10 @@ class Dialect(Protocol):
 class Warehouse(Protocol):
     """What Mailers needs from a warehouse: run SQL, read and append Arrow."""
 
-    dialect: Dialect
+    @property
+    def dialect(self) -> Dialect:
+        """The engine's SQL spellings."""
+        ...
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; return the rows it inserted or changed (0 for DDL)."""

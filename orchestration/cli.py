@@ -16,7 +16,7 @@ import threading
 from contextlib import redirect_stderr, redirect_stdout
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -38,6 +38,9 @@ from mailers.errors import MailersError
 from mailers.planning import plan as plan_window
 from mailers.tables import ensure_tables
 from mailers.windows import send_window
+
+if TYPE_CHECKING:  # Dagster is imported only by the commands that run pipelines.
+    from dagster import DagsterInstance
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 # A pipe or CI log gets a fixed width wide enough for the summary tables.
@@ -193,10 +196,11 @@ def _run_pipeline(settings: Settings) -> bool:
     return True
 
 
-def _show_steps(progress: Progress, task: TaskID, instance: object, run_id: str) -> None:
+def _show_steps(progress: Progress, task: TaskID, instance: DagsterInstance, run_id: str) -> None:
+    """Move the progress bar to the run's finished steps and name the running one."""
     from dagster import DagsterEventType
 
-    records = instance.all_logs(  # type: ignore[attr-defined]
+    records = instance.all_logs(
         run_id,
         of_type={
             DagsterEventType.STEP_START,

@@ -317,3 +317,52 @@ def test_a_segment_without_email_fails_naming_the_model(
     message = _failures(result)
     assert "segment model 'seg_acme_active_pro' has no 'email' column" in message
     assert eml_files(settings) == []
+
+
+def test_an_outage_fails_the_sends_step_and_its_retry_sends_each_message_once(
+    tmp_path: Path, seeded_warehouse: Path
+) -> None:
+    def outage(config: dict[str, Any]) -> None:
+        for account in config["workspaces"]["acme"]["provider_accounts"].values():
+            account["settings"]["fault"] = "unavailable"
+
+    settings = load(write_config(tmp_path, outage))
+    settings.warehouse_path.parent.mkdir(parents=True)
+    shutil.copyfile(seeded_warehouse, settings.warehouse_path)
+    ref = settings.campaign("acme.pro_tips")
+    selection = [audience_key(ref), dg.AssetKey(["acme", "pro_tips", "sends"])]
+    tags = {SEND_WINDOW_TAG: "2026-11-23T08:00:00Z"}
+
+    failed = build_definitions(str(settings.path)).resolve_job_def("mailers_pipeline")
+    result = failed.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        asset_selection=selection,
+        raise_on_error=False,
+        tags=tags,
+    )
+    assert not result.success
+    assert "were not sent: no provider account was available" in _failures(result)
+    audit = query(settings, "select counts from mailers.audit_log where action = 'send'")
+    not_sent = json.loads(audit[0]["counts"])["not_sent"]
+    assert not_sent > 20 and eml_files(settings) == []
+
+    healed = load(write_config(tmp_path))  # the provider is back; same warehouse
+    retry = build_definitions(str(healed.path)).resolve_job_def("mailers_pipeline")
+    result = retry.execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(),
+        asset_selection=selection,
+        raise_on_error=False,
+        tags=tags,
+    )
+    assert result.success, _failures(result)
+    accepted = [
+        row["message_key"]
+        for row in query(
+            healed, "select message_key from mailers.send_ledger where status = 'accepted'"
+        )
+    ]
+    assert len(accepted) == len(set(accepted)) == len(eml_files(healed))
+    rejected = query(
+        healed, "select count(*) as n from mailers.send_ledger where status = 'rejected'"
+    )[0]["n"]
+    assert len(accepted) + rejected == not_sent

@@ -100,7 +100,7 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
                 send_window=window,
             )
             warehouse.append(MAILERS_SCHEMA, AUDIT_TABLE, record.to_arrow())
-        metadata = {
+        metadata: dict[str, str | int] = {
             "send_window": window,
             **counts,
             **{f"accepted_via_{name}": n for name, n in report.accounts.items()},

@@ -1,6 +1,6 @@
 """The record-keeping assets: the send ledger after sends, and event ingestion."""
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import dagster as dg
 
@@ -83,7 +83,9 @@ def ledger_asset(sends: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
     ],
     pool=WAREHOUSE_POOL,
 )
-def provider_events(context: dg.AssetExecutionContext, mailers: MailersResource):  # type: ignore[no-untyped-def]
+def provider_events(
+    context: dg.AssetExecutionContext, mailers: MailersResource
+) -> Iterator[dg.MaterializeResult]:
     """Load landed provider event files into events and suppressions, exactly once each."""
     settings = mailers.settings()
     with mailers.warehouse(settings) as warehouse:

@@ -12,7 +12,7 @@ from adapters.settings import load
 from mailers.config import CampaignRef, FailoverRouting, StreamKind, WeightedRouting
 from mailers.config_loader import load_settings
 from mailers.errors import ConfigError, SecretMissing
-from mailers.secrets import SecretRef, redact
+from mailers.secrets import SecretRef
 
 from .support import EXAMPLE_CONFIG, ConfigEditor
 
@@ -488,18 +488,3 @@ def test_secret_ref_repr_names_only_the_variable() -> None:
 def test_secret_ref_rejects_bad_env_names(name: str) -> None:
     with pytest.raises(ValidationError):
         SecretRef(env=name)
-
-
-def test_redact_replaces_every_secret_value() -> None:
-    text = "auth failed for key abc123 (retry with abc123456), token xyz"
-
-    redacted = redact(text, ["abc123", "abc123456", "xyz", ""])
-
-    assert "abc123" not in redacted
-    assert "xyz" not in redacted
-    assert redacted == "auth failed for key *** (retry with ***), token ***"
-
-
-def test_redact_treats_secrets_literally() -> None:
-    assert redact("a.b a+b", ["a.b"]) == "*** a+b"
-    assert redact("nothing here", []) == "nothing here"
