@@ -5,8 +5,10 @@
     ├── SecretMissing            a credential's env var is not set (names the var, never a value)
     ├── SegmentError             a segment model is missing or has the wrong shape
     ├── WarehouseError           the warehouse refused a statement
+    ├── WebhookRejected          a provider webhook failed verification (nothing is stored)
     └── ProviderError            a provider account failed a whole batch
         ├── ProviderUnavailable  nothing was handed over: safe to fail over or retry
+        │   └── ProviderAuthError  credentials or account config refused: stop using it
         └── ProviderOutcomeUnknown  the request may have been accepted: never retried blindly
 
 Errors keep their cause (``raise X from err``) so the original traceback survives.
@@ -35,6 +37,10 @@ class WarehouseError(MailersError):
     """The warehouse rejected a statement or a table is missing."""
 
 
+class WebhookRejected(MailersError):
+    """A webhook request failed verification: forged, stale, replayed or malformed."""
+
+
 class ProviderError(MailersError):
     """A provider account failed a whole batch."""
 
@@ -49,6 +55,14 @@ class ProviderUnavailable(ProviderError):
 
     Connection refused, authentication failure, throttling before acceptance: the batch may
     be sent again, through this account later or through a fallback account now.
+    """
+
+
+class ProviderAuthError(ProviderUnavailable):
+    """The provider refused the account's credentials or configuration (401/403, bad key).
+
+    Nothing was sent; retrying will not help. The account is taken out of the run and its
+    traffic fails over; the message says which account and which setting to check.
     """
 
 

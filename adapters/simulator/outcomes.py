@@ -1,0 +1,45 @@
+"""What happens to a message the simulator accepted: the sandbox's deterministic rule.
+
+Provider simulator modules turn these outcome names into their provider's own event
+format (webhook bodies, events API pages), so every provider reports the same story for
+the same recipient and the tests can predict it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from adapters.providers.sandbox import REJECT_DOMAIN, Settings, planned_events
+
+OFFSETS = {
+    "delivered": timedelta(seconds=1),
+    "deferral": timedelta(seconds=1),
+    "bounce": timedelta(seconds=2),
+    "soft_bounce": timedelta(minutes=5),
+    "complaint": timedelta(minutes=10),
+    "open": timedelta(minutes=3),
+    "click": timedelta(minutes=4),
+    "unsubscribe": timedelta(minutes=6),
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One thing that happened to an accepted message, and when."""
+
+    name: str
+    occurred_at: datetime
+
+
+def outcomes(
+    message_key: str, recipient: str, accepted_at: datetime, rule: Settings | None = None
+) -> list[Outcome]:
+    """The outcomes of one accepted message, in order (sandbox rule, default rates)."""
+    names = planned_events(message_key, recipient, rule or Settings())
+    return [Outcome(name, accepted_at + OFFSETS[name]) for name in names]
+
+
+def refuses(recipient: str) -> bool:
+    """Whether providers refuse this recipient at send time (the sandbox's reject domain)."""
+    return recipient.rsplit("@", 1)[-1].lower() == REJECT_DOMAIN

@@ -1,0 +1,214 @@
+"""The simulator's HTTP server, request routing, fault injection and message store.
+
+Provider modules register routes (:meth:`Simulator.route`) and keep their state in
+:attr:`Simulator.store`. Faults are queued per provider and consumed one per request:
+
+* ``Fault(status=429, retry_after=2)``: answer with that status (and ``Retry-After``);
+* ``Fault(timeout=5)``: hold the request that long before answering (a client with a
+  shorter read timeout sees a timeout after its request was sent);
+* ``Fault(drop=True)``: read the request, then close the connection without answering;
+* ``Fault(latency=0.2)``: answer normally, that much later.
+
+Faults can also be queued over HTTP (``POST /_simulator/faults``) by another process.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request as a route handler sees it."""
+
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+    params: dict[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower()
+        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"null")
+
+
+@dataclass(frozen=True)
+class Response:
+    """What a route handler answers."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, payload: Any, status: int = 200, **headers: str) -> Response:
+        return cls(
+            status=status,
+            body=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json", **headers},
+        )
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected misbehaviour, consumed by the next request to its provider."""
+
+    status: int | None = None
+    retry_after: float | None = None
+    timeout: float | None = None
+    drop: bool = False
+    latency: float = 0.0
+
+
+Handler = Callable[[Request], Response]
+
+
+@dataclass
+class _Route:
+    provider: str
+    method: str
+    pattern: re.Pattern[str]
+    handler: Handler
+
+
+class Simulator:
+    """Provider APIs on ``127.0.0.1``; use as a context manager or ``start()``/``stop()``."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._routes: list[_Route] = []
+        self._faults: dict[str, deque[Fault]] = defaultdict(deque)
+        self._lock = threading.Lock()
+        self.store: dict[str, Any] = {}
+        """Provider modules' state (accepted messages, events), keyed by provider name."""
+        self.requests: list[tuple[str, str, str]] = []
+        """(provider, method, path) of every request served, for assertions."""
+        self._server = ThreadingHTTPServer((host, port), _handler_class(self))
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+        self.route("_simulator", "POST", r"/_simulator/faults", self._queue_fault)
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._server.server_address[:2]
+        name = host.decode() if isinstance(host, bytes) else host
+        return f"http://{name}:{port}"
+
+    def start(self) -> Simulator:
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="provider-simulator", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> Simulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def route(self, provider: str, method: str, pattern: str, handler: Handler) -> None:
+        """Serve ``method`` on paths matching ``pattern`` (named groups become params)."""
+        self._routes.append(_Route(provider, method, re.compile(f"^{pattern}$"), handler))
+
+    def inject(self, provider: str, *faults: Fault) -> None:
+        """Queue faults for the next requests to ``provider`` (one fault per request)."""
+        with self._lock:
+            self._faults[provider].extend(faults)
+
+    def _next_fault(self, provider: str) -> Fault | None:
+        with self._lock:
+            queue = self._faults[provider]
+            return queue.popleft() if queue else None
+
+    def _queue_fault(self, request: Request) -> Response:
+        spec = dict(request.json())
+        provider, times = spec.pop("provider"), int(spec.pop("times", 1))
+        self.inject(provider, *[Fault(**spec)] * times)
+        return Response(status=204)
+
+    def _dispatch(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        split = urlsplit(handler.path)
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else b""
+        for route in self._routes:
+            match = route.pattern.match(split.path)
+            if route.method != method or match is None:
+                continue
+            self.requests.append((route.provider, method, split.path))
+            fault = self._next_fault(route.provider)
+            if fault and fault.drop:
+                handler.close_connection = True
+                handler.connection.shutdown(2)  # SHUT_RDWR: the client sees a dropped socket
+                return
+            if fault and (fault.timeout or fault.latency):
+                time.sleep(fault.timeout or fault.latency)
+            if fault and fault.status:
+                headers = {"Content-Type": "application/json"}
+                if fault.retry_after is not None:
+                    headers["Retry-After"] = f"{fault.retry_after:g}"
+                body_out = json.dumps({"message": f"simulated {fault.status}"}).encode()
+                _write(handler, Response(fault.status, body_out, headers))
+                return
+            request = Request(
+                method=method,
+                path=split.path,
+                query=parse_qs(split.query),
+                headers=dict(handler.headers.items()),
+                body=body,
+                params=match.groupdict(),
+            )
+            try:
+                response = route.handler(request)
+            except Exception as err:  # a simulator bug answers 500, like a provider would
+                response = Response.json({"message": f"{type(err).__name__}: {err}"}, 500)
+            _write(handler, response)
+            return
+        _write(handler, Response.json({"message": f"no route for {method} {split.path}"}, 404))
+
+
+def _write(handler: BaseHTTPRequestHandler, response: Response) -> None:
+    handler.send_response(response.status)
+    for name, value in response.headers.items():
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(response.body)))
+    handler.end_headers()
+    handler.wfile.write(response.body)
+
+
+def _handler_class(simulator: Simulator) -> type[BaseHTTPRequestHandler]:
+    class _Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            simulator._dispatch(self, "GET")
+
+        def do_POST(self) -> None:
+            simulator._dispatch(self, "POST")
+
+        def do_PUT(self) -> None:
+            simulator._dispatch(self, "PUT")
+
+        def do_DELETE(self) -> None:
+            simulator._dispatch(self, "DELETE")
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: the simulator's requests are asserted on, not logged."""
+
+    return _Handler

@@ -1,0 +1,177 @@
+"""The contract every provider adapter passes, against its simulator or emulator.
+
+A provider's test module defines a ``harness`` fixture returning an object with the
+attributes of :class:`Harness`, and a test class inheriting :class:`ProviderContract`.
+Everything here goes over real sockets to the simulator (or moto / aiosmtpd).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import pytest
+
+from adapters.providers.base import BatchProvider
+from mailers.errors import (
+    ProviderAuthError,
+    ProviderOutcomeUnknown,
+    WebhookRejected,
+)
+from mailers.events import CanonicalEvent, EventType
+from mailers.keys import message_key
+from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage
+from mailers.webhooks import SeenTokens, WebhookRequest
+
+
+class Harness(Protocol):
+    """What a provider's test module supplies to the shared contract."""
+
+    secrets: list[str]
+    """Credential values that must never appear in errors or logs."""
+
+    supports_webhooks: bool
+
+    def provider(self, *, valid_credentials: bool = True) -> BatchProvider:
+        """An adapter for one account; ``sleep`` recorded in ``self.slept``."""
+        ...
+
+    slept: list[float]
+
+    def inject_rate_limit(self, retry_after: float) -> None:
+        """Make the next send answer 429 with this ``Retry-After``."""
+        ...
+
+    def inject_timeout(self) -> None:
+        """Make the next send hang past the client's read timeout (after it was sent)."""
+        ...
+
+    def delivered_keys(self) -> dict[str, str]:
+        """Message key → recipient, as the provider side recorded them (from metadata)."""
+        ...
+
+    def signed_webhook(self, body: bytes) -> WebhookRequest:
+        """A correctly signed, fresh webhook request carrying ``body``."""
+        ...
+
+    def forged_webhook(self, body: bytes) -> WebhookRequest:
+        """The same request with a wrong signature or credentials."""
+        ...
+
+    def stale_webhook(self, body: bytes) -> WebhookRequest:
+        """A correctly signed request whose timestamp is too old (or ``None`` if N/A)."""
+        ...
+
+    def verify(self, request: WebhookRequest, guard: SeenTokens) -> None:
+        """The adapter's webhook verification."""
+        ...
+
+    def event_body(self, event: str, recipient: str, key: str) -> bytes:
+        """A webhook body of this provider's ``event`` type for one message."""
+        ...
+
+    def unknown_event_body(self) -> bytes:
+        """A webhook body with an event type the adapter does not map."""
+        ...
+
+    parse: Callable[[bytes, str], list[CanonicalEvent]]
+
+
+def make_message(recipient: str, window: str = "w1") -> OutboundMessage:
+    key = message_key("acme", "pro_tips", recipient, window)
+    return OutboundMessage(
+        message_key=key,
+        workspace="acme",
+        stream="lifecycle",
+        campaign="pro_tips",
+        send_window=window,
+        identity="acme_news",
+        recipient=recipient,
+        from_address="news@news.acme.test",
+        from_name="Acme",
+        sending_domain="news.acme.test",
+        subject=f"Hello {recipient}",
+        html=f"<p>Hello {recipient} &amp; friends</p>",
+        text=f"Hello {recipient}",
+        headers={MESSAGE_KEY_HEADER: key, "List-Unsubscribe": "<https://u.test/x>"},
+    )
+
+
+class ProviderContract:
+    """Shared behaviour; subclasses get every test by providing a ``harness`` fixture."""
+
+    def test_a_batch_is_accepted_with_provider_ids_and_keys_carried(self, harness) -> None:
+        messages = [make_message(f"user{i}@example.com") for i in range(7)]
+        results = harness.provider().send_batch(messages)
+        assert [r.message_key for r in results] == [m.message_key for m in messages]
+        assert all(r.accepted and r.provider_message_id for r in results)
+        assert len({r.provider_message_id for r in results}) == len(messages)
+        recorded = harness.delivered_keys()
+        assert {m.message_key: m.recipient for m in messages}.items() <= recorded.items()
+
+    def test_a_refused_recipient_is_rejected_alone(self, harness) -> None:
+        good = [make_message(f"ok{i}@example.com") for i in range(3)]
+        bad = make_message("nobody@reject.mailers.test")
+        results = harness.provider().send_batch([good[0], bad, *good[1:]])
+        by_key = {r.message_key: r for r in results}
+        assert not by_key[bad.message_key].accepted
+        assert by_key[bad.message_key].reason
+        assert all(by_key[m.message_key].accepted for m in good)
+
+    def test_refused_credentials_stop_the_account_without_leaking_them(self, harness) -> None:
+        with pytest.raises(ProviderAuthError) as info:
+            harness.provider(valid_credentials=False).send_batch([make_message("a@example.com")])
+        text = f"{info.value} {info.value.__cause__!r}"
+        assert all(secret not in text for secret in harness.secrets)
+
+    def test_a_rate_limit_is_honoured_then_the_batch_goes(self, harness) -> None:
+        harness.inject_rate_limit(retry_after=1.5)
+        results = harness.provider().send_batch([make_message("rl@example.com")])
+        assert results[0].accepted
+        assert 1.5 in harness.slept
+
+    def test_a_timeout_after_sending_is_unknown_and_not_retried(self, harness) -> None:
+        harness.inject_timeout()
+        with pytest.raises(ProviderOutcomeUnknown):
+            harness.provider().send_batch([make_message("slow@example.com")])
+        assert harness.slept == []
+
+    def test_a_signed_webhook_verifies_once_and_a_replay_is_refused(self, harness) -> None:
+        if not harness.supports_webhooks:
+            pytest.skip("this provider has no webhooks")
+        body = harness.event_body("delivered", "ann@example.com", "k" * 32)
+        request = harness.signed_webhook(body)
+        guard = SeenTokens()
+        harness.verify(request, guard)
+        with pytest.raises(WebhookRejected):
+            harness.verify(request, guard)
+
+    def test_forged_and_stale_webhooks_are_refused(self, harness) -> None:
+        if not harness.supports_webhooks:
+            pytest.skip("this provider has no webhooks")
+        body = harness.event_body("delivered", "ann@example.com", "k" * 32)
+        with pytest.raises(WebhookRejected):
+            harness.verify(harness.forged_webhook(body), SeenTokens())
+        stale = harness.stale_webhook(body)
+        if stale is not None:
+            with pytest.raises(WebhookRejected):
+                harness.verify(stale, SeenTokens())
+
+    def test_webhook_events_map_to_canonical_ones(self, harness) -> None:
+        if not harness.supports_webhooks:
+            pytest.skip("this provider has no webhooks")
+        key = message_key("acme", "pro_tips", "ann@example.com", "w1")
+        events = harness.parse(harness.event_body("delivered", "ann@example.com", key), "acct")
+        assert [e.event_type for e in events] == [EventType.DELIVERED]
+        assert events[0].message_key == key
+        assert events[0].recipient == "ann@example.com"
+        again = harness.parse(harness.event_body("delivered", "ann@example.com", key), "acct")
+        assert [e.event_id for e in again] == [e.event_id for e in events]
+
+    def test_an_unknown_event_is_kept_raw(self, harness) -> None:
+        if not harness.supports_webhooks:
+            pytest.skip("this provider has no webhooks")
+        body = harness.unknown_event_body()
+        events = harness.parse(body, "acct")
+        assert events and all(e.event_type == EventType.UNKNOWN for e in events)
+        assert all(e.raw_payload for e in events)
