@@ -51,6 +51,11 @@ class ProviderAccountConfig(_Strict):
     batch_size: int | None = Field(
         default=None, gt=0, description="Messages per provider call; defaults to the adapter's."
     )
+    poll_events: bool = Field(
+        default=False,
+        description="Fetch events from the provider's events API (for accounts without a "
+        "public webhook endpoint).",
+    )
 
 
 class IdentityConfig(_Strict):

@@ -5,7 +5,11 @@ A provider module exposes:
 * ``KIND`` and ``MAX_BATCH_SIZE``;
 * ``Settings``: a pydantic model (``extra="forbid"``) of its ``settings:`` config block;
 * ``build(account, config, settings, paths)``: a ``mailers.providers.Provider``;
-* ``parse(payload, account)``: canonical events from one landed payload.
+* ``parse(payload, account)``: canonical events from one landed payload;
+* ``verify_webhook(request, config, guard)``: refuse forged, stale or replayed webhooks
+  (providers that have webhooks);
+* ``poll_events(account, config, settings, cursor)``: new event payloads and the next
+  cursor (providers with an events API).
 
 Modules are imported when first used, so a provider's SDK is needed only if it is used.
 """
@@ -20,6 +24,7 @@ from pydantic import ValidationError
 
 from mailers.config import ProviderAccountConfig, Settings
 from mailers.errors import ConfigError
+from mailers.polling import PollTarget
 from mailers.providers import EventParser, Provider
 
 PROVIDER_MODULES: dict[str, str] = {
@@ -49,6 +54,8 @@ def check_account(account: ProviderAccountConfig) -> list[str]:
         module = provider_module(account.kind)
     except ConfigError as err:
         return [f"kind: {err}"]
+    if account.poll_events and not hasattr(module, "poll_events"):
+        return [f"poll_events: provider kind {account.kind!r} has no events API to poll"]
     try:
         module.Settings.model_validate(account.settings)
     except ValidationError as err:
@@ -83,3 +90,29 @@ def event_parser(kind: str) -> EventParser:
     """The parser for events landed by a provider kind."""
     parser: EventParser = provider_module(kind)
     return parser
+
+
+def poll_targets(settings: Settings) -> list[PollTarget]:
+    """Every account configured with ``poll_events: true``, ready to poll."""
+    targets = []
+    for workspace in settings.config.workspaces.values():
+        for name, account in workspace.provider_accounts.items():
+            if not account.poll_events:
+                continue
+            module = provider_module(account.kind)
+            provider_settings = module.Settings.model_validate(account.settings)
+
+            def fetch(
+                cursor: str | None,
+                module: ModuleType = module,
+                name: str = name,
+                account: ProviderAccountConfig = account,
+                provider_settings: object = provider_settings,
+            ) -> tuple[list[bytes], str | None]:
+                result: tuple[list[bytes], str | None] = module.poll_events(
+                    name, account, provider_settings, cursor
+                )
+                return result
+
+            targets.append(PollTarget(kind=account.kind, account=name, fetch=fetch))
+    return targets

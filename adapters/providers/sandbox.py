@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,6 +40,7 @@ from mailers.config import Settings as MailersSettings
 from mailers.errors import ProviderOutcomeUnknown, ProviderUnavailable
 from mailers.events import BounceClass, CanonicalEvent, EventType
 from mailers.keys import bucket
+from mailers.landing import land, write_atomic
 from mailers.messages import OutboundMessage, SendResult
 
 KIND = "sandbox"
@@ -140,7 +139,7 @@ class SandboxProvider:
         self.settings = settings
         self.max_batch_size = max_batch_size
         self.outbox = outbox_dir / account
-        self.landing = landing_dir / KIND / account
+        self.landing_dir = landing_dir
 
     def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         if self.settings.fault == "unavailable":
@@ -169,12 +168,13 @@ class SandboxProvider:
             results.append(SendResult(message.message_key, True, provider_message_id=message_id))
             payloads.extend(self._events_for(message, message_id, accepted_at))
         for path, data in files.items():
-            _write_atomic(path, data)
-        if payloads:
-            self.landing.mkdir(parents=True, exist_ok=True)
-            name = f"{accepted_at:%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.jsonl"
-            body = "".join(json.dumps(p, sort_keys=True) + "\n" for p in payloads)
-            _write_atomic(self.landing / name, body.encode())
+            write_atomic(path, data)
+        land(
+            self.landing_dir,
+            KIND,
+            self.account,
+            [json.dumps(p, sort_keys=True).encode() for p in payloads],
+        )
         return results
 
     def _message_id(self, message_key: str) -> str:
@@ -208,13 +208,6 @@ _DETAILS = {
     "deferral": "421 4.7.0 sandbox: try again later",
     "complaint": "sandbox: recipient marked the message as spam",
 }
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name and rename, so readers see whole files or none."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(data)
-    os.replace(partial, path)
 
 
 def parse(payload: bytes, account: str) -> list[CanonicalEvent]:

@@ -4,10 +4,12 @@ from collections.abc import Iterator, Sequence
 
 import dagster as dg
 
-from adapters.providers import event_parser
+from adapters.providers import event_parser, poll_targets
 from mailers.audit import AUDIT_TABLE, AuditAction, AuditRecord
+from mailers.config import Settings
 from mailers.ingest import ingest
 from mailers.ledger import LEDGER_TABLE, latest_rows_sql
+from mailers.polling import poll_into_landing
 from mailers.warehouse import MAILERS_SCHEMA
 from orchestration.defs.resources import WAREHOUSE_POOL, MailersResource
 from orchestration.defs.runs import run_actor
@@ -88,8 +90,11 @@ def provider_events(
 ) -> Iterator[dg.MaterializeResult]:
     """Load landed provider event files into events and suppressions, exactly once each."""
     settings = mailers.settings()
+    polled, poll_errors = _poll_providers(context, settings)
     with mailers.warehouse(settings) as warehouse:
         report = ingest(warehouse, settings.landing_dir, event_parser)
+        report.counts["events_polled"] = polled
+        report.counts["poll_errors"] = len(poll_errors)
         warehouse.append(
             MAILERS_SCHEMA,
             AUDIT_TABLE,
@@ -99,7 +104,7 @@ def provider_events(
                 action=AuditAction.INGEST_EVENTS,
                 config_hash=settings.config_hash,
                 counts=report.counts,
-                detail={"events_by_type": report.by_type},
+                detail={"events_by_type": report.by_type, "poll_errors": poll_errors},
             ).to_arrow(),
         )
     context.log.info(f"ingested {report.counts}")
@@ -111,3 +116,17 @@ def provider_events(
         asset_key=SUPPRESSIONS_KEY,
         metadata={"suppressions_added": report.counts["suppressions_added"]},
     )
+
+
+def _poll_providers(
+    context: dg.AssetExecutionContext, settings: Settings
+) -> tuple[int, dict[str, str]]:
+    """Poll every account with ``poll_events``; one failing account does not stop the rest."""
+    polled, errors = 0, {}
+    for target in poll_targets(settings):
+        try:
+            polled += poll_into_landing(settings.landing_dir, target)
+        except Exception as err:  # any provider failure: report it, keep polling the others
+            errors[target.account] = f"{type(err).__name__}: {err}"
+            context.log.warning(f"polling {target.account} failed: {err}")
+    return polled, errors
