@@ -207,6 +207,23 @@ class MailersConfig(_Strict):
     unsubscribe: UnsubscribeConfig
     workspaces: dict[Name, WorkspaceConfig] = Field(min_length=1)
 
+    @model_validator(mode="after")
+    def _account_names_unique(self) -> MailersConfig:
+        # Landing files, .eml folders and ledger rows name an account without its workspace.
+        owners: dict[str, str] = {}
+        problems = []
+        for ws_name, workspace in self.workspaces.items():
+            for account in workspace.provider_accounts:
+                if account in owners:
+                    problems.append(
+                        f"workspaces.{ws_name}.provider_accounts.{account}: provider account "
+                        f"names must be unique across workspaces (also in {owners[account]!r})"
+                    )
+                owners.setdefault(account, ws_name)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
 
 class Settings(BaseModel):
     """A validated config plus where it came from; what the rest of Mailers is handed."""

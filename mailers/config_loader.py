@@ -90,7 +90,8 @@ def _format_errors(file: Path, err: ValidationError) -> list[str]:
             # Cross-reference checks report paths relative to where they ran: join them up.
             sub_path, sep, problem = piece.partition(": ")
             if sep and _KEY_PATH.match(sub_path):
-                lines.append(f"{file}: {location}.{sub_path}: {problem}")
+                full = sub_path if not error["loc"] else f"{location}.{sub_path}"
+                lines.append(f"{file}: {full}: {problem}")
             else:
                 lines.append(f"{file}: {location}: {piece}")
     return lines

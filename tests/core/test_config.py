@@ -488,3 +488,19 @@ def test_secret_ref_repr_names_only_the_variable() -> None:
 def test_secret_ref_rejects_bad_env_names(name: str) -> None:
     with pytest.raises(ValidationError):
         SecretRef(env=name)
+
+
+def test_provider_account_names_are_unique_across_workspaces(edit_config: ConfigEditor) -> None:
+    def reuse(document: dict[str, Any]) -> None:
+        acme = document["workspaces"]["acme"]["provider_accounts"]
+        document["workspaces"]["globex"]["provider_accounts"]["acme_sandbox_a"] = acme[
+            "acme_sandbox_a"
+        ]
+
+    path = edit_config(reuse)
+    with pytest.raises(ConfigError) as info:
+        load(path)
+    assert (
+        f"{path}: workspaces.globex.provider_accounts.acme_sandbox_a: provider account names "
+        "must be unique across workspaces (also in 'acme')"
+    ) in str(info.value)
