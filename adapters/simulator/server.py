@@ -95,6 +95,9 @@ class Simulator:
         """Provider modules' state (accepted messages, events), keyed by provider name."""
         self.requests: list[tuple[str, str, str]] = []
         """(provider, method, path) of every request served, for assertions."""
+        self.after_request: dict[str, Callable[[Request, Response], None]] = {}
+        """Per provider: called after a request is handled, before the answer is written
+        (the demo uses it to post webhooks for what a send just produced)."""
         self._server = ThreadingHTTPServer((host, port), _handler_class(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -176,6 +179,9 @@ class Simulator:
             )
             try:
                 response = route.handler(request)
+                hook = self.after_request.get(route.provider)
+                if hook is not None:
+                    hook(request, response)
             except Exception as err:  # a simulator bug answers 500, like a provider would
                 response = Response.json({"message": f"{type(err).__name__}: {err}"}, 500)
             _write(handler, response)
