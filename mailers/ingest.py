@@ -143,10 +143,11 @@ insert into {suppressions}
     (suppression_id, address, scope, workspace, stream, source, reason, event_id, created_at)
 select
     {d.md5_hex("n.event_id || '|suppression'")},
-    lower(coalesce(n.recipient, m.recipient)),
+    lower(coalesce(n.recipient, m.recipient, p.recipient)),
     scope,
-    case when scope = 'global' then null else coalesce(n.workspace, m.workspace) end,
-    case when scope = 'stream' then coalesce(n.stream, m.stream) end,
+    case when scope = 'global' then null
+         else coalesce(n.workspace, m.workspace, p.workspace) end,
+    case when scope = 'stream' then coalesce(n.stream, m.stream, p.stream) end,
     source,
     n.reason,
     n.event_id,
@@ -164,7 +165,17 @@ left join (
     from {ledger}
     group by message_key
 ) as m on m.message_key = n.message_key
-where n.source is not null and coalesce(n.recipient, m.recipient) is not null
+-- Events without our key (some polled APIs drop metadata) find their message by the
+-- provider's message id instead.
+left join (
+    select provider, provider_message_id, max(recipient) as recipient,
+           max(workspace) as workspace, max(stream) as stream
+    from {ledger}
+    where provider_message_id is not null
+    group by provider, provider_message_id
+) as p on n.message_key is null and p.provider = n.provider
+      and p.provider_message_id = n.provider_message_id
+where n.source is not null and coalesce(n.recipient, m.recipient, p.recipient) is not null
 """
 
 

@@ -48,3 +48,6 @@ class SendResult:
     accepted: bool
     provider_message_id: str | None = None
     reason: str | None = None
+    not_sent: bool = False
+    """Not accepted and provably never handed over (e.g. a later request of a batch the
+    provider takes in several requests failed first): recorded ``not_sent``, retried later."""

@@ -27,7 +27,7 @@ from mailers.config import CampaignRef, IdentityConfig, Settings, StreamKind
 from mailers.errors import ProviderOutcomeUnknown, ProviderUnavailable
 from mailers.keys import bucket
 from mailers.ledger import LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter
-from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage
+from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendResult
 from mailers.providers import Provider
 from mailers.rendering import CampaignTemplate, RenderFailure
 from mailers.routing import Router
@@ -220,12 +220,7 @@ class CampaignSender:
         by_key = {m.message_key: m for m in chunk}
         answered = {r.message_key for r in results}
         outcomes = [
-            entry(
-                by_key[r.message_key],
-                LedgerStatus.ACCEPTED if r.accepted else LedgerStatus.REJECTED,
-                r.reason,
-                r.provider_message_id,
-            )
+            entry(by_key[r.message_key], _status(r), r.reason, r.provider_message_id)
             for r in results
             if r.message_key in by_key
         ]
@@ -271,6 +266,12 @@ class CampaignSender:
         self.report.counts["not_sent"] += len(stranded)
         for account, messages in regrouped.items():
             self._dispatch(account, messages)
+
+
+def _status(result: SendResult) -> LedgerStatus:
+    if result.accepted:
+        return LedgerStatus.ACCEPTED
+    return LedgerStatus.NOT_SENT if result.not_sent else LedgerStatus.REJECTED
 
 
 def _entry_factory(provider: Provider, batch_id: str) -> Callable[..., LedgerEntry]:

@@ -309,3 +309,41 @@ def test_a_run_killed_between_dispatch_and_outcome_does_not_resend_on_retry(
         "select reason from mailers.send_ledger where status = 'unknown' and run_id = 'retry'",
     )
     assert all("ended before the provider's answer" in row["reason"] for row in reasons)
+
+
+class HandsOverHalf:
+    """A provider taking a batch in several requests, the second of which fails first."""
+
+    def __init__(self, inner: Provider) -> None:
+        self.inner, self.kind, self.account = inner, inner.kind, inner.account
+        self.max_batch_size = inner.max_batch_size
+        self.failing = True
+
+    def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        if not self.failing:
+            return self.inner.send_batch(messages)
+        half = len(messages) // 2
+        return [
+            *self.inner.send_batch(messages[:half]),
+            *(
+                SendResult(
+                    m.message_key, accepted=False, reason="later request failed", not_sent=True
+                )
+                for m in messages[half:]
+            ),
+        ]
+
+
+def test_messages_a_provider_never_handed_over_are_retried_next_run(core_project) -> None:
+    settings = core_project()
+    providers = {name: HandsOverHalf(p) for name, p in build_providers(settings, "acme").items()}
+    first = send_window_once(settings, "acme.pro_tips", window=WINDOW, providers=providers)
+    assert first.counts["not_sent"] > 0 and first.counts["accepted"] > 0
+    for provider in providers.values():
+        provider.failing = False
+    second = send_window_once(
+        settings, "acme.pro_tips", window=WINDOW, run_id="run-2", providers=providers
+    )
+    assert second.counts["accepted"] + second.counts["rejected"] == first.counts["not_sent"]
+    accepted = _accepted_keys(settings)
+    assert len(accepted) == len(set(accepted)) == len(eml_files(settings))

@@ -28,7 +28,10 @@ from mailers.polling import PollTarget
 from mailers.providers import EventParser, Provider
 
 PROVIDER_MODULES: dict[str, str] = {
+    "postmark": "adapters.providers.postmark",
     "sandbox": "adapters.providers.sandbox",
+    "sendgrid": "adapters.providers.sendgrid",
+    "ses": "adapters.providers.ses",
 }
 """Provider kind → module implementing it. Adding a provider adds one line here."""
 

@@ -283,6 +283,42 @@ def test_suppression_context_comes_from_the_ledger_when_the_event_lacks_it(
     ]
 
 
+def test_an_event_without_our_key_finds_its_message_by_provider_message_id(
+    warehouse: DuckDBWarehouse, landing: Path
+) -> None:
+    recipient = "polled@example.com"
+    ledger = LedgerWriter(
+        warehouse,
+        LedgerContext("globex", "lifecycle", "launch_newsletter", "once", "run-1"),
+    )
+    ledger.record(
+        [
+            LedgerEntry(
+                key_for(recipient),
+                LedgerStatus.ACCEPTED,
+                recipient=recipient,
+                provider="sandbox",
+                provider_message_id="sbx-p-msg@sandbox.mailers.test",
+            )
+        ]
+    )
+    # A polled complaint: no metadata and no recipient, only the provider's message id.
+    land(landing, "1.jsonl", event("sbx-p", "complaint", None, metadata={}))
+
+    run(warehouse, landing)
+
+    assert suppressions(warehouse) == [
+        {
+            "address": recipient,
+            "scope": "workspace",
+            "workspace": "globex",
+            "stream": None,
+            "source": "complaint",
+            "event_id": "sbx-p",
+        }
+    ]
+
+
 @pytest.mark.parametrize("name", ["soft_bounce", "deferral", "delivered", "open", "click"])
 def test_other_events_add_no_suppression(
     warehouse: DuckDBWarehouse, landing: Path, name: str

@@ -1,0 +1,369 @@
+"""Postmark's documented API subset on the simulator: batch send, bounces API, webhooks.
+
+* ``POST /email/batch``: ``X-Postmark-Server-Token`` auth (401 + ``ErrorCode`` 10 when
+  wrong), a JSON array of at most 500 messages (422 ``ErrorCode`` 410 above that; 422
+  ``ErrorCode`` 402 for a body that is not valid JSON, including strings holding unpaired
+  surrogates; 413 above 50 MB), one result per message in order: ``ErrorCode`` 0 with a
+  ``MessageID``, 300 for a message missing ``From``/``To``/body, 406 "inactive recipient"
+  for recipients :func:`adapters.simulator.outcomes.refuses`.
+  https://postmarkapp.com/developer/user-guide/send-email-with-api/batch-emails
+* ``GET /bounces``: ``count`` (≤ 500) and ``offset`` required, ``count + offset`` ≤ 10,000,
+  filters ``fromdate``/``todate`` (US Eastern, inclusive), ``type``, ``messagestream``
+  (default ``outbound``); newest first; ``{"TotalCount", "Bounces"}``. No ``Metadata``.
+  https://postmarkapp.com/developer/api/bounce-api
+* Every accepted message gets its outcomes (:func:`adapters.simulator.outcomes.outcomes`)
+  as Postmark webhook records in ``sim.store["postmark"]["events"]``; bounce-type ones
+  also become bounce API records.
+
+State lives in ``sim.store["postmark"]``: ``messages`` (recipient, metadata and headers
+received, message id, accepted time, ...), ``events`` (webhook bodies) and ``bounces``.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from adapters.simulator.outcomes import outcomes, refuses
+from adapters.simulator.server import Request, Response, Simulator
+from mailers.webhooks import WebhookRequest
+
+PROVIDER = "postmark"
+MAX_BATCH = 500
+MAX_BATCH_BYTES = 50 * 1024 * 1024
+BOUNCES_LIMIT = 10_000
+SERVER_ID = 23
+EASTERN = ZoneInfo("America/New_York")
+
+_BOUNCES: dict[str, tuple[str, int, str, str]] = {
+    # outcome → (Type, TypeCode, Name, Details), names from the bounce types table
+    "bounce": ("HardBounce", 1, "Hard bounce", "smtp;550 5.1.1 The email account does not exist"),
+    "soft_bounce": ("SoftBounce", 4096, "Soft bounce", "smtp;452 4.2.2 Mailbox full"),
+    "deferral": ("Transient", 2, "Message delayed", "smtp;421 4.7.0 Try again later"),
+    "complaint": ("SpamComplaint", 100001, "Spam complaint", "Marked as spam by the recipient"),
+}
+_DESCRIPTIONS = {
+    "HardBounce": "The server was unable to deliver your message (ex: unknown user, "
+    "mailbox not found).",
+    "SoftBounce": "Unable to temporarily deliver this email.",
+    "Transient": "The server could not temporarily deliver your message (ex: Message is "
+    "delayed due to network troubles).",
+    "SpamComplaint": "The subscriber explicitly marked this email as spam.",
+}
+_CLIENT = {"Name": "Chrome 35.0.1916.153", "Company": "Google", "Family": "Chrome"}
+_OS = {"Name": "OS X 10.7 Lion", "Company": "Apple Computer, Inc.", "Family": "OS X 10"}
+_GEO = {"CountryISOCode": "RS", "Country": "Serbia", "City": "Novi Sad", "IP": "188.2.95.4"}
+_USER_AGENT = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_7_5) AppleWebKit/537.36"
+CLICK_URL = "https://example.test/landing"
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _error(status: int, code: int, message: str) -> Response:
+    return Response.json({"ErrorCode": code, "Message": message}, status)
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return any(0xD800 <= ord(ch) <= 0xDFFF for ch in value)
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    return False
+
+
+def _compatible(item: Any) -> bool:
+    """Whether one batch entry has the message schema's shapes (strings, a Metadata object
+    of scalars, Headers as a list of Name/Value objects)."""
+    if not isinstance(item, dict):
+        return False
+    metadata = item.get("Metadata") or {}
+    headers = item.get("Headers") or []
+    return (
+        isinstance(metadata, dict)
+        and all(isinstance(v, str | int | float | bool) for v in metadata.values())
+        and isinstance(headers, list)
+        and all(
+            isinstance(h, dict) and isinstance(h.get("Name"), str) and "Value" in h for h in headers
+        )
+        and all(isinstance(item.get(k) or "", str) for k in ("From", "To", "Subject"))
+    )
+
+
+def webhook_record(
+    outcome: str,
+    *,
+    message_id: str,
+    recipient: str,
+    metadata: Mapping[str, str],
+    occurred_at: datetime,
+    bounce_id: int,
+    message_stream: str = "outbound",
+    tag: str | None = None,
+    sender: str = "sender@example.com",
+    subject: str = "",
+) -> dict[str, Any]:
+    """The Postmark webhook record for one sandbox outcome of one message.
+
+    Field sets follow each webhook's documentation page (delivery, bounce, spam complaint,
+    open tracking, click, subscription change).
+    """
+    common = {"MessageStream": message_stream, "Tag": tag or "", "Metadata": dict(metadata)}
+    when = _iso(occurred_at)
+    if outcome == "delivered":
+        return {
+            "RecordType": "Delivery",
+            "ServerID": SERVER_ID,
+            "MessageID": message_id,
+            "Recipient": recipient,
+            "DeliveredAt": when,
+            "Details": "Test delivery webhook details",
+            **common,
+        }
+    if outcome in _BOUNCES:
+        kind, code, name, details = _BOUNCES[outcome]
+        return {
+            "RecordType": "SpamComplaint" if kind == "SpamComplaint" else "Bounce",
+            "ID": bounce_id,
+            "Type": kind,
+            "TypeCode": code,
+            "Name": name,
+            "MessageID": message_id,
+            "ServerID": SERVER_ID,
+            "Description": _DESCRIPTIONS[kind],
+            "Details": details,
+            "Email": recipient,
+            "From": sender,
+            "BouncedAt": when,
+            "DumpAvailable": False,
+            "Inactive": kind in ("HardBounce", "SpamComplaint"),
+            "CanActivate": kind == "HardBounce",
+            "Subject": subject,
+            **common,
+        }
+    if outcome in ("open", "click"):
+        record: dict[str, Any] = {
+            "RecordType": "Open" if outcome == "open" else "Click",
+            "MessageID": message_id,
+            "Recipient": recipient,
+            "ReceivedAt": when,
+            "Platform": "Desktop",
+            "UserAgent": _USER_AGENT,
+            "Client": _CLIENT,
+            "OS": _OS,
+            "Geo": _GEO,
+            **common,
+        }
+        if outcome == "open":
+            record.update(FirstOpen=True, ReadSeconds=5)
+        else:
+            record.update(ClickLocation="HTML", OriginalLink=CLICK_URL)
+        return record
+    if outcome == "unsubscribe":
+        return {
+            "RecordType": "SubscriptionChange",
+            "MessageID": message_id,
+            "ServerID": SERVER_ID,
+            "ChangedAt": when,
+            "Recipient": recipient,
+            "Origin": "Recipient",
+            "SuppressSending": True,
+            "SuppressionReason": "ManualSuppression",
+            **common,
+        }
+    raise ValueError(f"no Postmark record for outcome {outcome!r}")
+
+
+def _bounce_api_record(webhook: Mapping[str, Any]) -> dict[str, Any]:
+    """A bounce as ``GET /bounces`` lists it: the webhook record less ``Metadata``."""
+    record = {k: v for k, v in webhook.items() if k != "Metadata"}
+    record["RecordType"] = "Bounce"
+    return record
+
+
+def register(sim: Simulator, *, credentials: dict[str, str]) -> None:
+    """Serve Postmark's batch and bounces endpoints for one server token."""
+    state: dict[str, Any] = {"messages": [], "events": [], "bounces": []}
+    sim.store[PROVIDER] = state
+    bounce_ids = itertools.count(4_200_000_000)
+    token = credentials["server_token"]
+
+    def authorized(request: Request) -> bool:
+        return request.header("X-Postmark-Server-Token") == token
+
+    def unauthorized() -> Response:
+        # https://postmarkapp.com/developer/api/overview#http-response-codes
+        return _error(401, 10, "Request does not contain a valid Server token.")
+
+    def send_batch(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        if len(request.body) > MAX_BATCH_BYTES:
+            return _error(413, 0, "Payload Too Large")
+        try:
+            batch = json.loads(request.body)
+        except ValueError:
+            return _error(422, 402, "Invalid JSON")
+        if not isinstance(batch, list):
+            return _error(422, 403, "Incompatible JSON: the batch must be a JSON array.")
+        if len(batch) > MAX_BATCH:
+            return _error(422, 410, f"Too many batch messages. Max {MAX_BATCH} per call.")
+        if _has_lone_surrogate(batch):
+            return _error(422, 402, "Invalid JSON: a string is not valid Unicode.")
+        if not all(_compatible(item) for item in batch):
+            return _error(422, 403, "Incompatible JSON: a message does not match the schema.")
+        accepted_at = datetime.now(UTC)
+        return Response.json([accept(item, accepted_at) for item in batch])
+
+    def accept(item: dict[str, Any], accepted_at: datetime) -> dict[str, Any]:
+        recipient = str(item.get("To") or "")
+        if not item.get("From") or not recipient:
+            return {"ErrorCode": 300, "Message": "Invalid email request: From and To required"}
+        if not (item.get("HtmlBody") or item.get("TextBody")):
+            return {"ErrorCode": 300, "Message": "Provide either email TextBody or HtmlBody"}
+        if refuses(recipient):
+            return {
+                "ErrorCode": 406,
+                "Message": "You tried to send to recipient(s) that have been marked as "
+                f"inactive. Found inactive addresses: {recipient}. Inactive recipients are "
+                "ones that have generated a hard bounce, a spam complaint, or a manual "
+                "suppression.",
+                "To": recipient,
+            }
+        message_id = str(uuid.uuid4())
+        metadata = {str(k): str(v) for k, v in (item.get("Metadata") or {}).items()}
+        headers = {h.get("Name"): h.get("Value") for h in item.get("Headers") or []}
+        stream = str(item.get("MessageStream") or "outbound")
+        state["messages"].append(
+            {
+                "message_id": message_id,
+                "recipient": recipient,
+                "from": item.get("From"),
+                "subject": item.get("Subject"),
+                "metadata": metadata,
+                "headers": headers,
+                "message_stream": stream,
+                "tag": item.get("Tag"),
+                "accepted_at": accepted_at,
+            }
+        )
+        key = metadata.get("mailers_message_key") or message_id
+        for outcome in outcomes(key, recipient, accepted_at):
+            record = webhook_record(
+                outcome.name,
+                message_id=message_id,
+                recipient=recipient,
+                metadata=metadata,
+                occurred_at=outcome.occurred_at,
+                bounce_id=next(bounce_ids),
+                message_stream=stream,
+                tag=item.get("Tag"),
+                sender=str(item.get("From")),
+                subject=str(item.get("Subject") or ""),
+            )
+            state["events"].append(record)
+            if "BouncedAt" in record:
+                state["bounces"].append(_bounce_api_record(record))
+        return {
+            "ErrorCode": 0,
+            "Message": "OK",
+            "MessageID": message_id,
+            "SubmittedAt": accepted_at.astimezone(EASTERN).isoformat(),
+            "To": recipient,
+        }
+
+    def get_bounces(request: Request) -> Response:
+        if not authorized(request):
+            return unauthorized()
+        query = {k: v[-1] for k, v in request.query.items()}
+        try:
+            count, offset = int(query["count"]), int(query["offset"])
+        except (KeyError, ValueError):
+            return _error(422, 300, "The count and offset parameters are required integers.")
+        if not 0 < count <= MAX_BATCH or offset < 0:
+            return _error(422, 300, "Count must be between 1 and 500.")
+        if count + offset > BOUNCES_LIMIT:
+            return _error(422, 300, "Count + Offset cannot exceed 10,000 bounces.")
+        stream = query.get("messagestream", "outbound")
+        since = _eastern_bound(query.get("fromdate"))
+        until = _eastern_bound(query.get("todate"))
+        kind = query.get("type")
+        matches = [
+            b
+            for b in state["bounces"]
+            if b.get("MessageStream") == stream
+            and (kind is None or b["Type"] == kind)
+            and (since is None or _moment(b["BouncedAt"]) >= since)
+            and (until is None or _moment(b["BouncedAt"]) <= until)
+        ]
+        matches.sort(key=lambda b: (_moment(b["BouncedAt"]), b["ID"]), reverse=True)
+        page = matches[offset : offset + count]
+        return Response.json({"TotalCount": len(matches), "Bounces": page})
+
+    sim.route(PROVIDER, "POST", r"/email/batch", send_batch)
+    sim.route(PROVIDER, "GET", r"/bounces", get_bounces)
+
+
+def _moment(value: str) -> datetime:
+    return datetime.fromisoformat(value).astimezone(UTC)
+
+
+def _eastern_bound(value: str | None) -> datetime | None:
+    """A ``fromdate``/``todate`` value (US Eastern wall time when it has no offset)."""
+    if not value:
+        return None
+    moment = datetime.fromisoformat(value)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=EASTERN)).astimezone(UTC)
+
+
+def signed_request(body: bytes, credentials: Mapping[str, str]) -> WebhookRequest:
+    """A webhook POST as Postmark makes it to ``https://user:pass@host/path``: the URL's
+    credentials arrive as ``Authorization: Basic``."""
+    pair = f"{credentials['webhook_username']}:{credentials['webhook_password']}"
+    return WebhookRequest(
+        body=body,
+        headers={
+            "Authorization": "Basic " + base64.b64encode(pair.encode()).decode(),
+            "Content-Type": "application/json",
+            "User-Agent": "Postmark",
+        },
+        url="https://mailers.example/webhooks/postmark",
+        method="POST",
+    )
+
+
+def webhook_request(
+    event_payload: dict[str, Any],
+    credentials: dict[str, str],
+    *,
+    timestamp: float | None = None,
+) -> WebhookRequest:
+    """A correctly authenticated webhook request carrying one Postmark record.
+
+    Postmark sends no timestamp; ``timestamp`` only sets when the request was received.
+    """
+    request = signed_request(json.dumps(event_payload).encode(), credentials)
+    if timestamp is None:
+        return request
+    return WebhookRequest(
+        body=request.body,
+        headers=request.headers,
+        url=request.url,
+        method=request.method,
+        received_at=timestamp,
+    )
+
+
+def events_as_webhooks(sim: Simulator) -> list[bytes]:
+    """The webhook bodies of every event the simulator produced, in production order."""
+    state = sim.store.get(PROVIDER) or {}
+    return [json.dumps(event).encode() for event in state.get("events", [])]
