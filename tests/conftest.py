@@ -24,6 +24,8 @@ from mailers.sending import CampaignSender, SendContext, SendReport
 from mailers.tables import ensure_tables
 
 REPO = Path(__file__).resolve().parents[1]
+SANDBOX_CONFIG = REPO / "examples" / "sandbox.yaml"
+"""The sandbox-only example config every pipeline test builds on."""
 UNSUBSCRIBE_KEY = "test-unsubscribe-key"
 
 
@@ -39,8 +41,8 @@ def _environment() -> Iterator[None]:
 
 
 def example_config() -> dict[str, Any]:
-    """The shipped example config as a dict, ready to modify."""
-    return yaml.safe_load((REPO / "mailers.yaml").read_text())
+    """The shipped sandbox example config as a dict, ready to modify."""
+    return yaml.safe_load(SANDBOX_CONFIG.read_text())
 
 
 def write_config(root: Path, mutate: Callable[[dict[str, Any]], None] | None = None) -> Path:

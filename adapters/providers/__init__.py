@@ -28,10 +28,12 @@ from mailers.polling import PollTarget
 from mailers.providers import EventParser, Provider
 
 PROVIDER_MODULES: dict[str, str] = {
+    "mailgun": "adapters.providers.mailgun",
     "postmark": "adapters.providers.postmark",
     "sandbox": "adapters.providers.sandbox",
     "sendgrid": "adapters.providers.sendgrid",
     "ses": "adapters.providers.ses",
+    "smtp": "adapters.providers.smtp",
 }
 """Provider kind → module implementing it. Adding a provider adds one line here."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -15,11 +16,12 @@ from .support import DBT_PROJECT, EXAMPLE_CONFIG, REPO, ConfigEditor
 
 @pytest.fixture
 def config_copy(tmp_path: Path) -> Path:
-    """mailers.yaml and templates/ copied into tmp_path, dbt_project_dir made absolute."""
+    """The sandbox example and templates/ copied into tmp_path, dbt_project_dir absolute."""
     shutil.copytree(REPO / "templates", tmp_path / "templates")
     text = EXAMPLE_CONFIG.read_text()
-    assert "\ndbt_project_dir: dbt_project\n" in text
-    text = text.replace("\ndbt_project_dir: dbt_project\n", f"\ndbt_project_dir: {DBT_PROJECT}\n")
+    for key, value in (("dbt_project_dir", str(DBT_PROJECT)), ("templates_dir", "templates")):
+        assert f"\n{key}: ../" in text
+        text = re.sub(rf"\n{key}: \S+\n", f"\n{key}: {value}\n", text)
     path = tmp_path / "mailers.yaml"
     path.write_text(text)
     return path

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLE_CONFIG = REPO / "mailers.yaml"
+EXAMPLE_CONFIG = REPO / "examples" / "sandbox.yaml"
 DBT_PROJECT = REPO / "dbt_project"
 
 ConfigEditor = Callable[[Callable[[dict[str, Any]], None]], Path]

@@ -40,8 +40,9 @@ def test_example_config_loads_with_both_workspaces() -> None:
 
     assert list(settings.config.workspaces) == ["acme", "globex"]
     assert settings.path == EXAMPLE_CONFIG
-    assert settings.data_dir == EXAMPLE_CONFIG.parent / ".mailers"
-    assert settings.warehouse_path == EXAMPLE_CONFIG.parent / ".mailers" / "warehouse.duckdb"
+    data_dir = (EXAMPLE_CONFIG.parent / ".." / ".mailers" / "sandbox").resolve()
+    assert settings.data_dir == data_dir
+    assert settings.warehouse_path == data_dir / "warehouse.duckdb"
     assert len(settings.config_hash) == 64
     acme_streams = settings.config.workspaces["acme"].streams
     assert isinstance(acme_streams[StreamKind.LIFECYCLE].routing, WeightedRouting)
@@ -86,7 +87,7 @@ def test_core_loader_loads_the_example_without_adapter_checks() -> None:
 def test_copied_example_loads(config_copy: Path) -> None:
     settings = load(config_copy, environ={})
     assert settings.templates_dir == config_copy.parent / "templates"
-    assert settings.data_dir == config_copy.parent / ".mailers"
+    assert settings.data_dir == (config_copy.parent / ".." / ".mailers" / "sandbox").resolve()
 
 
 # --- errors name file, key path and problem --------------------------------------------
@@ -255,7 +256,7 @@ def test_unknown_provider_kind_lists_available_kinds(edit_config: ConfigEditor) 
     assert str(path) in message
     assert "workspaces.acme.provider_accounts.acme_sandbox_a" in message
     assert "unknown provider kind 'pony'" in message
-    assert "available: sandbox" in message
+    assert "available: mailgun, postmark, sandbox, sendgrid, ses, smtp" in message
 
 
 def test_core_loader_without_account_check_accepts_unknown_kind(
