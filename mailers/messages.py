@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 MESSAGE_KEY_HEADER = "X-Mailers-Message-Key"
 """Every message carries its key in this header (and in the provider's metadata fields)."""
@@ -40,6 +41,17 @@ class OutboundMessage:
         }
 
 
+class SendOutcome(StrEnum):
+    """For a message the provider did not accept: was it handed over at all?"""
+
+    ANSWERED = "answered"
+    """The provider answered for it (accepted, or refused it: ``rejected``)."""
+    NOT_SENT = "not_sent"
+    """Provably never handed over (the account failed first): a later run retries it."""
+    UNKNOWN = "unknown"
+    """Handed over but no answer came back: recorded unknown, never re-sent."""
+
+
 @dataclass(frozen=True, slots=True)
 class SendResult:
     """A provider's answer for one message of a batch it accepted for processing."""
@@ -48,6 +60,4 @@ class SendResult:
     accepted: bool
     provider_message_id: str | None = None
     reason: str | None = None
-    not_sent: bool = False
-    """Not accepted and provably never handed over (e.g. a later request of a batch the
-    provider takes in several requests failed first): recorded ``not_sent``, retried later."""
+    outcome: SendOutcome = SendOutcome.ANSWERED

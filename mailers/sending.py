@@ -27,7 +27,7 @@ from mailers.config import CampaignRef, IdentityConfig, Settings, StreamKind
 from mailers.errors import ProviderOutcomeUnknown, ProviderUnavailable
 from mailers.keys import bucket
 from mailers.ledger import LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter
-from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendResult
+from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome, SendResult
 from mailers.providers import Provider
 from mailers.rendering import CampaignTemplate, RenderFailure
 from mailers.routing import Router
@@ -271,7 +271,13 @@ class CampaignSender:
 def _status(result: SendResult) -> LedgerStatus:
     if result.accepted:
         return LedgerStatus.ACCEPTED
-    return LedgerStatus.NOT_SENT if result.not_sent else LedgerStatus.REJECTED
+    return _UNANSWERED.get(result.outcome, LedgerStatus.REJECTED)
+
+
+_UNANSWERED = {
+    SendOutcome.NOT_SENT: LedgerStatus.NOT_SENT,
+    SendOutcome.UNKNOWN: LedgerStatus.UNKNOWN,
+}
 
 
 def _entry_factory(provider: Provider, batch_id: str) -> Callable[..., LedgerEntry]:

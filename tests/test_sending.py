@@ -20,7 +20,7 @@ from adapters.providers import build_providers
 from adapters.settings import load
 from mailers.addresses import is_valid, normalize
 from mailers.config import Settings
-from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendResult
+from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome, SendResult
 from mailers.providers import Provider
 from mailers.unsubscribe import verify
 from tests.conftest import REPO, UNSUBSCRIBE_KEY, eml_files, query, send_window_once, write_config
@@ -327,7 +327,10 @@ class HandsOverHalf:
             *self.inner.send_batch(messages[:half]),
             *(
                 SendResult(
-                    m.message_key, accepted=False, reason="later request failed", not_sent=True
+                    m.message_key,
+                    accepted=False,
+                    reason="later request failed",
+                    outcome=SendOutcome.NOT_SENT,
                 )
                 for m in messages[half:]
             ),

@@ -81,7 +81,7 @@ from mailers.errors import (
     WebhookRejected,
 )
 from mailers.events import BounceClass, CanonicalEvent, EventType, derive_event_id
-from mailers.messages import OutboundMessage, SendResult
+from mailers.messages import OutboundMessage, SendOutcome, SendResult
 from mailers.webhooks import ReplayGuard, WebhookRequest
 
 log = logging.getLogger(__name__)
@@ -323,19 +323,31 @@ class MailgunProvider(BatchProvider):
                 f"{len(in_doubt)} of {len(messages)} calls timed out after sending and "
                 "none was answered; recorded unknown, not re-sent",
             )
-        missing = len(messages) - len(answered)
-        if missing:
-            why = failures[0].detail if failures else "timed out after sending"
+        why = failures[0].detail if failures else "stopped"
+        if len(answered) < len(messages):
             log.warning(
-                "mailgun account %s: %d of %d messages accepted, %d left in doubt "
-                "(not re-sent): %s",
+                "mailgun account %s: %d of %d messages accepted; %d in doubt (not re-sent), "
+                "%d not sent (%s)",
                 self.account,
                 accepted,
                 len(messages),
-                missing,
+                len(in_doubt),
+                len(messages) - len(answered) - len(in_doubt),
                 why,
             )
-        return [answered[i] for i in sorted(answered)]
+        doubtful = set(in_doubt)
+        return [
+            answered.get(index)
+            or SendResult(
+                message.message_key,
+                accepted=False,
+                reason="timed out after sending: in doubt"
+                if index in doubtful
+                else f"not sent: {why}",
+                outcome=SendOutcome.UNKNOWN if index in doubtful else SendOutcome.NOT_SENT,
+            )
+            for index, message in enumerate(messages)
+        ]
 
 
 def _form_fields(message: OutboundMessage, settings: Settings) -> list[tuple[str, str]]:

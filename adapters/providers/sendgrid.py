@@ -71,9 +71,9 @@ from adapters.providers.http import call, make_client
 from mailers.clock import utcnow
 from mailers.config import ProviderAccountConfig
 from mailers.config import Settings as MailersSettings
-from mailers.errors import ConfigError, ProviderError, WebhookRejected
+from mailers.errors import ConfigError, ProviderError, ProviderOutcomeUnknown, WebhookRejected
 from mailers.events import BounceClass, CanonicalEvent, EventType, derive_event_id
-from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendResult
+from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome, SendResult
 from mailers.webhooks import ReplayGuard, WebhookRequest
 
 KIND = "sendgrid"
@@ -237,23 +237,40 @@ class SendGridProvider(BatchProvider):
     def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         """One request per content group; see the module docstring for partial failures."""
         answered: dict[str, SendResult] = {}
+        failure: ProviderError | None = None
         for group in _request_groups(messages, self.max_batch_size):
+            if failure is not None:
+                # A later request never went out: provably not sent, retried by a later run.
+                answered.update(
+                    (
+                        m.message_key,
+                        _unanswered(m, f"not sent: {failure.detail}", SendOutcome.NOT_SENT),
+                    )
+                    for m in group
+                )
+                continue
             try:
                 results = self._send_splitting(group)
             except ProviderError as err:
                 if not any(result.accepted for result in answered.values()):
                     raise
                 log.warning(
-                    "SendGrid account %s failed after %d messages of the batch were accepted; "
-                    "the %d not answered are left for the ledger to record unknown: %s",
+                    "SendGrid account %s failed after %d messages of the batch were "
+                    "accepted; the rest are recorded as not sent or in doubt: %s",
                     self.account,
                     sum(result.accepted for result in answered.values()),
-                    len(messages) - len(answered),
                     err.detail,
                 )
-                break
+                failure = err
+                outcome = (
+                    SendOutcome.UNKNOWN
+                    if isinstance(err, ProviderOutcomeUnknown)
+                    else SendOutcome.NOT_SENT
+                )
+                answered.update((m.message_key, _unanswered(m, err.detail, outcome)) for m in group)
+                continue
             answered.update((result.message_key, result) for result in results)
-        return [answered[m.message_key] for m in messages if m.message_key in answered]
+        return [answered[m.message_key] for m in messages]
 
     def _send_chunk(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         if len({_content_key(m) for m in messages}) != 1:
@@ -523,3 +540,7 @@ def _public_key(text: str) -> ec.EllipticCurvePublicKey:
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
         raise ConfigError(f"credentials.{WEBHOOK_KEY_CREDENTIAL} is not an ECDSA P-256 key")
     return key
+
+
+def _unanswered(message: OutboundMessage, reason: str, outcome: SendOutcome) -> SendResult:
+    return SendResult(message.message_key, accepted=False, reason=reason, outcome=outcome)

@@ -80,7 +80,7 @@ from mailers.config import ProviderAccountConfig
 from mailers.config import Settings as MailersSettings
 from mailers.errors import ConfigError, ProviderOutcomeUnknown, ProviderUnavailable, WebhookRejected
 from mailers.events import BounceClass, CanonicalEvent, EventType, derive_event_id
-from mailers.messages import OutboundMessage, SendResult
+from mailers.messages import OutboundMessage, SendOutcome, SendResult
 from mailers.webhooks import ReplayGuard, WebhookRequest
 
 KIND = "smtp"
@@ -437,14 +437,19 @@ class SMTPProvider(BatchProvider):
             if stopped is not None and pending:
                 logger.warning(
                     "smtp account %r: %d message(s) not sent after others of the batch were "
-                    "handed over (%s); recorded as rejected, not retried",
+                    "handed over (%s); recorded not_sent, a later run retries them",
                     self.account,
                     len(pending),
                     stopped,
                 )
                 reason = f"{DEFERRED}not sent: {stopped}"
                 results.update(
-                    (m.message_key, SendResult(m.message_key, False, reason=reason))
+                    (
+                        m.message_key,
+                        SendResult(
+                            m.message_key, False, reason=reason, outcome=SendOutcome.NOT_SENT
+                        ),
+                    )
                     for m in pending
                 )
                 pending = []
@@ -454,6 +459,10 @@ class SMTPProvider(BatchProvider):
             first = next(iter(in_doubt.values()))
             raise ProviderOutcomeUnknown(
                 self.account, f"{len(in_doubt)} message(s) in doubt, e.g.: {first}"
+            )
+        for key, why in in_doubt.items():
+            results[key] = SendResult(
+                key, False, reason=f"in doubt: {why}", outcome=SendOutcome.UNKNOWN
             )
         return [results[m.message_key] for m in messages if m.message_key in results]
 
@@ -623,7 +632,12 @@ class SMTPProvider(BatchProvider):
             if stage == "RCPT TO":
                 # RFC 5321 §4.2.5 / §4.3.2: a 4yz to RCPT is about this recipient
                 # (greylisting, mailbox busy): the other messages go on.
-                return SendResult(message.message_key, False, reason=DEFERRED + text)
+                return SendResult(
+                    message.message_key,
+                    False,
+                    reason=DEFERRED + text,
+                    outcome=SendOutcome.NOT_SENT,
+                )
             # 4yz to MAIL, DATA or after the final ".": the server cannot take mail now
             # (SES answers throttling with 454 after DATA).
             raise _NotHandedOver(text, retry_after=_retry_hint(text))

@@ -44,7 +44,7 @@ from mailers.errors import (
     WebhookRejected,
 )
 from mailers.events import BounceClass, CanonicalEvent, EventType
-from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage
+from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome
 from mailers.secrets import SecretRef
 from mailers.webhooks import SeenTokens, WebhookRequest
 from tests.adapters.provider_contract import ProviderContract, make_message
@@ -336,10 +336,15 @@ def test_a_failure_after_accepted_requests_answers_for_those_only(
     results = provider.send_batch([*first, *later])
 
     # Raising would have the core fail the accepted two over and send them twice; the
-    # unanswered two are recorded unknown by the core instead.
-    assert [r.message_key for r in results] == [m.message_key for m in first]
-    assert all(r.accepted for r in results)
-    assert "left for the ledger to record unknown" in caplog.text
+    # two refused with 503s were provably not sent, so a later run retries them.
+    assert [r.message_key for r in results] == [m.message_key for m in [*first, *later]]
+    assert [(r.accepted, r.outcome) for r in results] == [
+        (True, SendOutcome.ANSWERED),
+        (True, SendOutcome.ANSWERED),
+        (False, SendOutcome.NOT_SENT),
+        (False, SendOutcome.NOT_SENT),
+    ]
+    assert "the rest are recorded as not sent or in doubt" in caplog.text
 
 
 def test_an_unexpected_status_takes_the_account_out(harness: SendGridHarness) -> None:

@@ -36,7 +36,7 @@ from mailers.errors import (
     WebhookRejected,
 )
 from mailers.events import EventType
-from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage
+from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome
 from mailers.secrets import SecretRef
 from mailers.webhooks import SeenTokens, WebhookRequest
 from tests.adapters.provider_contract import ProviderContract, make_message
@@ -729,9 +729,12 @@ def test_a_message_in_doubt_mid_batch_is_left_out_and_the_rest_goes(
 
     results = provider.send_batch(messages)
 
-    # The core records a message missing from the answer as ``unknown``.
-    assert [r.message_key for r in results] == [messages[0].message_key, messages[2].message_key]
-    assert all(r.accepted for r in results)
+    assert [r.message_key for r in results] == [m.message_key for m in messages]
+    assert [(r.accepted, r.outcome) for r in results] == [
+        (True, SendOutcome.ANSWERED),
+        (False, SendOutcome.UNKNOWN),
+        (True, SendOutcome.ANSWERED),
+    ]
     assert provider.slept == []  # type: ignore[attr-defined]
 
 
@@ -747,8 +750,9 @@ def test_a_stalled_server_stops_the_batch(
 
     by_key = {r.message_key: r for r in results}
     assert by_key[messages[0].message_key].accepted
-    assert messages[1].message_key not in by_key and messages[2].message_key not in by_key
+    assert [by_key[m.message_key].outcome for m in messages[1:3]] == [SendOutcome.UNKNOWN] * 2
     assert [by_key[m.message_key].accepted for m in messages[3:]] == [False, False]
+    assert [by_key[m.message_key].outcome for m in messages[3:]] == [SendOutcome.NOT_SENT] * 2
     assert all("stalled" in (by_key[m.message_key].reason or "") for m in messages[3:])
 
 
