@@ -25,8 +25,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-dev: $(STAMP)  ## open the Dagster UI on http://127.0.0.1:3000
-	$(BIN)/dagster dev -w workspace.yaml
+dev: $(STAMP)  ## provider simulator + webhook receiver + Dagster UI on http://127.0.0.1:3000
+	$(BIN)/mailers dev
 
 clean:
 	rm -rf .mailers dbt_project/target dbt_project/logs

@@ -1,4 +1,4 @@
-"""The ``mailers`` command line: ``demo``, ``validate`` and ``plan``.
+"""The ``mailers`` command line: ``demo``, ``dev``, ``validate`` and ``plan``.
 
 ``demo`` builds a DuckDB warehouse, seeds example contacts and suppressions, runs the
 whole Dagster pipeline in-process and prints the deliverability marts. ``validate`` checks
@@ -11,6 +11,7 @@ import getpass
 import os
 import secrets
 import shutil
+import subprocess
 import sys
 import threading
 from contextlib import redirect_stderr, redirect_stdout
@@ -41,6 +42,8 @@ from mailers.windows import send_window
 
 if TYPE_CHECKING:  # Dagster is imported only by the commands that run pipelines.
     from dagster import DagsterInstance
+
+    from adapters.simulator.local import LocalProviders
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 # A pipe or CI log gets a fixed width wide enough for the summary tables.
@@ -124,13 +127,7 @@ def demo(
     settings = _settings(config)
     if fresh and settings.data_dir.exists():
         shutil.rmtree(settings.data_dir)
-    if not os.environ.get(settings.config.unsubscribe.signing_key.env):
-        # Demo only: an ephemeral key, so links are signed; real runs must set the variable.
-        os.environ[settings.config.unsubscribe.signing_key.env] = secrets.token_urlsafe(32)
-        console.print(
-            f"[yellow]note[/yellow] {settings.config.unsubscribe.signing_key.env} is not set: "
-            "using a one-off key for this demo's unsubscribe links"
-        )
+    signing_keys = _demo_environment(settings)
     with DuckDBWarehouse(settings.warehouse_path) as warehouse:
         ensure_tables(warehouse)
         seeded, suppressed = demo_data.seed(warehouse, contacts)
@@ -138,9 +135,60 @@ def demo(
         f"seeded {seeded} contacts and {suppressed} manual suppressions into "
         f"{settings.warehouse_path}"
     )
-    if not _run_pipeline(settings):
-        raise typer.Exit(1)
+    with _local_providers(settings, signing_keys) as local:
+        if not _run_pipeline(settings):
+            raise typer.Exit(1)
+        if local.receiver is not None:
+            console.print(
+                f"webhook receiver landed {local.receiver.landed} signed webhooks "
+                f"(rejected {local.receiver.rejected})"
+            )
     _print_outcome(settings)
+
+
+@app.command()
+def dev(config: ConfigOption = None) -> None:
+    """Start the local provider simulator and webhook receiver, then the Dagster UI."""
+    settings = _settings(config)
+    signing_keys = _demo_environment(settings)
+    env = {
+        **os.environ,
+        "MAILERS_CONFIG": str(settings.path),
+        "DAGSTER_HOME": os.environ.get("DAGSTER_HOME", str(Path(".dagster").resolve())),
+    }
+    dagster = Path(sys.executable).parent / "dagster"
+    with _local_providers(settings, signing_keys):
+        console.print("Dagster UI on http://127.0.0.1:3000 (Ctrl-C stops everything)")
+        subprocess.run(
+            [str(dagster), "dev", "-w", "workspace.yaml"],
+            env=env,
+            cwd=settings.base_dir,
+            check=False,
+        )
+
+
+def _demo_environment(settings: Settings) -> dict[str, str]:
+    """Demo only: fill unset secrets with throwaway values; real runs must set them."""
+    from adapters.simulator.local import demo_credentials
+
+    key_env = settings.config.unsubscribe.signing_key.env
+    if not os.environ.get(key_env):
+        os.environ[key_env] = secrets.token_urlsafe(32)
+        console.print(
+            f"[yellow]note[/yellow] {key_env} is not set: using a one-off key for this "
+            "demo's unsubscribe links"
+        )
+    return demo_credentials(settings)
+
+
+def _local_providers(settings: Settings, signing_keys: dict[str, str]) -> LocalProviders:
+    from adapters.simulator.local import LocalProviders
+
+    local = LocalProviders(settings, signing_keys)
+    if local.origin is not None:
+        kinds = ", ".join(sorted({a.kind for a in local.accounts}))
+        console.print(f"provider simulator ({kinds}) on {local.origin}")
+    return local
 
 
 def _run_pipeline(settings: Settings) -> bool:
@@ -240,7 +288,8 @@ def _print_outcome(settings: Settings) -> None:
         print_statuses(console, message_statuses(warehouse))
         print_deliverability(console, deliverability(warehouse))
     emls = list(settings.outbox_dir.glob("*/*.eml"))
-    console.print(f"{len(emls)} messages written as .eml files under {settings.outbox_dir}")
+    if emls:  # sandbox accounts write every message they accept as a file
+        console.print(f"{len(emls)} messages written as .eml files under {settings.outbox_dir}")
     console.print(f"warehouse: {settings.warehouse_path} (open it with duckdb to explore)")
 
 
