@@ -81,8 +81,8 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
                 run_id=context.run.run_id,
                 unsubscribe_key=_unsubscribe_key(settings, ref),
             )
-            sender = CampaignSender(warehouse, context_, mailers.providers(settings, ref.workspace))
-            report = sender.run(table)
+            with mailers.providers(settings, ref.workspace) as providers:
+                report = CampaignSender(warehouse, context_, providers).run(table)
             counts = {**audience_counts, **report.as_counts()}
             record = AuditRecord(
                 run_id=context.run.run_id,

@@ -41,6 +41,14 @@ class MailersResource(dg.ConfigurableResource):
             ensure_tables(warehouse)
             yield warehouse
 
-    def providers(self, settings: Settings, workspace: str) -> Mapping[str, Provider]:
-        """The provider accounts of one workspace."""
-        return build_providers(settings, workspace)
+    @contextmanager
+    def providers(self, settings: Settings, workspace: str) -> Iterator[Mapping[str, Provider]]:
+        """The provider accounts of one workspace; their connections close on exit."""
+        providers = build_providers(settings, workspace)
+        try:
+            yield providers
+        finally:
+            for provider in providers.values():
+                close = getattr(provider, "close", None)
+                if close is not None:
+                    close()
