@@ -77,8 +77,12 @@ def check_common_status(response: httpx.Response) -> None:
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    """Seconds to wait from ``Retry-After`` (delta-seconds or an HTTP date), if present."""
-    value = response.headers.get("Retry-After")
+    """Seconds to wait from a response's ``Retry-After``, if present."""
+    return retry_after_seconds(response.headers.get("Retry-After"))
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """A ``Retry-After`` value (delta-seconds or an HTTP date) in seconds from now."""
     if not value:
         return None
     try:

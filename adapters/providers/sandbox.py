@@ -63,7 +63,7 @@ EVENT_TYPES: dict[str, tuple[EventType, BounceClass | None]] = {
 }
 """Sandbox event name → canonical (type, bounce class); anything else maps to ``unknown``."""
 
-_OFFSETS = {
+EVENT_OFFSETS: dict[str, timedelta] = {
     "delivered": timedelta(seconds=1),
     "deferral": timedelta(seconds=1),
     "bounce": timedelta(seconds=2),
@@ -73,6 +73,7 @@ _OFFSETS = {
     "click": timedelta(minutes=4),
     "unsubscribe": timedelta(minutes=6),
 }
+"""How long after acceptance each sandbox event happens (the simulator uses it too)."""
 
 
 class Settings(BaseModel):
@@ -190,7 +191,7 @@ class SandboxProvider:
                 {
                     "id": f"sbx-{hashlib.sha256(f'{message_id}|{name}'.encode()).hexdigest()[:32]}",
                     "event": name,
-                    "timestamp": (accepted_at + _OFFSETS[name]).isoformat(),
+                    "timestamp": (accepted_at + EVENT_OFFSETS[name]).isoformat(),
                     "message_id": message_id,
                     "recipient": message.recipient,
                     "sending_domain": message.sending_domain,

@@ -43,7 +43,7 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parseaddr, parsedate_to_datetime
+from email.utils import parseaddr
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -51,6 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.mime import mime_bytes
 from adapters.providers.base import Ambiguous, AuthFailed, BatchProvider, Retryable, RetryPolicy
+from adapters.providers.http import retry_after_seconds
 from mailers.clock import utcnow
 from mailers.config import ProviderAccountConfig
 from mailers.config import Settings as MailersSettings
@@ -483,18 +484,9 @@ def email_tags(metadata: Mapping[str, str]) -> list[dict[str, str]]:
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+    return retry_after_seconds(
+        next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+    )
 
 
 def build(

@@ -8,20 +8,9 @@ the same recipient and the tests can predict it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from adapters.providers.sandbox import REJECT_DOMAIN, Settings, planned_events
-
-OFFSETS = {
-    "delivered": timedelta(seconds=1),
-    "deferral": timedelta(seconds=1),
-    "bounce": timedelta(seconds=2),
-    "soft_bounce": timedelta(minutes=5),
-    "complaint": timedelta(minutes=10),
-    "open": timedelta(minutes=3),
-    "click": timedelta(minutes=4),
-    "unsubscribe": timedelta(minutes=6),
-}
+from adapters.providers.sandbox import EVENT_OFFSETS, REJECT_DOMAIN, Settings, planned_events
 
 
 @dataclass(frozen=True)
@@ -37,7 +26,7 @@ def outcomes(
 ) -> list[Outcome]:
     """The outcomes of one accepted message, in order (sandbox rule, default rates)."""
     names = planned_events(message_key, recipient, rule or Settings())
-    return [Outcome(name, accepted_at + OFFSETS[name]) for name in names]
+    return [Outcome(name, accepted_at + EVENT_OFFSETS[name]) for name in names]
 
 
 def refuses(recipient: str) -> bool:
