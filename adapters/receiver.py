@@ -95,6 +95,9 @@ class WebhookReceiver:
 def _handler(receiver: WebhookReceiver) -> type[BaseHTTPRequestHandler]:
     class _Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes; with Nagle on, each keep-alive
+        # response would wait ~40 ms for the client's delayed ACK.
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)

@@ -201,6 +201,9 @@ def _write(handler: BaseHTTPRequestHandler, response: Response) -> None:
 def _handler_class(simulator: Simulator) -> type[BaseHTTPRequestHandler]:
     class _Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes; with Nagle on, each keep-alive
+        # response would wait ~40 ms for the client's delayed ACK.
+        disable_nagle_algorithm = True
 
         def do_GET(self) -> None:
             simulator._dispatch(self, "GET")

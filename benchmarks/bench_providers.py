@@ -1,0 +1,73 @@
+"""Send throughput of each HTTP provider adapter against the local provider simulator.
+
+    .venv/bin/python benchmarks/bench_providers.py --messages 5000
+
+Measures the adapter and simulator together over loopback (request building, JSON/form
+encoding, one pooled client per account), not the providers' real-world rate limits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from adapters.providers import mailgun, postmark, sendgrid
+from adapters.simulator import Simulator
+from adapters.simulator import mailgun as mailgun_sim
+from adapters.simulator import postmark as postmark_sim
+from adapters.simulator import sendgrid as sendgrid_sim
+from mailers.keys import message_key
+from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage
+
+
+def _messages(count: int, shared_body: bool) -> list[OutboundMessage]:
+    messages = []
+    for i in range(count):
+        recipient = f"user{i}@example.com"
+        key = message_key("acme", "bench", recipient, "w")
+        body = "shared" if shared_body else recipient
+        messages.append(
+            OutboundMessage(
+                message_key=key, workspace="acme", stream="lifecycle", campaign="bench",
+                send_window="w", identity="news", recipient=recipient,
+                from_address="news@news.acme.test", sending_domain="news.acme.test",
+                subject=f"Hi {i}", html=f"<p>{body}</p>", text=body,
+                headers={MESSAGE_KEY_HEADER: key},
+            )
+        )
+    return messages
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=5000)
+    args = parser.parse_args()
+    with Simulator() as sim:
+        postmark_sim.register(sim, credentials={"server_token": "t"})
+        mailgun_sim.register(sim, credentials={"api_key": "k", "webhook_signing_key": "s"})
+        sendgrid_sim.register(sim, credentials={"api_key": "g"})
+        providers = {
+            "postmark (batch of 500)": postmark.PostmarkProvider(
+                "pm", postmark.Settings(base_url=sim.base_url), server_token="t"
+            ),
+            "mailgun (a call per message, 4 in flight)": mailgun.MailgunProvider(
+                "mg", mailgun.Settings(base_url=sim.base_url, domain="news.acme.test"), "k"
+            ),
+            "sendgrid (shared body: 1,000 per request)": sendgrid.SendGridProvider(
+                "sg", sendgrid.Settings(base_url=sim.base_url), api_key="g"
+            ),
+        }
+        for name, provider in providers.items():
+            messages = _messages(args.messages, shared_body=name.startswith("sendgrid"))
+            start = time.perf_counter()
+            results = []
+            for i in range(0, len(messages), provider.max_batch_size):
+                results += provider.send_batch(messages[i : i + provider.max_batch_size])
+            seconds = time.perf_counter() - start
+            accepted = sum(r.accepted for r in results)
+            print(f"{name}: {accepted:,} accepted in {seconds:.2f}s ({accepted / seconds:,.0f} msg/s)")
+            provider.close()
+
+
+if __name__ == "__main__":
+    main()
