@@ -28,10 +28,18 @@ def _messages(count: int, shared_body: bool) -> list[OutboundMessage]:
         body = "shared" if shared_body else recipient
         messages.append(
             OutboundMessage(
-                message_key=key, workspace="acme", stream="lifecycle", campaign="bench",
-                send_window="w", identity="news", recipient=recipient,
-                from_address="news@news.acme.test", sending_domain="news.acme.test",
-                subject=f"Hi {i}", html=f"<p>{body}</p>", text=body,
+                message_key=key,
+                workspace="acme",
+                stream="lifecycle",
+                campaign="bench",
+                send_window="w",
+                identity="news",
+                recipient=recipient,
+                from_address="news@news.acme.test",
+                sending_domain="news.acme.test",
+                subject=f"Hi {i}",
+                html=f"<p>{body}</p>",
+                text=body,
                 headers={MESSAGE_KEY_HEADER: key},
             )
         )
@@ -65,7 +73,8 @@ def main() -> None:
                 results += provider.send_batch(messages[i : i + provider.max_batch_size])
             seconds = time.perf_counter() - start
             accepted = sum(r.accepted for r in results)
-            print(f"{name}: {accepted:,} accepted in {seconds:.2f}s ({accepted / seconds:,.0f} msg/s)")
+            rate = accepted / seconds
+            print(f"{name}: {accepted:,} accepted in {seconds:.2f}s ({rate:,.0f} msg/s)")
             provider.close()
 
 
