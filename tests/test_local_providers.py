@@ -90,6 +90,12 @@ def test_webhooks_were_verified_and_landed_and_mailgun_was_polled(simulated: Any
     }
     assert read_cursor(settings.landing_dir, "mailgun", "acme_mailgun")
     assert read_cursor(settings.landing_dir, "postmark", "acme_postmark") is None
+    audit = query(
+        settings,
+        "select sum(events_polled) as polled, sum(poll_errors) as errors "
+        "from marts.fct_send_audit where action = 'ingest_events'",
+    )
+    assert audit[0]["polled"] > 0 and audit[0]["errors"] == 0
 
 
 def test_a_forged_webhook_is_refused_and_nothing_lands(simulated: Any) -> None:

@@ -18,5 +18,7 @@
         'events_new',
         'events_duplicate',
         'suppressions_added',
+        'events_polled',
+        'poll_errors',
     ]) }}
 {%- endmacro %}
