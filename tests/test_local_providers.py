@@ -7,6 +7,7 @@ events API; all three arrive in the same marts. Forged webhooks are refused unla
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -17,6 +18,7 @@ import yaml
 from adapters.settings import load
 from adapters.simulator.local import LocalProviders, demo_credentials
 from mailers.config import Settings
+from mailers.errors import ConfigError
 from mailers.ingest import landed_files
 from mailers.landing import read_cursor
 from orchestration.defs.build import build_definitions
@@ -147,3 +149,23 @@ def test_credentials_never_reach_the_warehouse(simulated: Any) -> None:
     for table in tables:
         text = repr(query(settings, f"select * from {table['name']}"))
         assert not [value for value in values if value in text], table["name"]
+
+
+def test_a_busy_simulator_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = yaml.safe_load((REPO / "mailers.yaml").read_text())
+        config["data_dir"] = str(tmp_path / "data")
+        config["dbt_project_dir"] = str(REPO / "dbt_project")
+        config["templates_dir"] = str(REPO / "templates")
+        for workspace in config["workspaces"].values():
+            for account in workspace["provider_accounts"].values():
+                account["settings"]["base_url"] = f"http://127.0.0.1:{port}"
+        path = tmp_path / "mailers.yaml"
+        path.write_text(yaml.safe_dump(config))
+        with pytest.raises(
+            ConfigError, match=f"cannot start the provider simulator on http://127.0.0.1:{port}"
+        ):
+            LocalProviders(load(path)).__enter__()

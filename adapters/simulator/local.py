@@ -115,8 +115,16 @@ class LocalProviders:
         if self.origin is None:
             return self
         split = urlsplit(self.origin)
+        try:
+            simulator = Simulator(split.hostname or "127.0.0.1", split.port or 80)
+        except OSError as err:
+            raise ConfigError(
+                f"cannot start the provider simulator on {self.origin} (the simulated "
+                f"accounts' base_url): {err.strerror}; stop what uses that port or point "
+                "the accounts' settings.base_url at a free one"
+            ) from err
+        self.simulator = simulator.start()
         self.receiver = WebhookReceiver(self.settings).start()
-        self.simulator = Simulator(split.hostname or "127.0.0.1", split.port or 80).start()
         for account in self.accounts:
             credentials = account.credentials()
             module: Any = SIMULATED_KINDS[account.kind]
