@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mailers.errors import ConfigError
 from mailers.secrets import SecretRef
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -56,6 +57,15 @@ class ProviderAccountConfig(_Strict):
         description="Fetch events from the provider's events API (for accounts without a "
         "public webhook endpoint).",
     )
+
+    def secret(self, key: str, used_for: str) -> str:
+        """The value of credential ``key``; a ConfigError when the config names none."""
+        ref = self.credentials.get(key)
+        if ref is None:
+            raise ConfigError(
+                f"{used_for}: credentials.{key} is required (give it as {{env: NAME}})"
+            )
+        return ref.resolve(f"{used_for} (credentials.{key})")
 
 
 class IdentityConfig(_Strict):

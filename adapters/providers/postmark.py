@@ -54,7 +54,6 @@ from adapters.providers.http import call, make_client
 from mailers.config import ProviderAccountConfig
 from mailers.config import Settings as MailersSettings
 from mailers.errors import (
-    ConfigError,
     ProviderAuthError,
     ProviderUnavailable,
     WebhookRejected,
@@ -358,13 +357,6 @@ def _batch_results(
     return results
 
 
-def _credential(config: ProviderAccountConfig, key: str, used_for: str) -> str:
-    ref = config.credentials.get(key)
-    if ref is None:
-        raise ConfigError(f"{used_for}: credentials.{key} is not configured")
-    return ref.resolve(f"{used_for} (credentials.{key})")
-
-
 def build(
     account: str,
     config: ProviderAccountConfig,
@@ -375,7 +367,7 @@ def build(
     retry: RetryPolicy | None = None,
 ) -> PostmarkProvider:
     """A Postmark account, its server token resolved from ``credentials.server_token``."""
-    token = _credential(config, SERVER_TOKEN, f"Postmark account {account!r}")
+    token = config.secret(SERVER_TOKEN, f"Postmark account {account!r}")
     return PostmarkProvider(
         account,
         settings,
@@ -566,8 +558,8 @@ def verify_webhook(
     """
     del now  # no timestamp to check against
     used_for = "Postmark webhook verification"
-    expected_user = _credential(config, WEBHOOK_USERNAME, used_for).encode()
-    expected_password = _credential(config, WEBHOOK_PASSWORD, used_for).encode()
+    expected_user = config.secret(WEBHOOK_USERNAME, used_for).encode()
+    expected_password = config.secret(WEBHOOK_PASSWORD, used_for).encode()
     if request.method.upper() != "POST":
         raise WebhookRejected(f"Postmark webhooks are POSTs, got {request.method}")
     given = _basic_credentials(request.header("Authorization"))
@@ -629,7 +621,7 @@ def poll_events(
     """
     previous = _parse_cursor(account, cursor)
     lookback = timedelta(seconds=settings.poll_lookback_seconds)
-    token = _credential(config, SERVER_TOKEN, f"Postmark account {account!r}")
+    token = config.secret(SERVER_TOKEN, f"Postmark account {account!r}")
     with _client(settings, token) as client:
         start = previous.since - lookback if previous else None
         fetched = _fetch_bounces(account, client, settings, start)

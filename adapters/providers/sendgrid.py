@@ -365,19 +365,13 @@ def build(
     account: str, config: ProviderAccountConfig, settings: Settings, app: MailersSettings
 ) -> SendGridProvider:
     """A SendGrid account with its API key resolved from the environment."""
-    ref = config.credentials.get(API_KEY_CREDENTIAL)
-    if ref is None:
-        raise ConfigError(
-            f"provider account {account!r} (kind {KIND}): credentials.{API_KEY_CREDENTIAL} "
-            "is required"
-        )
     batch_size = config.batch_size or MAX_BATCH_SIZE
     if batch_size > MAX_BATCH_SIZE:
         raise ConfigError(
             f"provider account {account!r}: batch_size {batch_size} exceeds SendGrid's "
             f"{MAX_BATCH_SIZE} personalizations per request"
         )
-    api_key = ref.resolve(f"provider account {account!r} credentials.{API_KEY_CREDENTIAL}")
+    api_key = config.secret(API_KEY_CREDENTIAL, f"provider account {account!r} (kind {KIND})")
     return SendGridProvider(account, settings, api_key=api_key, max_batch_size=batch_size)
 
 
@@ -517,12 +511,7 @@ def verify_webhook(
 
 
 def _webhook_key_text(config: ProviderAccountConfig) -> str:
-    ref = config.credentials.get(WEBHOOK_KEY_CREDENTIAL)
-    if ref is None:
-        raise ConfigError(
-            f"kind {KIND}: credentials.{WEBHOOK_KEY_CREDENTIAL} is required to verify webhooks"
-        )
-    return ref.resolve(f"SendGrid webhook verification (credentials.{WEBHOOK_KEY_CREDENTIAL})")
+    return config.secret(WEBHOOK_KEY_CREDENTIAL, "SendGrid webhook verification")
 
 
 @functools.lru_cache(maxsize=16)
