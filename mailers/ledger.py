@@ -22,6 +22,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -128,13 +129,27 @@ class LedgerWriter:
     def __init__(self, warehouse: Warehouse, context: LedgerContext) -> None:
         self.warehouse = warehouse
         self.context = context
+        self._last_recorded: datetime | None = None
+
+    def _stamp(self) -> datetime:
+        """Now, but strictly after this writer's previous stamp.
+
+        A message's rows are ordered by ``recorded_at``; a retry appends ``not_sent`` and
+        then ``dispatching`` for the same message microseconds apart, and those two must
+        never tie (or the clock step back between them).
+        """
+        now = utcnow()
+        if self._last_recorded is not None and now <= self._last_recorded:
+            now = self._last_recorded + timedelta(microseconds=1)
+        self._last_recorded = now
+        return now
 
     def record(self, entries: Sequence[LedgerEntry]) -> None:
-        """Append one row per entry, all stamped with the same ``recorded_at``."""
+        """Append one row per entry, all stamped with the same, strictly later, time."""
         if not entries:
             return
         ctx = self.context
-        now = utcnow()
+        now = self._stamp()
         columns: dict[str, list[Any]] = {name: [] for name in LEDGER_SCHEMA.names}
         for entry in entries:
             columns["ledger_id"].append(uuid.uuid4().hex)
@@ -186,7 +201,7 @@ class LedgerWriter:
                 ctx.campaign,
                 ctx.send_window,
                 ctx.run_id,
-                utcnow(),
+                self._stamp(),
             ],
         )
 

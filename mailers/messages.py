@@ -47,9 +47,11 @@ class SendOutcome(StrEnum):
     ANSWERED = "answered"
     """The provider answered for it (accepted, or refused it: ``rejected``)."""
     NOT_SENT = "not_sent"
-    """Provably never handed over (the account failed first): a later run retries it."""
+    """Provably not accepted (never handed over, or refused before processing, e.g. 429):
+    another account or a later run may send it."""
     UNKNOWN = "unknown"
-    """Handed over but no answer came back: recorded unknown, never re-sent."""
+    """Handed over but no usable answer came back: recorded unknown, never re-sent blindly;
+    reconciliation against the provider's records settles it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +63,6 @@ class SendResult:
     provider_message_id: str | None = None
     reason: str | None = None
     outcome: SendOutcome = SendOutcome.ANSWERED
+    account_unavailable: bool = False
+    """``not_sent`` because the account failed (refused, or retries exhausted): another
+    account may take the message now."""

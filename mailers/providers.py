@@ -3,11 +3,13 @@
 Each adapter module in ``adapters/providers/`` implements :class:`Provider` for one
 provider kind. The contract for :meth:`Provider.send_batch`:
 
-* return one :class:`~mailers.messages.SendResult` per message when the provider answered
-  (accepted, or rejected with the provider's reason);
-* raise :class:`~mailers.errors.ProviderUnavailable` when provably nothing was accepted;
-* raise :class:`~mailers.errors.ProviderOutcomeUnknown` when the request may have been
-  accepted but no answer came back. Never retry inside the adapter on that.
+* it returns one :class:`~mailers.messages.SendResult` per message, in order, and never
+  raises for what the provider did: accepted, rejected, ``not_sent`` (provably not
+  accepted; ``account_unavailable`` when the account failed and others may take it) or
+  ``unknown`` (handed over, no usable answer);
+* right before every provider call it tells the :class:`DispatchJournal` which messages
+  that call carries, and right after, what became of each of them. The journal makes
+  both durable, so a crash leaves in doubt only the messages of the call in flight.
 """
 
 from __future__ import annotations
@@ -19,6 +21,35 @@ from mailers.events import CanonicalEvent
 from mailers.messages import OutboundMessage, SendResult
 
 
+class DispatchJournal(Protocol):
+    """Where a provider records each call it makes, before and after making it."""
+
+    def handing_over(self, messages: Sequence[OutboundMessage]) -> None:
+        """``messages`` are about to leave in one provider call (or one wave of calls).
+
+        Returns once that is durable; raising stops the send before the call is made.
+        """
+        ...
+
+    def answered(self, results: Sequence[SendResult]) -> None:
+        """What the call(s) ended in, one result per message handed over.
+
+        A ``not_sent`` result here may be followed by another :meth:`handing_over` of the
+        same message (a retry after a 429, a half of a split batch).
+        """
+        ...
+
+
+class NoJournal:
+    """A journal that records nothing (tests and tools that keep no ledger)."""
+
+    def handing_over(self, messages: Sequence[OutboundMessage]) -> None:
+        """Record nothing."""
+
+    def answered(self, results: Sequence[SendResult]) -> None:
+        """Record nothing."""
+
+
 class Provider(Protocol):
     """One configured provider account, able to send batches."""
 
@@ -26,7 +57,9 @@ class Provider(Protocol):
     account: str
     max_batch_size: int
 
-    def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+    def send_batch(
+        self, messages: Sequence[OutboundMessage], journal: DispatchJournal | None = None
+    ) -> list[SendResult]:
         """Hand a batch to the provider; see the module docstring for the contract."""
         ...
 

@@ -6,10 +6,11 @@ The flow, for each run:
 2. record the audience's ``skip`` rows as ``skipped`` (one set-based insert);
 3. stream the ``send`` rows as Arrow record batches; render each message (a failure is
    recorded for that recipient alone), pick its identity and provider account;
-4. per provider batch: append ``dispatching`` rows, call the provider, append the outcome.
-   An account that is unavailable is marked down for the rest of the run and its messages
-   fail over along the routing chain; an ambiguous outcome is recorded ``unknown`` and
-   never retried.
+4. per provider batch: the provider journals every call it makes (:class:`LedgerJournal`):
+   ``dispatching`` rows for exactly the messages of that call before it leaves, their
+   outcome right after. An account that fails is marked down for the rest of the run and
+   its unsent messages fail over along the routing chain; messages of a call without a
+   usable answer are ``unknown`` (only those) and never re-sent blindly.
 
 Memory holds one record batch at a time, whatever the audience size.
 """
@@ -24,7 +25,6 @@ from typing import Any
 
 from mailers.audience import Disposition
 from mailers.config import CampaignRef, IdentityConfig, Settings, StreamKind
-from mailers.errors import ProviderOutcomeUnknown, ProviderUnavailable
 from mailers.keys import bucket
 from mailers.ledger import LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter
 from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome, SendResult
@@ -78,11 +78,13 @@ class CampaignSender:
         providers: Mapping[str, Provider],
         *,
         progress: Progress | None = None,
+        before_dispatch: Callable[[], None] | None = None,
     ) -> None:
         self.warehouse = warehouse
         self.context = context
         self.providers = providers
         self.progress = progress
+        self.before_dispatch = before_dispatch
         cfg = context.settings.config
         workspace = cfg.workspaces[context.campaign.workspace]
         self.identities: dict[str, IdentityConfig] = {
@@ -203,37 +205,20 @@ class CampaignSender:
                 self._send_chunk(provider, chunk)
 
     def _send_chunk(self, provider: Provider, chunk: Sequence[OutboundMessage]) -> None:
-        batch_id = uuid.uuid4().hex
-        entry = _entry_factory(provider, batch_id)
-        self.ledger.record([entry(m, LedgerStatus.DISPATCHING) for m in chunk])
-        try:
-            results = provider.send_batch(chunk)
-        except ProviderUnavailable as err:
-            self.down[provider.account] = err.detail
-            self.ledger.record([entry(m, LedgerStatus.NOT_SENT, str(err)) for m in chunk])
-            self._fail_over(chunk, already_recorded=True)
-            return
-        except ProviderOutcomeUnknown as err:
-            self.ledger.record([entry(m, LedgerStatus.UNKNOWN, str(err)) for m in chunk])
-            self.report.counts["unknown"] += len(chunk)
-            return
-        by_key = {m.message_key: m for m in chunk}
-        answered = {r.message_key for r in results}
-        outcomes = [
-            entry(by_key[r.message_key], _status(r), r.reason, r.provider_message_id)
-            for r in results
-            if r.message_key in by_key
-        ]
-        # A provider that silently drops a message from its answer leaves it in doubt.
-        outcomes += [
-            entry(m, LedgerStatus.UNKNOWN, "provider answered without this message")
-            for key, m in by_key.items()
-            if key not in answered
-        ]
-        self.ledger.record(outcomes)
-        tally = Counter(str(o.status) for o in outcomes)
+        journal = LedgerJournal(self.ledger, provider, chunk, self.before_dispatch)
+        results = provider.send_batch(chunk, journal)
+        tally = Counter(str(_status(r)) for r in results)
         self.report.counts.update(tally)
         self.report.accounts[provider.account] += tally[LedgerStatus.ACCEPTED]
+        failed_account = next((r for r in results if r.account_unavailable), None)
+        if failed_account is None:
+            return
+        self.down[provider.account] = failed_account.reason or "unavailable"
+        by_key = {m.message_key: m for m in chunk}
+        moving = [by_key[r.message_key] for r in results if r.account_unavailable]
+        # They were counted not_sent here; the next account up decides what they become.
+        self.report.counts["not_sent"] -= len(moving)
+        self._fail_over(moving, already_recorded=True)
 
     def _fail_over(self, chunk: Iterable[OutboundMessage], *, already_recorded: bool) -> None:
         """Send ``chunk`` through the next accounts up; record those no account can take."""
@@ -262,7 +247,7 @@ class CampaignSender:
                     for m in stranded
                 ]
             )
-        # Stranded messages were never handed over: a later run of this window retries them.
+        # Stranded messages were not accepted anywhere: a later run of this window retries them.
         self.report.counts["not_sent"] += len(stranded)
         for account, messages in regrouped.items():
             self._dispatch(account, messages)
@@ -280,8 +265,47 @@ _UNANSWERED = {
 }
 
 
-def _entry_factory(provider: Provider, batch_id: str) -> Callable[..., LedgerEntry]:
-    def entry(
+class LedgerJournal:
+    """The ledger side of :class:`~mailers.providers.DispatchJournal` for one batch.
+
+    ``dispatching`` rows are appended before each provider call (after ``before_dispatch``,
+    which may refuse by raising, e.g. when this run no longer holds its send window), and
+    each call's outcomes right after it, so the ledger is never behind the provider by
+    more than the call in flight.
+    """
+
+    def __init__(
+        self,
+        ledger: LedgerWriter,
+        provider: Provider,
+        messages: Sequence[OutboundMessage],
+        before_dispatch: Callable[[], None] | None = None,
+    ) -> None:
+        self.ledger = ledger
+        self.provider = provider
+        self.messages = {m.message_key: m for m in messages}
+        self.before_dispatch = before_dispatch
+        self.batch_ids: dict[str, str] = {}
+
+    def handing_over(self, messages: Sequence[OutboundMessage]) -> None:
+        if self.before_dispatch is not None:
+            self.before_dispatch()
+        batch_id = uuid.uuid4().hex
+        self.batch_ids.update((m.message_key, batch_id) for m in messages)
+        self.ledger.record([self._entry(m, LedgerStatus.DISPATCHING) for m in messages])
+
+    def answered(self, results: Sequence[SendResult]) -> None:
+        self.ledger.record(
+            [
+                self._entry(
+                    self.messages[r.message_key], _status(r), r.reason, r.provider_message_id
+                )
+                for r in results
+            ]
+        )
+
+    def _entry(
+        self,
         message: OutboundMessage,
         status: LedgerStatus,
         reason: str | None = None,
@@ -294,10 +318,8 @@ def _entry_factory(provider: Provider, batch_id: str) -> Callable[..., LedgerEnt
             reason=reason,
             identity=message.identity,
             sending_domain=message.sending_domain,
-            provider=provider.kind,
-            provider_account=provider.account,
+            provider=self.provider.kind,
+            provider_account=self.provider.account,
             provider_message_id=provider_message_id,
-            batch_id=batch_id,
+            batch_id=self.batch_ids.get(message.message_key),
         )
-
-    return entry

@@ -21,7 +21,7 @@ from adapters.settings import load
 from mailers.addresses import is_valid, normalize
 from mailers.config import Settings
 from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome, SendResult
-from mailers.providers import Provider
+from mailers.providers import DispatchJournal, Provider
 from mailers.unsubscribe import verify
 from tests.conftest import REPO, UNSUBSCRIBE_KEY, eml_files, query, send_window_once, write_config
 
@@ -38,9 +38,11 @@ class RecordingProvider:
         self.max_batch_size = inner.max_batch_size
         self.sent: list[str] = []
 
-    def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+    def send_batch(
+        self, messages: Sequence[OutboundMessage], journal: DispatchJournal | None = None
+    ) -> list[SendResult]:
         self.sent.extend(m.message_key for m in messages)
-        return self.inner.send_batch(messages)
+        return self.inner.send_batch(messages, journal)
 
 
 def _fault(*accounts: str, fault: str = "unavailable") -> Callable[[dict[str, Any]], None]:
@@ -259,15 +261,22 @@ KILL_SCRIPT = textwrap.dedent(
 
     settings = load(sys.argv[1])
 
+    class DiesBeforeTheOutcomeRow:
+        def __init__(self, inner):
+            self.inner = inner
+        def handing_over(self, messages):
+            self.inner.handing_over(messages)
+        def answered(self, results):
+            os.kill(os.getpid(), signal.SIGKILL)  # after handover, before the outcome row
+
     class DiesAfterHandover:
         def __init__(self, inner):
             self.inner, self.kind, self.account = inner, inner.kind, inner.account
             self.max_batch_size = inner.max_batch_size
-        def send_batch(self, messages):
-            results = self.inner.send_batch(messages)
+        def send_batch(self, messages, journal=None):
             if self.account == "acme_sandbox_a":
-                os.kill(os.getpid(), signal.SIGKILL)  # after handover, before the outcome row
-            return results
+                journal = DiesBeforeTheOutcomeRow(journal)
+            return self.inner.send_batch(messages, journal)
 
     providers = {n: DiesAfterHandover(p) for n, p in build_providers(settings, "acme").items()}
     send_window_once(settings, "acme.pro_tips", window=sys.argv[2], providers=providers)
@@ -319,22 +328,24 @@ class HandsOverHalf:
         self.max_batch_size = inner.max_batch_size
         self.failing = True
 
-    def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+    def send_batch(
+        self, messages: Sequence[OutboundMessage], journal: DispatchJournal | None = None
+    ) -> list[SendResult]:
         if not self.failing:
-            return self.inner.send_batch(messages)
+            return self.inner.send_batch(messages, journal)
         half = len(messages) // 2
-        return [
-            *self.inner.send_batch(messages[:half]),
-            *(
-                SendResult(
-                    m.message_key,
-                    accepted=False,
-                    reason="later request failed",
-                    outcome=SendOutcome.NOT_SENT,
-                )
-                for m in messages[half:]
-            ),
+        never_sent = [
+            SendResult(
+                m.message_key,
+                accepted=False,
+                reason="later request failed",
+                outcome=SendOutcome.NOT_SENT,
+            )
+            for m in messages[half:]
         ]
+        if journal is not None:
+            journal.answered(never_sent)
+        return [*self.inner.send_batch(messages[:half], journal), *never_sent]
 
 
 def test_messages_a_provider_never_handed_over_are_retried_next_run(core_project) -> None:

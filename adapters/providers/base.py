@@ -1,38 +1,54 @@
-"""The flow every batch provider shares; provider modules fill in one hook.
+"""The send flow every provider shares; provider modules fill in one hook.
 
-:class:`BatchProvider.send_batch` cuts a batch to the provider's per-call limit, calls the
-provider's :meth:`~BatchProvider._send_chunk`, and turns what the hook raises into the
-outcome the core expects:
+:meth:`BatchProvider.send_batch` cuts a batch into provider calls
+(:meth:`~BatchProvider._requests`: ``request_size`` messages each, or a provider's own
+grouping), makes up to ``concurrency`` calls at a time through the provider's
+:meth:`~BatchProvider._send_request`, and turns what each call raises into per-message
+outcomes. Every call is bracketed in the :class:`~mailers.providers.DispatchJournal`:
+``handing_over`` before it leaves, ``answered`` as soon as it ends, so doubt after a crash
+is never larger than the calls in flight.
 
 ==========================  ====================================================
-hook raises                 what happens
+the hook raises             outcome of the call's messages
 ==========================  ====================================================
-:class:`Retryable`          wait (``Retry-After`` when given, else backoff) and try
-                            again, up to the policy; then ``ProviderUnavailable``
+(returns results)           accepted / rejected per message; a message missing
+                            from the answer is ``unknown``
+:class:`Retryable`          provably not accepted (429, 503 with ``Retry-After``,
+                            connection refused): ``not_sent``, then the call is
+                            made again after ``Retry-After`` or a backoff, up to
+                            the policy; past it the account leaves the run
 :class:`BatchRejected`      the provider refused the whole call for one bad entry:
-                            split in halves and retry, down to single messages,
-                            which become ``rejected`` with the provider's reason
-:class:`AuthFailed`         ``ProviderAuthError``: the account leaves the run
-:class:`Ambiguous`          ``ProviderOutcomeUnknown``: recorded unknown, never resent
+                            ``not_sent``, then each half is a call of its own, down
+                            to single messages, which become ``rejected``
+:class:`AuthFailed`         ``not_sent``; the account leaves the run
+:class:`Ambiguous`          ``unknown`` for this call's messages only (a timeout or
+                            a dropped connection after sending, a 500/502/504);
+                            after ``ambiguous_limit`` such calls in a row the
+                            account leaves the run
 ==========================  ====================================================
 
-Per-recipient rejections inside an accepted call are returned by the hook as
-``SendResult(accepted=False, reason=...)``.
+When the account leaves the run, every message not yet answered is ``not_sent`` with
+``account_unavailable`` set, so the core fails it over; nothing an earlier call of the
+batch got accepted is ever reported otherwise. ``send_batch`` itself never raises for
+what the provider did.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from mailers.errors import ProviderAuthError, ProviderOutcomeUnknown, ProviderUnavailable
-from mailers.messages import OutboundMessage, SendResult
+from mailers.messages import OutboundMessage, SendOutcome, SendResult
+from mailers.providers import DispatchJournal, NoJournal
 
 
 class Retryable(Exception):
-    """Nothing was accepted and trying again may work (429, 5xx, connection refused)."""
+    """Nothing was accepted and trying again may work (429, 503, connection refused)."""
 
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
@@ -64,12 +80,33 @@ class RetryPolicy:
     base_delay: float = 0.5
     max_delay: float = 30.0
 
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before attempt ``attempt + 1``."""
+        if retry_after is not None:
+            return retry_after
+        return self.base_delay * 2 ** (attempt - 1)
+
+
+@dataclass
+class _Call:
+    """One provider call to make: its messages and how many times it was tried."""
+
+    messages: Sequence[OutboundMessage]
+    attempt: int = 1
+
+
+_Answer = list[SendResult] | Exception
+
 
 class BatchProvider(ABC):
-    """Base of every provider adapter that sends in batches."""
+    """Base of every provider adapter; see the module docstring for the flow."""
 
     kind: str
     max_batch_size: int
+    concurrency: int = 1
+    """Provider calls in flight at once (one-message-per-call providers raise it)."""
+    ambiguous_limit: int = 3
+    """Calls in a row without a usable answer after which the account leaves the run."""
 
     def __init__(
         self,
@@ -78,52 +115,160 @@ class BatchProvider(ABC):
         max_batch_size: int,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        request_size: int | None = None,
+        concurrency: int = 1,
     ) -> None:
         self.account = account
         self.max_batch_size = max_batch_size
+        self.request_size = request_size or max_batch_size
+        self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
 
     @abstractmethod
-    def _send_chunk(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        """Send at most ``max_batch_size`` messages in one provider call."""
+    def _send_request(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        """Make one provider call carrying ``messages``; raise the hook exceptions above."""
 
-    def close(self) -> None:  # noqa: B027 - most providers hold nothing to release
-        """Release connections (HTTP pools, SMTP sessions). Safe to call twice."""
+    def _requests(self, messages: Sequence[OutboundMessage]) -> list[Sequence[OutboundMessage]]:
+        """How a batch is cut into provider calls (``request_size`` messages each)."""
+        size = self.request_size
+        return [messages[start : start + size] for start in range(0, len(messages), size)]
 
-    def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        """Send ``messages``, one result per message; see the module docstring."""
-        results: list[SendResult] = []
-        for start in range(0, len(messages), self.max_batch_size):
-            results.extend(self._send_splitting(messages[start : start + self.max_batch_size]))
-        return results
+    def close(self) -> None:
+        """Release connections and worker threads. Safe to call twice."""
+        with self._executor_lock:
+            if self._executor is not None:
+                self._executor.shutdown(wait=True)
+                self._executor = None
 
-    def _send_splitting(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        try:
-            return self._send_retrying(messages)
-        except BatchRejected as err:
-            if len(messages) == 1:
-                return [SendResult(messages[0].message_key, accepted=False, reason=err.reason)]
-            middle = len(messages) // 2
-            return self._send_splitting(messages[:middle]) + self._send_splitting(messages[middle:])
-
-    def _send_retrying(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        for attempt in range(1, self.retry.attempts + 1):
-            try:
-                return self._send_chunk(messages)
-            except Retryable as err:
-                wait = (
-                    err.retry_after
-                    if err.retry_after is not None
-                    else self.retry.base_delay * 2 ** (attempt - 1)
-                )
-                if attempt == self.retry.attempts or wait > self.retry.max_delay:
-                    raise ProviderUnavailable(
-                        self.account, f"{err.reason} (gave up after {attempt} attempts)"
-                    ) from err
+    def send_batch(
+        self, messages: Sequence[OutboundMessage], journal: DispatchJournal | None = None
+    ) -> list[SendResult]:
+        """Send ``messages``, one result per message in order; see the module docstring."""
+        journal = journal or NoJournal()
+        final: dict[str, SendResult] = {}
+        pending = deque(_Call(request) for request in self._requests(messages) if request)
+        down: str | None = None
+        ambiguous_in_a_row = 0
+        while pending and down is None:
+            wave = [pending.popleft() for _ in range(min(self.concurrency, len(pending)))]
+            journal.handing_over([m for call in wave for m in call.messages])
+            answers = self._make_calls(wave)
+            recorded: list[SendResult] = []
+            wait = 0.0
+            retries: list[_Call] = []
+            for call, answer in zip(wave, answers, strict=True):
+                if isinstance(answer, list):
+                    ambiguous_in_a_row = 0
+                    outcome = _complete(call.messages, answer)
+                elif isinstance(answer, Retryable):
+                    delay = self.retry.delay(call.attempt, answer.retry_after)
+                    if call.attempt < self.retry.attempts and delay <= self.retry.max_delay:
+                        recorded += _not_sent(call.messages, f"{answer.reason}; trying again")
+                        retries.append(_Call(call.messages, call.attempt + 1))
+                        wait = max(wait, delay)
+                        continue
+                    down = f"{answer.reason} (gave up after {call.attempt} attempts)"
+                    outcome = _not_sent(call.messages, down, account_unavailable=True)
+                elif isinstance(answer, BatchRejected):
+                    if len(call.messages) == 1:
+                        key = call.messages[0].message_key
+                        outcome = [SendResult(key, accepted=False, reason=answer.reason)]
+                    else:
+                        middle = len(call.messages) // 2
+                        halves = [call.messages[:middle], call.messages[middle:]]
+                        retries += [_Call(half) for half in halves]
+                        recorded += _not_sent(
+                            call.messages, f"{answer.reason}; sending it in halves"
+                        )
+                        continue
+                elif isinstance(answer, AuthFailed):
+                    down = str(answer)
+                    outcome = _not_sent(call.messages, down, account_unavailable=True)
+                elif isinstance(answer, Ambiguous):
+                    ambiguous_in_a_row += 1
+                    outcome = [
+                        SendResult(
+                            m.message_key,
+                            accepted=False,
+                            reason=f"{answer}; in doubt, not re-sent",
+                            outcome=SendOutcome.UNKNOWN,
+                        )
+                        for m in call.messages
+                    ]
+                    if ambiguous_in_a_row >= self.ambiguous_limit:
+                        down = f"{ambiguous_in_a_row} calls in a row got no usable answer"
+                else:  # a bug in the adapter, after the call may have left: in doubt
+                    outcome = [
+                        SendResult(
+                            m.message_key,
+                            accepted=False,
+                            reason=f"adapter error {type(answer).__name__}: {answer}",
+                            outcome=SendOutcome.UNKNOWN,
+                        )
+                        for m in call.messages
+                    ]
+                recorded += outcome
+                final.update((r.message_key, r) for r in outcome)
+            journal.answered(recorded)
+            pending.extendleft(reversed(retries))
+            if wait and pending and down is None:
                 self._sleep(wait)
-            except AuthFailed as err:
-                raise ProviderAuthError(self.account, str(err)) from err
-            except Ambiguous as err:
-                raise ProviderOutcomeUnknown(self.account, str(err)) from err
-        raise AssertionError("unreachable: the loop returns or raises")
+        if pending:
+            never_sent = [m for call in pending for m in call.messages]
+            outcome = _not_sent(never_sent, f"not sent: {down}", account_unavailable=True)
+            journal.answered(outcome)
+            final.update((r.message_key, r) for r in outcome)
+        return [final[m.message_key] for m in messages]
+
+    def _make_calls(self, wave: Sequence[_Call]) -> list[_Answer]:
+        """Make the wave's calls (concurrently when there are several)."""
+        if len(wave) == 1:
+            return [self._answer(wave[0].messages)]
+        return list(self._workers().map(self._answer, [call.messages for call in wave]))
+
+    def _answer(self, messages: Sequence[OutboundMessage]) -> _Answer:
+        try:
+            return self._send_request(messages)
+        except Exception as err:  # every outcome, including adapter bugs, is sorted above
+            return err
+
+    def _workers(self) -> ThreadPoolExecutor:
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self.concurrency, thread_name_prefix=f"{self.kind}-{self.account}"
+                )
+            return self._executor
+
+
+def _complete(messages: Sequence[OutboundMessage], answer: list[SendResult]) -> list[SendResult]:
+    """The call's results in order; a message the provider left out of its answer is in doubt."""
+    by_key = {r.message_key: r for r in answer}
+    return [
+        by_key.get(m.message_key)
+        or SendResult(
+            m.message_key,
+            accepted=False,
+            reason="the provider answered without this message; in doubt",
+            outcome=SendOutcome.UNKNOWN,
+        )
+        for m in messages
+    ]
+
+
+def _not_sent(
+    messages: Sequence[OutboundMessage], reason: str, *, account_unavailable: bool = False
+) -> list[SendResult]:
+    return [
+        SendResult(
+            m.message_key,
+            accepted=False,
+            reason=reason,
+            outcome=SendOutcome.NOT_SENT,
+            account_unavailable=account_unavailable,
+        )
+        for m in messages
+    ]

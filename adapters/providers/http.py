@@ -6,7 +6,11 @@ failures and status codes to the hooks' exceptions (:mod:`adapters.providers.bas
 * connection refused / connect timeout / no pool slot: nothing was sent → ``Retryable``;
 * read or write timeout, connection dropped mid-request: the provider may have processed
   it → ``Ambiguous``;
-* 429 → ``Retryable`` honouring ``Retry-After``; 5xx → ``Retryable``;
+* 429, and 503 with ``Retry-After``: the provider says it did not process the request
+  (RFC 6585 §4, RFC 9110 §15.6.4) → ``Retryable`` honouring ``Retry-After``;
+* any other 5xx (500, 502, 504, a 503 without ``Retry-After``): the request left and a
+  gateway or the provider failed somewhere, possibly after storing it → ``Ambiguous``,
+  recorded ``unknown`` and reconciled, never blindly re-sent;
 * 401 / 403 → ``AuthFailed``. Other statuses are left to the provider module, which knows
   whether a 4xx means "one bad entry" (``BatchRejected``) or something else.
 """
@@ -68,8 +72,12 @@ def check_common_status(response: httpx.Response) -> None:
     status = response.status_code
     if status == 429:
         raise Retryable("rate limited (429)", retry_after=retry_after(response))
+    if status == 503 and (wait := retry_after(response)) is not None:
+        raise Retryable("provider unavailable (503)", retry_after=wait)
     if status >= 500:
-        raise Retryable(f"provider error {status}", retry_after=retry_after(response))
+        raise Ambiguous(
+            f"provider error {status} after the request was sent; it may have been accepted"
+        )
     if status in (401, 403):
         raise AuthFailed(
             f"credentials refused ({status}); check the account's credentials and settings"

@@ -19,14 +19,11 @@ many messages the core hands over per ``send_batch``.
 Per message: ``200`` → accepted with Mailgun's ``id`` (angle brackets stripped, the way
 events carry it in ``message.headers.message-id``); ``400``/``402``/``413`` → that message
 is rejected with Mailgun's ``message``; ``404`` (unknown domain, e.g. an EU domain on the
-US base URL) and ``401``/``403`` → the account is refused; ``429``/``5xx``/connect
-failures are retried for that message alone (``Retry-After`` honoured); a timeout after
-the request was sent leaves that message in doubt. Because calls are independent, one
-failing call never re-sends the others: when the account fails part-way through a batch
-(retries exhausted, credentials refused) after some messages were accepted, the accepted
-ones are returned and the rest are left out of the answer, which the core records as
-``unknown`` rather than re-sending them through another account and risking duplicates.
-If nothing was accepted the failure is raised for the whole batch, as usual.
+US base URL) and ``401``/``403`` → the account is refused; ``429``, ``503`` with
+``Retry-After`` and connect failures are retried for that message alone; a timeout after
+the request was sent, a dropped connection or another ``5xx`` leaves that message alone in
+doubt. Each call is its own request in the shared flow (:mod:`adapters.providers.base`),
+which records it before it leaves and keeps every other call's outcome.
 
 Every message carries our metadata as ``v:`` custom variables (they come back in every
 event under ``user-variables``) and our headers as ``h:`` fields.
@@ -48,11 +45,9 @@ import hmac
 import ipaddress
 import json
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.utils import formataddr, parseaddr
 from typing import Any
@@ -75,13 +70,11 @@ from mailers.config import Settings as MailersSettings
 from mailers.errors import (
     ConfigError,
     ProviderAuthError,
-    ProviderError,
-    ProviderOutcomeUnknown,
     ProviderUnavailable,
     WebhookRejected,
 )
 from mailers.events import BounceClass, CanonicalEvent, EventType, derive_event_id
-from mailers.messages import OutboundMessage, SendOutcome, SendResult
+from mailers.messages import OutboundMessage, SendResult
 from mailers.webhooks import ReplayGuard, WebhookRequest
 
 log = logging.getLogger(__name__)
@@ -226,7 +219,14 @@ class MailgunProvider(BatchProvider):
         sleep: Callable[[float], None] = time.sleep,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        super().__init__(account, max_batch_size=max_batch_size, retry=retry, sleep=sleep)
+        super().__init__(
+            account,
+            max_batch_size=max_batch_size,
+            retry=retry,
+            sleep=sleep,
+            request_size=1,
+            concurrency=settings.concurrency,
+        )
         self.settings = settings
         self._client = make_client(
             settings.base_url,
@@ -239,13 +239,10 @@ class MailgunProvider(BatchProvider):
     def close(self) -> None:
         """Close the pooled HTTP client (safe to call twice)."""
         self._client.close()
+        super().close()
 
-    # --- one call ------------------------------------------------------------------------
-
-    def _send_chunk(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        if len(messages) == 1:
-            return [self._send_one(messages[0])]
-        return self._send_each(messages)
+    def _send_request(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        return [self._send_one(message) for message in messages]
 
     def _send_one(self, message: OutboundMessage) -> SendResult:
         """One ``POST /v3/{domain}/messages``; failures raise the base class's hook errors."""
@@ -276,78 +273,6 @@ class MailgunProvider(BatchProvider):
             # failed", 413 too large: about this message, which is the whole call.
             raise BatchRejected(f"mailgun {status}: {detail}")
         raise Ambiguous(f"mailgun answered an unexpected status {status}: {detail}")
-
-    # --- a chunk of calls ----------------------------------------------------------------
-
-    def _send_each(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        """Send each message in its own call; see the module docstring for partial failures."""
-        answered: dict[int, SendResult] = {}
-        in_doubt: list[int] = []
-        failures: list[ProviderError] = []
-        lock = threading.Lock()
-        stop = threading.Event()
-
-        def send(index: int) -> None:
-            if stop.is_set():
-                return
-            try:
-                # The base class's retry (429/5xx, Retry-After) and rejection handling,
-                # applied to this one message only.
-                [result] = self._send_splitting([messages[index]])
-            except ProviderOutcomeUnknown:
-                with lock:
-                    in_doubt.append(index)
-                return
-            except ProviderError as err:  # unavailable or auth: stop starting new calls
-                stop.set()
-                with lock:
-                    failures.append(err)
-                return
-            with lock:
-                answered[index] = result
-
-        workers = min(self.settings.concurrency, len(messages))
-        if workers == 1:
-            for index in range(len(messages)):
-                send(index)
-        else:
-            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mailgun") as pool:
-                list(pool.map(send, range(len(messages))))
-
-        accepted = sum(1 for r in answered.values() if r.accepted)
-        if not accepted and not in_doubt and failures:
-            raise failures[0]  # provably nothing accepted: the whole batch may go elsewhere
-        if not answered and in_doubt:
-            raise ProviderOutcomeUnknown(
-                self.account,
-                f"{len(in_doubt)} of {len(messages)} calls timed out after sending and "
-                "none was answered; recorded unknown, not re-sent",
-            )
-        why = failures[0].detail if failures else "stopped"
-        if len(answered) < len(messages):
-            log.warning(
-                "mailgun account %s: %d of %d messages accepted; %d in doubt (not re-sent), "
-                "%d not sent (%s)",
-                self.account,
-                accepted,
-                len(messages),
-                len(in_doubt),
-                len(messages) - len(answered) - len(in_doubt),
-                why,
-            )
-        doubtful = set(in_doubt)
-        return [
-            answered.get(index)
-            or SendResult(
-                message.message_key,
-                accepted=False,
-                reason="timed out after sending: in doubt"
-                if index in doubtful
-                else f"not sent: {why}",
-                outcome=SendOutcome.UNKNOWN if index in doubtful else SendOutcome.NOT_SENT,
-            )
-            for index, message in enumerate(messages)
-        ]
 
 
 def _form_fields(message: OutboundMessage, settings: Settings) -> list[tuple[str, str]]:

@@ -231,8 +231,9 @@ class PostmarkProvider(BatchProvider):
     def close(self) -> None:
         """Close the pooled HTTP client (safe to call twice)."""
         self._client.close()
+        super().close()
 
-    def _send_chunk(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+    def _send_request(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         body = json.dumps([self._payload(m) for m in messages]).encode()
         response = call(
             self._client,

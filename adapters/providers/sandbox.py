@@ -35,9 +35,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.mime import mime_bytes
+from adapters.providers.base import Ambiguous, BatchProvider, Retryable, RetryPolicy
 from mailers.config import ProviderAccountConfig
 from mailers.config import Settings as MailersSettings
-from mailers.errors import ProviderOutcomeUnknown, ProviderUnavailable
 from mailers.events import BounceClass, CanonicalEvent, EventType
 from mailers.keys import bucket
 from mailers.landing import land, write_atomic
@@ -122,7 +122,7 @@ def is_rejected(recipient: str) -> bool:
     return recipient.rsplit("@", 1)[-1].lower() == REJECT_DOMAIN
 
 
-class SandboxProvider:
+class SandboxProvider(BatchProvider):
     """A sandbox account: writes ``.eml`` files and lands deterministic events."""
 
     kind = KIND
@@ -136,17 +136,17 @@ class SandboxProvider:
         landing_dir: Path,
         max_batch_size: int = MAX_BATCH_SIZE,
     ) -> None:
-        self.account = account
+        # No retries: a sandbox fault is permanent, and a drill should not sleep.
+        super().__init__(account, max_batch_size=max_batch_size, retry=RetryPolicy(attempts=1))
         self.settings = settings
-        self.max_batch_size = max_batch_size
         self.outbox = outbox_dir / account
         self.landing_dir = landing_dir
 
-    def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+    def _send_request(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         if self.settings.fault == "unavailable":
-            raise ProviderUnavailable(self.account, "sandbox fault: connection refused")
+            raise Retryable("sandbox fault: connection refused")
         if self.settings.fault == "timeout":
-            raise ProviderOutcomeUnknown(self.account, "sandbox fault: timed out after sending")
+            raise Ambiguous("sandbox fault: timed out after sending")
         self.outbox.mkdir(parents=True, exist_ok=True)
         accepted_at = datetime.now(UTC)
         results: list[SendResult] = []

@@ -7,7 +7,7 @@ Sending
     A request carries up to 1,000 *personalizations* (one per message here: ``to``,
     ``subject``, ``headers``, ``custom_args``) but only ONE ``content`` (and one ``from`` /
     ``reply_to``) shared by all of them. Mailers renders every message individually, so
-    :meth:`SendGridProvider.send_batch` groups a batch by (from, reply-to, text, html): the
+    :meth:`SendGridProvider._requests` groups a batch by (from, reply-to, text, html): the
     messages of a group go in one request, a personalization each; different contents go
     in separate requests. Templates that put anything per-recipient in the body (a name, the
     signed unsubscribe link) therefore cost one request per message: that is what the API
@@ -15,12 +15,11 @@ Sending
     ``substitutions`` was rejected: they are capped at 10,000 bytes per personalization,
     and substituting whole bodies would make SendGrid rewrite our HTML.
 
-    Each request is one :meth:`~SendGridProvider._send_chunk` of the shared base class, so
-    retries, the ``Retry-After`` wait and the halving on a ``400`` for one bad entry
-    (:class:`~adapters.providers.base.BatchRejected`) apply per request. When a later
-    request of a batch fails after earlier ones were accepted, raising would make the core
-    fail the accepted messages over and send them twice; the batch then answers for the
-    accepted messages only and the core records the others ``unknown`` (never resent).
+    Each request is one :meth:`~SendGridProvider._send_request` of the shared base class
+    (:mod:`adapters.providers.base`), so retries, the ``Retry-After`` wait and the halving
+    on a ``400`` for one bad entry (``BatchRejected``) apply per request, each half keeps
+    its own outcome, and a later request that fails never changes what an earlier one of
+    the batch got accepted.
 
 Matching events back
     Every personalization carries ``message.metadata`` in ``custom_args`` (SendGrid returns
@@ -71,9 +70,9 @@ from adapters.providers.http import call, make_client
 from mailers.clock import utcnow
 from mailers.config import ProviderAccountConfig
 from mailers.config import Settings as MailersSettings
-from mailers.errors import ConfigError, ProviderError, ProviderOutcomeUnknown, WebhookRejected
+from mailers.errors import ConfigError, WebhookRejected
 from mailers.events import BounceClass, CanonicalEvent, EventType, derive_event_id
-from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome, SendResult
+from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendResult
 from mailers.webhooks import ReplayGuard, WebhookRequest
 
 KIND = "sendgrid"
@@ -233,46 +232,13 @@ class SendGridProvider(BatchProvider):
 
     def close(self) -> None:
         self._client.close()
+        super().close()
 
-    def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        """One request per content group; see the module docstring for partial failures."""
-        answered: dict[str, SendResult] = {}
-        failure: ProviderError | None = None
-        for group in _request_groups(messages, self.max_batch_size):
-            if failure is not None:
-                # A later request never went out: provably not sent, retried by a later run.
-                answered.update(
-                    (
-                        m.message_key,
-                        _unanswered(m, f"not sent: {failure.detail}", SendOutcome.NOT_SENT),
-                    )
-                    for m in group
-                )
-                continue
-            try:
-                results = self._send_splitting(group)
-            except ProviderError as err:
-                if not any(result.accepted for result in answered.values()):
-                    raise
-                log.warning(
-                    "SendGrid account %s failed after %d messages of the batch were "
-                    "accepted; the rest are recorded as not sent or in doubt: %s",
-                    self.account,
-                    sum(result.accepted for result in answered.values()),
-                    err.detail,
-                )
-                failure = err
-                outcome = (
-                    SendOutcome.UNKNOWN
-                    if isinstance(err, ProviderOutcomeUnknown)
-                    else SendOutcome.NOT_SENT
-                )
-                answered.update((m.message_key, _unanswered(m, err.detail, outcome)) for m in group)
-                continue
-            answered.update((result.message_key, result) for result in results)
-        return [answered[m.message_key] for m in messages]
+    def _requests(self, messages: Sequence[OutboundMessage]) -> list[Sequence[OutboundMessage]]:
+        """One request per content group; see the module docstring."""
+        return list(_request_groups(messages, self.max_batch_size))
 
-    def _send_chunk(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+    def _send_request(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         if len({_content_key(m) for m in messages}) != 1:
             raise ValueError("one SendGrid request carries one content: group messages first")
         log.debug(
@@ -529,7 +495,3 @@ def _public_key(text: str) -> ec.EllipticCurvePublicKey:
     if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
         raise ConfigError(f"credentials.{WEBHOOK_KEY_CREDENTIAL} is not an ECDSA P-256 key")
     return key
-
-
-def _unanswered(message: OutboundMessage, reason: str, outcome: SendOutcome) -> SendResult:
-    return SendResult(message.message_key, accepted=False, reason=reason, outcome=outcome)

@@ -395,8 +395,9 @@ class SesProvider(BatchProvider):
     def close(self) -> None:
         """Close the client's connection pool."""
         self._client.close()
+        super().close()
 
-    def _send_chunk(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+    def _send_request(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         # max_batch_size is 1: the base class hands over one message at a time.
         return [self._send_one(message) for message in messages]
 

@@ -27,22 +27,12 @@ timeout or lost connection after the   in doubt (RFC 1047): the server may have 
 final ``.``, before the answer         never re-sent, recorded ``unknown``
 =====================================  ==================================================
 
-A batch is handed over message by message, so some messages can be accepted before a
-server-level failure stops the rest. :meth:`SMTPProvider.send_batch` therefore never
-fails a batch as a whole once a message of it was accepted or is in doubt (doing so would
-record accepted mail ``not_sent`` and send it again through a fallback account):
-
-* a server-level failure before anything was accepted raises ``Retryable`` (honouring a
-  "try again in N seconds" hint in the reply text, which is not standard SMTP but which
-  some relays send), so the base class backs off and eventually fails the batch over;
-* after something was accepted, sending goes on with the messages still to send, under
-  the same retry policy; if that is exhausted, they are returned rejected with a
-  ``deferred:`` reason (the core has no per-message "not sent" outcome yet);
-* a message in doubt is left out of the results, which the core records ``unknown``
-  (``mailers.sending``: "a provider that silently drops a message from its answer leaves
-  it in doubt"); the others go on over a fresh connection. When every message of a batch
-  is in doubt the batch raises ``ProviderOutcomeUnknown``; after ``IN_DOUBT_LIMIT`` messages
-  in doubt in one call the server is taken to have stalled and the rest is deferred.
+Every message is its own call in the shared flow (:mod:`adapters.providers.base`), with up
+to ``pool_size`` in flight at once: a server-level failure before a message was accepted
+raises ``Retryable`` for that message (honouring a "try again in N seconds" hint in the
+reply text, which is not standard SMTP but which some relays send); a message without an
+answer after its final ``.`` is ``Ambiguous``, in doubt alone. Nothing one message's call
+ends in ever changes what another's was.
 
 SMTP has no webhooks and no events API: delivery failures after acceptance come back as
 DSN mail (RFC 3464) to the envelope sender, which this adapter does not read. :func:`parse`
@@ -68,25 +58,24 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.mime import mime_bytes
-from adapters.providers.base import AuthFailed, BatchProvider, Retryable, RetryPolicy
+from adapters.providers.base import Ambiguous, AuthFailed, BatchProvider, Retryable, RetryPolicy
 from mailers.clock import utcnow
 from mailers.config import ProviderAccountConfig
 from mailers.config import Settings as MailersSettings
-from mailers.errors import ConfigError, ProviderOutcomeUnknown, ProviderUnavailable, WebhookRejected
+from mailers.errors import ConfigError, WebhookRejected
 from mailers.events import BounceClass, CanonicalEvent, EventType, derive_event_id
 from mailers.messages import OutboundMessage, SendOutcome, SendResult
 from mailers.webhooks import ReplayGuard, WebhookRequest
 
 KIND = "smtp"
 MAX_BATCH_SIZE = 100
-"""Messages per ``_send_chunk`` call: SMTP has no per-call limit (each message is its own
-transaction); this bounds how much one call holds and how often results are returned."""
+"""Messages per ``send_batch``: SMTP has no per-call limit (each message is its own
+transaction); this bounds how much one batch holds and how often results are returned."""
 
 DEFAULT_PORTS: dict[str, int] = {
     # RFC 6409 §3.1: message submission on 587, upgraded with STARTTLS (RFC 3207).
@@ -125,11 +114,9 @@ NOOP_AFTER_IDLE_SECONDS = 10.0
 """A pooled connection idle this long is checked with NOOP (RFC 5321 §4.1.1.9) before use;
 a connection that went stale anyway is noticed at ``MAIL FROM`` and replaced once."""
 
-IN_DOUBT_LIMIT = 2
-"""Messages in doubt in one call after which the server is taken to have stalled."""
-
 DEFERRED = "deferred: "
-"""Prefix of the reason of a message not accepted for a transient cause (not retried)."""
+"""Prefix of the reason of a message not accepted for a transient cause (a later run retries
+it)."""
 
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
 _MAX_REASON = 500
@@ -216,29 +203,6 @@ class _InDoubt(Exception):
     """The whole message was written but its answer never came (RFC 1047)."""
 
 
-class _Partial(Exception):
-    """Some messages of a chunk were handed over (or are in doubt) and the rest were not.
-
-    Raised by ``_send_chunk`` past the base class (which lets unknown exceptions through)
-    to :meth:`SMTPProvider.send_batch`, which goes on with the rest (after a wait when
-    a transient server failure stopped the chunk), or not at all when the server stalled.
-    """
-
-    def __init__(
-        self,
-        results: list[SendResult],
-        in_doubt: dict[str, str],
-        *,
-        stalled: str | None = None,
-        transient: _NotHandedOver | None = None,
-    ) -> None:
-        super().__init__(f"{len(results)} answered, {len(in_doubt)} in doubt")
-        self.results = results
-        self.in_doubt = in_doubt
-        self.stalled = stalled
-        self.transient = transient
-
-
 class _Connection:
     """One SMTP session (after EHLO, STARTTLS and AUTH) and its bookkeeping."""
 
@@ -297,7 +261,7 @@ class _Pool:
 
 
 class _Lane:
-    """One worker's connection while it sends its share of a chunk."""
+    """The connection one message is sent over (replaced once if it went stale)."""
 
     def __init__(self) -> None:
         self.conn: _Connection | None = None
@@ -308,74 +272,6 @@ class _Lane:
             self.conn.broken = True
             self.conn.close()
         self.conn = None
-
-
-class _Run:
-    """The shared state of one ``_send_chunk`` call; workers take messages in order."""
-
-    def __init__(self, messages: Sequence[OutboundMessage]) -> None:
-        self.messages = messages
-        self.results: dict[int, SendResult] = {}
-        self.in_doubt: dict[int, str] = {}
-        self.stop: _NotHandedOver | AuthFailed | None = None
-        self.stalled: str | None = None
-        self.crash: BaseException | None = None
-        self._next = 0
-        self._lock = threading.Lock()
-
-    def take(self) -> tuple[int, OutboundMessage] | None:
-        with self._lock:
-            stopped = self.stop is not None or self.stalled is not None or self.crash is not None
-            if stopped or self._next >= len(self.messages):
-                return None
-            index = self._next
-            self._next += 1
-            return index, self.messages[index]
-
-    def answer(self, index: int, result: SendResult) -> None:
-        with self._lock:
-            self.results[index] = result
-
-    def doubt(self, index: int, reason: str) -> None:
-        with self._lock:
-            self.in_doubt[index] = reason
-            if len(self.in_doubt) >= IN_DOUBT_LIMIT and self.stalled is None:
-                self.stalled = (
-                    f"{len(self.in_doubt)} messages got no answer in time; "
-                    "the server seems to have stalled"
-                )
-
-    def halt(self, err: _NotHandedOver | AuthFailed) -> None:
-        with self._lock:
-            if self.stop is None:
-                self.stop = err
-
-    def fail(self, err: BaseException) -> None:
-        with self._lock:
-            if self.crash is None:
-                self.crash = err
-
-    def outcome(self) -> list[SendResult]:
-        """Results of a complete run; otherwise raise what the base class or send_batch needs."""
-        ordered = [self.results[i] for i in sorted(self.results)]
-        handed_over = any(r.accepted for r in ordered) or bool(self.in_doubt)
-        complete = len(self.results) + len(self.in_doubt) == len(self.messages)
-        if complete and not self.in_doubt:
-            return ordered
-        if not ordered and not self.in_doubt:
-            # Nothing left our hands: the base class may retry the whole chunk.
-            if self.crash is not None:
-                raise self.crash
-            if isinstance(self.stop, AuthFailed):
-                raise self.stop
-            if self.stop is not None:
-                raise Retryable(self.stop.reason, retry_after=self.stop.retry_after)
-            raise AssertionError("unreachable: an incomplete run was stopped")
-        if self.crash is not None and not handed_over:
-            raise self.crash
-        in_doubt = {self.messages[i].message_key: why for i, why in self.in_doubt.items()}
-        transient = self.stop if isinstance(self.stop, _NotHandedOver) else None
-        raise _Partial(ordered, in_doubt, stalled=self.stalled, transient=transient)
 
 
 class SMTPProvider(BatchProvider):
@@ -394,7 +290,14 @@ class SMTPProvider(BatchProvider):
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        super().__init__(account, max_batch_size=max_batch_size, retry=retry, sleep=sleep)
+        super().__init__(
+            account,
+            max_batch_size=max_batch_size,
+            retry=retry,
+            sleep=sleep,
+            request_size=1,
+            concurrency=settings.pool_size,
+        )
         if (username is None) != (password is None):
             raise ValueError("give both username and password, or neither")
         self.settings = settings
@@ -404,114 +307,22 @@ class SMTPProvider(BatchProvider):
         self._helo = settings.helo_name
         self._where = f"{settings.host}:{settings.resolved_port}"
         self._pool = _Pool(self._open, settings.pool_size)
-        self._executor: ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"SMTPProvider(account={self.account!r}, server={self._where!r})"
 
-    # --- batches --------------------------------------------------------------------------
+    def _send_request(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        return [self._send_one(message) for message in messages]
 
-    def send_batch(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        """Send ``messages``; see the module docstring for partial failures and doubt."""
-        results: dict[str, SendResult] = {}
-        in_doubt: dict[str, str] = {}
-        pending = list(messages)
-        while pending:
-            chunk = pending[: self.max_batch_size]
-            stopped: str | None = None
-            try:
-                answered = super().send_batch(chunk)
-            except _Partial as partial:
-                answered, stopped = partial.results, partial.stalled
-                in_doubt.update(partial.in_doubt)
-                if partial.transient is not None and stopped is None:
-                    stopped = self._pause(partial.transient)
-            except ProviderUnavailable as err:
-                if not in_doubt and not any(r.accepted for r in results.values()):
-                    raise  # nothing of this batch was handed over: fail it over whole
-                answered, stopped = [], err.detail
-            results.update((r.message_key, r) for r in answered)
-            done = results.keys() | in_doubt.keys()
-            pending = [m for m in pending if m.message_key not in done]
-            if stopped is not None and pending:
-                logger.warning(
-                    "smtp account %r: %d message(s) not sent after others of the batch were "
-                    "handed over (%s); recorded not_sent, a later run retries them",
-                    self.account,
-                    len(pending),
-                    stopped,
-                )
-                reason = f"{DEFERRED}not sent: {stopped}"
-                results.update(
-                    (
-                        m.message_key,
-                        SendResult(
-                            m.message_key, False, reason=reason, outcome=SendOutcome.NOT_SENT
-                        ),
-                    )
-                    for m in pending
-                )
-                pending = []
-        for key, why in in_doubt.items():
-            logger.warning("smtp account %r: message %s is in doubt: %s", self.account, key, why)
-        if in_doubt and not results:
-            first = next(iter(in_doubt.values()))
-            raise ProviderOutcomeUnknown(
-                self.account, f"{len(in_doubt)} message(s) in doubt, e.g.: {first}"
-            )
-        for key, why in in_doubt.items():
-            results[key] = SendResult(
-                key, False, reason=f"in doubt: {why}", outcome=SendOutcome.UNKNOWN
-            )
-        return [results[m.message_key] for m in messages if m.message_key in results]
-
-    def _pause(self, failure: _NotHandedOver) -> str | None:
-        """Wait before sending the rest of a chunk the server stopped taking, as the base
-        class waits before a retry; the reason to give up instead when the wait is too long.
-        """
-        wait = failure.retry_after if failure.retry_after is not None else self.retry.base_delay
-        if wait > self.retry.max_delay:
-            return f"{failure.reason} (asked to wait {wait:g} s)"
-        self._sleep(wait)
-        return None
-
-    def _send_chunk(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        """Hand each message over in its own transaction, on up to ``pool_size`` sessions."""
-        if not messages:
-            return []
-        run = _Run(messages)
-        workers = min(self.settings.pool_size, len(messages))
-        if workers == 1:
-            self._work(run)
-        else:
-            executor = self._workers()
-            for future in [executor.submit(self._work, run) for _ in range(workers)]:
-                future.result()
-        return run.outcome()
-
-    def _workers(self) -> ThreadPoolExecutor:
-        with self._executor_lock:
-            if self._executor is None:
-                self._executor = ThreadPoolExecutor(
-                    max_workers=self.settings.pool_size, thread_name_prefix=f"smtp-{self.account}"
-                )
-            return self._executor
-
-    def _work(self, run: _Run) -> None:
+    def _send_one(self, message: OutboundMessage) -> SendResult:
+        """One mail transaction on a pooled session; failures raise the flow's hook errors."""
         lane = _Lane()
         try:
-            while (item := run.take()) is not None:
-                index, message = item
-                try:
-                    run.answer(index, self._deliver(lane, message))
-                except _InDoubt as err:
-                    run.doubt(index, str(err))
-                except (_NotHandedOver, AuthFailed) as err:
-                    run.halt(err)
-                except Exception as err:  # a bug: stop handing over, keep what was answered
-                    lane.drop()
-                    run.fail(err)
+            return self._deliver(lane, message)
+        except _NotHandedOver as err:
+            raise Retryable(err.reason, retry_after=err.retry_after) from err
+        except _InDoubt as err:
+            raise Ambiguous(str(err)) from err
         finally:
             if lane.conn is not None:
                 self._pool.release(lane.conn)
@@ -760,12 +571,9 @@ class SMTPProvider(BatchProvider):
         return err
 
     def close(self) -> None:
-        """QUIT the pooled sessions and stop the worker threads. Safe to call twice."""
+        """Stop the worker threads and QUIT the pooled sessions. Safe to call twice."""
+        super().close()
         self._pool.close()
-        with self._executor_lock:
-            executor, self._executor = self._executor, None
-        if executor is not None:
-            executor.shutdown(wait=True)
 
     # --- texts ----------------------------------------------------------------------------
 

@@ -7,20 +7,16 @@ Everything here goes over real sockets to the simulator (or moto / aiosmtpd).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import pytest
 
 from adapters.providers.base import BatchProvider
-from mailers.errors import (
-    ProviderAuthError,
-    ProviderOutcomeUnknown,
-    WebhookRejected,
-)
+from mailers.errors import WebhookRejected
 from mailers.events import CanonicalEvent, EventType
 from mailers.keys import message_key
-from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage
+from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome, SendResult
 from mailers.webhooks import SeenTokens, WebhookRequest
 
 
@@ -97,6 +93,35 @@ def make_message(recipient: str, window: str = "w1") -> OutboundMessage:
     )
 
 
+def account_left_the_run(results: Sequence[SendResult]) -> str:
+    """Assert every message is ``not_sent`` because the account failed; return the reason."""
+    assert results
+    assert all(r.outcome == SendOutcome.NOT_SENT and r.account_unavailable for r in results), [
+        (r.outcome, r.account_unavailable, r.reason) for r in results
+    ]
+    return results[0].reason or ""
+
+
+def all_in_doubt(results: Sequence[SendResult]) -> bool:
+    """Whether every message is in doubt: handed over, no usable answer."""
+    return bool(results) and all(
+        r.outcome == SendOutcome.UNKNOWN and not r.accepted for r in results
+    )
+
+
+class RecordingJournal:
+    """A journal that remembers each call's message keys, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[str]]] = []
+
+    def handing_over(self, messages: Sequence[OutboundMessage]) -> None:
+        self.calls.append(("handing_over", [m.message_key for m in messages]))
+
+    def answered(self, results: Sequence[SendResult]) -> None:
+        self.calls.append(("answered", [r.message_key for r in results]))
+
+
 class ProviderContract:
     """Shared behaviour; subclasses get every test by providing a ``harness`` fixture."""
 
@@ -119,10 +144,11 @@ class ProviderContract:
         assert all(by_key[m.message_key].accepted for m in good)
 
     def test_refused_credentials_stop_the_account_without_leaking_them(self, harness) -> None:
-        with pytest.raises(ProviderAuthError) as info:
-            harness.provider(valid_credentials=False).send_batch([make_message("a@example.com")])
-        text = f"{info.value} {info.value.__cause__!r}"
-        assert all(secret not in text for secret in harness.secrets)
+        results = harness.provider(valid_credentials=False).send_batch(
+            [make_message("a@example.com"), make_message("b@example.com")]
+        )
+        reason = account_left_the_run(results)
+        assert all(secret not in reason for secret in harness.secrets)
 
     def test_a_rate_limit_is_honoured_then_the_batch_goes(self, harness) -> None:
         harness.inject_rate_limit(retry_after=1.5)
@@ -132,9 +158,19 @@ class ProviderContract:
 
     def test_a_timeout_after_sending_is_unknown_and_not_retried(self, harness) -> None:
         harness.inject_timeout()
-        with pytest.raises(ProviderOutcomeUnknown):
-            harness.provider().send_batch([make_message("slow@example.com")])
+        results = harness.provider().send_batch([make_message("slow@example.com")])
+        assert all_in_doubt(results)
         assert harness.slept == []
+
+    def test_the_journal_brackets_every_call(self, harness) -> None:
+        messages = [make_message(f"j{i}@example.com") for i in range(3)]
+        journal = RecordingJournal()
+        results = harness.provider().send_batch(messages, journal)
+        handed = [key for kind, keys in journal.calls if kind == "handing_over" for key in keys]
+        assert sorted(handed) == sorted(m.message_key for m in messages)
+        assert journal.calls[0][0] == "handing_over"
+        answered = {key for kind, keys in journal.calls if kind == "answered" for key in keys}
+        assert answered == {r.message_key for r in results}
 
     def test_a_signed_webhook_verifies_once_and_a_replay_is_refused(self, harness) -> None:
         if not harness.supports_webhooks:

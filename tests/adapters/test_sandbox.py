@@ -13,10 +13,9 @@ from pydantic import ValidationError
 
 from adapters.providers import sandbox
 from adapters.providers.sandbox import SandboxProvider, Settings, parse, planned_events
-from mailers.errors import ProviderOutcomeUnknown, ProviderUnavailable
 from mailers.events import BounceClass, CanonicalEvent, EventType
 from mailers.keys import message_key
-from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage
+from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome
 
 ACCOUNT = "acme_sandbox_a"
 RECIPIENTS = [
@@ -389,20 +388,21 @@ def test_zero_open_rate_gives_delivery_only() -> None:
 # --- faults and settings ----------------------------------------------------------------
 
 
-def test_unavailable_fault_raises_and_writes_nothing(tmp_path: Path) -> None:
-    with pytest.raises(ProviderUnavailable) as info:
-        provider(tmp_path, fault="unavailable").send_batch(batch())
+def test_unavailable_fault_sends_nothing_and_takes_the_account_out(tmp_path: Path) -> None:
+    messages = batch()
+    results = provider(tmp_path, fault="unavailable").send_batch(messages)
 
-    assert info.value.account == ACCOUNT
+    assert [r.message_key for r in results] == [m.message_key for m in messages]
+    assert all(r.outcome == SendOutcome.NOT_SENT and r.account_unavailable for r in results)
+    assert all("connection refused" in (r.reason or "") for r in results)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_timeout_fault_raises_outcome_unknown(tmp_path: Path) -> None:
-    with pytest.raises(ProviderOutcomeUnknown) as info:
-        provider(tmp_path, fault="timeout").send_batch(batch())
+def test_timeout_fault_leaves_the_batch_in_doubt(tmp_path: Path) -> None:
+    results = provider(tmp_path, fault="timeout").send_batch(batch())
 
-    assert info.value.account == ACCOUNT
-    assert not isinstance(info.value, ProviderUnavailable)
+    assert results and all(r.outcome == SendOutcome.UNKNOWN for r in results)
+    assert not any(r.accepted or r.account_unavailable for r in results)
 
 
 def test_click_rate_above_open_rate_is_invalid() -> None:
