@@ -57,6 +57,13 @@ class ProviderAccountConfig(_Strict):
         description="Fetch events from the provider's events API (for accounts without a "
         "public webhook endpoint).",
     )
+    reconcile_absent_after_seconds: float = Field(
+        default=300,
+        ge=0,
+        description="How long after a message was handed over the provider's own records of "
+        "it are complete: a message in doubt that the provider still has no record of after "
+        "this long is settled as never handed over (and retried).",
+    )
 
     def secret(self, key: str, used_for: str) -> str:
         """The value of credential ``key``; a ConfigError when the config names none."""

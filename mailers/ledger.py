@@ -210,22 +210,24 @@ class LedgerWriter:
         ctx = self.context
         return latest_rows_sql(
             self.warehouse,
-            f"workspace = {_sql_text(ctx.workspace)} and campaign = {_sql_text(ctx.campaign)} "
-            f"and send_window = {_sql_text(ctx.send_window)}",
+            f"workspace = {sql_text(ctx.workspace)} and campaign = {sql_text(ctx.campaign)} "
+            f"and send_window = {sql_text(ctx.send_window)}",
         )
 
     def settled_keys_sql(self) -> str:
         """A query of the message keys this window has settled: never to be decided again."""
-        retryable = ", ".join(_sql_text(s) for s in sorted(RETRYABLE_STATUSES))
+        retryable = ", ".join(sql_text(s) for s in sorted(RETRYABLE_STATUSES))
         return (
             f"select message_key from ({self.latest_rows_sql()}) as latest "
             f"where status not in ({retryable})"
         )
 
     def record_skips(self, audience: str) -> int:
-        """Record the ``skip`` rows of an audience table as ``skipped`` (set-based).
+        """Record the audience's rows with a skip reason as ``skipped`` (set-based).
 
-        Keys the ledger has settled meanwhile are left out, so recording twice is harmless.
+        That includes rows the audience saw settled whose message has since become
+        retryable (reconciled as never handed over) and is skipped now. Keys the ledger has
+        settled meanwhile are left out, so recording twice is harmless.
         """
         return self._insert_select(
             f"""
@@ -233,7 +235,8 @@ class LedgerWriter:
                    mailers_skip_reason as reason, null as identity, null as sending_domain,
                    null as provider, null as provider_account, null as provider_message_id
             from {audience}
-            where mailers_disposition = 'skip'
+            where mailers_disposition in ('skip', 'settled')
+              and mailers_skip_reason is not null
               and mailers_message_key not in ({self.settled_keys_sql()})
             """,
             LedgerStatus.SKIPPED,
@@ -252,10 +255,10 @@ class LedgerWriter:
         )
         return self._insert_select(
             f"""
-            select message_key, recipient, {_sql_text(reason)} as reason, identity,
+            select message_key, recipient, {sql_text(reason)} as reason, identity,
                    sending_domain, provider, provider_account, provider_message_id
             from ({self.latest_rows_sql()}) as latest
-            where status = 'dispatching' and run_id <> {_sql_text(ctx.run_id)}
+            where status = 'dispatching' and run_id <> {sql_text(ctx.run_id)}
             """,
             LedgerStatus.UNKNOWN,
         )
@@ -281,5 +284,6 @@ def latest_rows_sql(warehouse: Warehouse, where: str = "true") -> str:
         where recency = 1"""
 
 
-def _sql_text(value: str) -> str:
+def sql_text(value: str) -> str:
+    """``value`` as a SQL string literal."""
     return "'" + value.replace("'", "''") + "'"

@@ -9,6 +9,9 @@ from enum import StrEnum
 MESSAGE_KEY_HEADER = "X-Mailers-Message-Key"
 """Every message carries its key in this header (and in the provider's metadata fields)."""
 
+MESSAGE_KEY_FIELD = "mailers_message_key"
+"""The metadata field (custom variable, custom arg, tag) carrying a message's key."""
+
 
 @dataclass(frozen=True, slots=True)
 class OutboundMessage:
@@ -34,7 +37,7 @@ class OutboundMessage:
     def metadata(self) -> dict[str, str]:
         """What providers carry as custom variables/tags so events find their message."""
         return {
-            "mailers_message_key": self.message_key,
+            MESSAGE_KEY_FIELD: self.message_key,
             "mailers_workspace": self.workspace,
             "mailers_stream": self.stream,
             "mailers_campaign": self.campaign,

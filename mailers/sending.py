@@ -2,7 +2,10 @@
 
 The flow, for each run:
 
-1. settle messages an earlier run left ``dispatching`` as ``unknown`` (never re-sent);
+1. settle messages an earlier run left ``dispatching`` as ``unknown`` (never re-sent
+   blindly), then reconcile this window's ``unknown`` messages against landed events and
+   the providers' records (:mod:`mailers.reconcile`): proven accepted, or proven never
+   handed over and so sent in this run;
 2. record the audience's ``skip`` rows as ``skipped`` (one set-based insert);
 3. stream the ``send`` rows as Arrow record batches; render each message (a failure is
    recorded for that recipient alone), pick its identity and provider account;
@@ -29,6 +32,7 @@ from mailers.keys import bucket
 from mailers.ledger import LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter
 from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome, SendResult
 from mailers.providers import Provider
+from mailers.reconcile import MessageLookup, ReconcileReport, reconcile, window_filter
 from mailers.rendering import CampaignTemplate, RenderFailure
 from mailers.routing import Router
 from mailers.unsubscribe import LIST_UNSUBSCRIBE_POST, UnsubscribeClaim, unsubscribe_url
@@ -48,6 +52,7 @@ class SendReport:
     counts: Counter[str] = field(default_factory=Counter)
     accounts: Counter[str] = field(default_factory=Counter)
     down_accounts: dict[str, str] = field(default_factory=dict)
+    reconciled: ReconcileReport = field(default_factory=ReconcileReport)
 
     def as_counts(self) -> dict[str, int]:
         return dict(self.counts)
@@ -79,12 +84,17 @@ class CampaignSender:
         *,
         progress: Progress | None = None,
         before_dispatch: Callable[[], None] | None = None,
+        lookups: Mapping[str, MessageLookup] | None = None,
     ) -> None:
+        """``before_dispatch`` is called before every provider call and may stop the send
+        by raising (e.g. this run no longer holds its window); ``lookups`` are the
+        accounts' searchable records, used to settle messages in doubt."""
         self.warehouse = warehouse
         self.context = context
         self.providers = providers
         self.progress = progress
         self.before_dispatch = before_dispatch
+        self.lookups = lookups or {}
         cfg = context.settings.config
         workspace = cfg.workspaces[context.campaign.workspace]
         self.identities: dict[str, IdentityConfig] = {
@@ -113,11 +123,22 @@ class CampaignSender:
         """Send the ``send`` rows of a resolved audience table; return what happened."""
         counts = self.report.counts
         counts["reconciled_unknown"] += self.ledger.settle_in_doubt()
+        ctx = self.context
+        self.report.reconciled = reconcile(
+            self.warehouse,
+            self.lookups,
+            run_id=ctx.run_id,
+            where=window_filter(ctx.campaign.workspace, ctx.campaign.name, ctx.send_window),
+        )
+        counts.update(self.report.reconciled.as_counts())
         counts["skipped_recorded"] += self.ledger.record_skips(audience)
         # The ledger is consulted again here, not only when the audience was resolved: a
-        # stale audience table must never lead to a second send.
+        # stale audience table must never lead to a second send, and a message the
+        # audience saw settled may have been reconciled as never handed over since.
         query = (
-            f"select * from {audience} where mailers_disposition = '{Disposition.SEND}' "
+            f"select * from {audience} "
+            f"where mailers_disposition in ('{Disposition.SEND}', '{Disposition.SETTLED}') "
+            f"and mailers_skip_reason is null "
             f"and mailers_message_key not in ({self.ledger.settled_keys_sql()}) "
             f"order by mailers_message_key"
         )

@@ -1,4 +1,4 @@
-"""The ``mailers`` command line: ``demo``, ``dev``, ``validate`` and ``plan``.
+"""The ``mailers`` command line: ``demo``, ``dev``, ``validate``, ``plan`` and ``reconcile``.
 
 ``demo`` builds a DuckDB warehouse, seeds example contacts and suppressions, runs the
 whole Dagster pipeline in-process and prints the deliverability marts. ``validate`` checks
@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import uuid
 from contextlib import redirect_stderr, redirect_stdout
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,10 +35,14 @@ from rich.table import Table
 from adapters import demo_data
 from adapters.settings import load
 from adapters.warehouses.duckdb import DuckDBWarehouse
+from mailers.audit import AUDIT_TABLE
 from mailers.config import Settings
 from mailers.errors import MailersError
 from mailers.planning import plan as plan_window
+from mailers.reconcile import reconcile as reconcile_window
+from mailers.reconcile import window_filter
 from mailers.tables import ensure_tables
+from mailers.warehouse import MAILERS_SCHEMA
 from mailers.windows import send_window
 
 if TYPE_CHECKING:  # Dagster is imported only by the commands that run pipelines.
@@ -115,6 +120,76 @@ def plan(
     for account, count in sorted(result.by_account.items()):
         table.add_row(f"  via {account}", str(count))
     console.print(table)
+
+
+@app.command()
+def reconcile(
+    campaign: Annotated[
+        str | None, typer.Argument(help="workspace.campaign (default: every campaign)")
+    ] = None,
+    config: ConfigOption = None,
+    window: Annotated[
+        str | None, typer.Option(help="Only this send window (default: every window).")
+    ] = None,
+) -> None:
+    """Settle messages in doubt against landed events and the providers' own records.
+
+    Each ``unknown`` message becomes ``accepted`` (with the provider's id) when a landed
+    event or the provider's records prove it, or ``not_sent`` when the provider has no
+    record of it (the next run of its window sends it). Exits 1 while any stays unknown.
+    """
+    from adapters.providers.lookups import message_lookups
+
+    settings = _settings(config)
+    try:
+        refs = [settings.campaign(campaign)] if campaign else settings.campaigns()
+    except KeyError as err:
+        errors.print(f"[red]{err.args[0]}[/red]")
+        raise typer.Exit(2) from err
+    run_id = f"reconcile-{uuid.uuid4().hex[:12]}"
+    table = Table(title=f"Reconciliation {run_id}")
+    for column in ("campaign", "from events", "accepted", "never handed over", "still unknown"):
+        table.add_column(column, justify="left" if column == "campaign" else "right")
+    left, failed = 0, False
+    with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+        ensure_tables(warehouse)
+        for ref in refs:
+            report = reconcile_window(
+                warehouse,
+                message_lookups(settings, ref.workspace),
+                run_id=run_id,
+                where=window_filter(ref.workspace, ref.name, window),
+            )
+            actor = f"cli:reconcile:{getpass.getuser()}"
+            record = report.audit_record(
+                run_id=run_id,
+                actor=actor,
+                config_hash=settings.config_hash,
+                campaign=ref,
+                send_window=window,
+            )
+            warehouse.append(MAILERS_SCHEMA, AUDIT_TABLE, record.to_arrow())
+            remaining = sum(report.still_unknown.values())
+            left += remaining
+            table.add_row(
+                ref.qualified_name,
+                str(report.from_events),
+                str(report.accepted),
+                str(report.never_handed_over),
+                str(remaining),
+            )
+            for account, problem in report.lookup_errors.items():
+                failed = True
+                errors.print(
+                    f"[red]{ref.qualified_name}: lookup at {account} failed:[/red] {problem}"
+                )
+    console.print(table)
+    if left or failed:
+        console.print(
+            f"[yellow]{left} message(s) stay in doubt[/yellow]: no provider record can settle "
+            "them yet; they are never re-sent blindly"
+        )
+        raise typer.Exit(1)
 
 
 @app.command()

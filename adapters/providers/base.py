@@ -160,8 +160,9 @@ class BatchProvider(ABC):
             wait = 0.0
             retries: list[_Call] = []
             for call, answer in zip(wave, answers, strict=True):
+                if not isinstance(answer, Ambiguous):
+                    ambiguous_in_a_row = 0  # the provider answered something
                 if isinstance(answer, list):
-                    ambiguous_in_a_row = 0
                     outcome = _complete(call.messages, answer)
                 elif isinstance(answer, Retryable):
                     delay = self.retry.delay(call.attempt, answer.retry_after)
@@ -170,7 +171,8 @@ class BatchProvider(ABC):
                         retries.append(_Call(call.messages, call.attempt + 1))
                         wait = max(wait, delay)
                         continue
-                    down = f"{answer.reason} (gave up after {call.attempt} attempts)"
+                    tries = "attempt" if call.attempt == 1 else "attempts"
+                    down = f"{answer.reason} (gave up after {call.attempt} {tries})"
                     outcome = _not_sent(call.messages, down, account_unavailable=True)
                 elif isinstance(answer, BatchRejected):
                     if len(call.messages) == 1:

@@ -44,6 +44,7 @@ from urllib.parse import parse_qsl
 
 from adapters.simulator.outcomes import Outcome, outcomes, refuses
 from adapters.simulator.server import Request, Response, Simulator
+from mailers.messages import MESSAGE_KEY_FIELD
 from mailers.webhooks import WebhookRequest
 
 NAME = "mailgun"
@@ -218,7 +219,8 @@ class _Mailgun:
         message_id = f"{accepted_at:%Y%m%d%H%M%S}.{uuid.uuid4().hex[:16]}@{domain}"
         headers = {name[2:]: value for name, value in fields if name.startswith("h:")}
         options = {name[2:]: value for name, value in fields if name.startswith("o:")}
-        records, events = [], []
+        records: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
         for address in addresses:
             values = per_recipient.get(address)
             values = values if isinstance(values, dict) else {}
@@ -246,6 +248,7 @@ class _Mailgun:
         with self.lock:
             self.store["messages"].extend(records)
             self.store["events"].extend(events)
+        self.sim.record_accepted(str(r["variables"].get(MESSAGE_KEY_FIELD)) for r in records)
         return Response.json({"id": f"<{message_id}>", "message": "Queued. Thank you."})
 
     # --- events API ---------------------------------------------------------------------
@@ -277,6 +280,8 @@ class _Mailgun:
                 if event.get("domain", {}).get("name") != domain:
                     continue
                 if wanted is not None and event["event"] not in wanted:
+                    continue
+                if query.get("recipient") and event["recipient"] != query["recipient"]:
                     continue
                 items.append(event)
                 position = seq
@@ -313,7 +318,13 @@ def _events_query(query: Mapping[str, list[str]]) -> dict[str, Any]:
         raise ValueError(f"limit must be between 1 and {MAX_EVENTS_LIMIT}")
     event = one("event")
     names = [term for term in re.split(r"\s+", event or "") if term and term != "OR"]
-    return {"begin": begin, "limit": limit, "event": names, "after": 0}
+    return {
+        "begin": begin,
+        "limit": limit,
+        "event": names,
+        "after": 0,
+        "recipient": one("recipient"),
+    }
 
 
 def _epoch(value: str) -> float:

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 
 from adapters.simulator.outcomes import outcomes, refuses
 from adapters.simulator.server import Request, Response, Simulator
+from mailers.messages import MESSAGE_KEY_FIELD
 from mailers.webhooks import WebhookRequest
 
 PROVIDER = "postmark"
@@ -222,7 +223,13 @@ def register(sim: Simulator, *, credentials: dict[str, str]) -> None:
         if not all(_compatible(item) for item in batch):
             return _error(422, 403, "Incompatible JSON: a message does not match the schema.")
         accepted_at = datetime.now(UTC)
-        return Response.json([accept(item, accepted_at) for item in batch])
+        answers = [accept(item, accepted_at) for item in batch]
+        sim.record_accepted(
+            str((item.get("Metadata") or {}).get(MESSAGE_KEY_FIELD))
+            for item, answer in zip(batch, answers, strict=True)
+            if answer["ErrorCode"] == 0
+        )
+        return Response.json(answers)
 
     def accept(item: dict[str, Any], accepted_at: datetime) -> dict[str, Any]:
         recipient = str(item.get("To") or "")
@@ -309,7 +316,43 @@ def register(sim: Simulator, *, credentials: dict[str, str]) -> None:
         page = matches[offset : offset + count]
         return Response.json({"TotalCount": len(matches), "Bounces": page})
 
+    def search_outbound(request: Request) -> Response:
+        """``GET /messages/outbound``: sent messages, newest first, filtered by recipient
+        and ``metadata_<key>`` (https://postmarkapp.com/developer/api/messages-api)."""
+        if not authorized(request):
+            return unauthorized()
+        query = {k: v[-1] for k, v in request.query.items()}
+        try:
+            count, offset = int(query["count"]), int(query["offset"])
+        except (KeyError, ValueError):
+            return _error(422, 300, "The count and offset parameters are required integers.")
+        if not 0 < count <= MAX_BATCH or offset < 0 or count + offset > BOUNCES_LIMIT:
+            return _error(422, 300, "Count must be between 1 and 500.")
+        wanted = {
+            k.removeprefix("metadata_"): v for k, v in query.items() if k.startswith("metadata_")
+        }
+        recipient = query.get("recipient")
+        matches = [
+            m
+            for m in reversed(state["messages"])
+            if (recipient is None or m["recipient"].lower() == recipient.lower())
+            and all(m["metadata"].get(k) == v for k, v in wanted.items())
+        ]
+        page = [
+            {
+                "MessageID": m["message_id"],
+                "Recipients": [m["recipient"]],
+                "Metadata": m["metadata"],
+                "MessageStream": m["message_stream"],
+                "Status": "Sent",
+                "ReceivedAt": m["accepted_at"].astimezone(EASTERN).isoformat(),
+            }
+            for m in matches[offset : offset + count]
+        ]
+        return Response.json({"TotalCount": len(matches), "Messages": page})
+
     sim.route(PROVIDER, "POST", r"/email/batch", send_batch)
+    sim.route(PROVIDER, "GET", r"/messages/outbound", search_outbound)
     sim.route(PROVIDER, "GET", r"/bounces", get_bounces)
 
 

@@ -42,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from adapters.providers.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from adapters.simulator.outcomes import outcomes, refuses
 from adapters.simulator.server import Request, Response, Simulator
+from mailers.messages import MESSAGE_KEY_FIELD
 from mailers.webhooks import WebhookRequest
 
 PROVIDER = "sendgrid"
@@ -99,7 +100,7 @@ def register(sim: Simulator, *, credentials: dict[str, str]) -> None:
     first = not state["key_ids"]
     state["key_ids"].add(key_id(credentials["api_key"]))
     if first:
-        sim.route(PROVIDER, "POST", SEND_PATH, functools.partial(_send, state))
+        sim.route(PROVIDER, "POST", SEND_PATH, functools.partial(_send, sim, state))
 
 
 def key_id(api_key: str) -> str:
@@ -107,7 +108,7 @@ def key_id(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()[:12]
 
 
-def _send(state: dict[str, Any], request: Request) -> Response:
+def _send(sim: Simulator, state: dict[str, Any], request: Request) -> Response:
     authorization = request.header("Authorization") or ""
     sender_key = key_id(authorization.removeprefix("Bearer "))
     if not authorization.startswith("Bearer ") or sender_key not in state["key_ids"]:
@@ -144,6 +145,7 @@ def _send(state: dict[str, Any], request: Request) -> Response:
             message["events"] = _events_for(message)
             state["messages"].append(message)
             state["events"].extend(message["events"])
+            sim.record_accepted([str(message["custom_args"].get(MESSAGE_KEY_FIELD))])
     return Response(status=202, headers={"X-Message-Id": x_message_id})
 
 

@@ -3,23 +3,33 @@
 Provider modules register routes (:meth:`Simulator.route`) and keep their state in
 :attr:`Simulator.store`. Faults are queued per provider and consumed one per request:
 
-* ``Fault(status=429, retry_after=2)``: answer with that status (and ``Retry-After``);
-* ``Fault(timeout=5)``: hold the request that long before answering (a client with a
-  shorter read timeout sees a timeout after its request was sent);
+* ``Fault(status=429, retry_after=2)``: answer with that status (and ``Retry-After``)
+  without processing the request; with ``after_processing=True`` the request is processed
+  (messages stored) and the status replaces the answer, as a gateway's 500 or 504 can;
+* ``Fault(timeout=5)``: process the request, then hold the answer that long (a client
+  with a shorter read timeout sees a timeout after its request was accepted);
 * ``Fault(drop=True)``: read the request, then close the connection without answering;
+  with ``after_processing=True``, process it first;
 * ``Fault(latency=0.2)``: answer normally, that much later.
 
-Faults can also be queued over HTTP (``POST /_simulator/faults``) by another process.
+Faults can also be queued over HTTP (``POST /_simulator/faults``) by another process, or
+drawn at random per request from a seeded :class:`FaultMix` (:meth:`Simulator.mix`).
+
+Provider modules count every message they accept by our message key
+(:meth:`Simulator.record_accepted`); :attr:`Simulator.accepted` is what tests compare the
+ledger with ("accepted at most once per key").
 """
 
 from __future__ import annotations
 
 import json
+import random
 import re
+import sys
 import threading
 import time
-from collections import defaultdict, deque
-from collections.abc import Callable
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -71,6 +81,28 @@ class Fault:
     timeout: float | None = None
     drop: bool = False
     latency: float = 0.0
+    after_processing: bool = False
+
+    @property
+    def processes(self) -> bool:
+        """Whether the request is handled (and its messages stored) despite the fault."""
+        if self.timeout or self.latency:
+            return True
+        if self.drop or self.status:
+            return self.after_processing
+        return True
+
+
+@dataclass(frozen=True)
+class FaultMix:
+    """Faults drawn at random, each with its probability, per request (seeded, repeatable)."""
+
+    faults: tuple[tuple[float, Fault], ...]
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if sum(rate for rate, _ in self.faults) > 1:
+            raise ValueError("fault rates add up to more than 1")
 
 
 Handler = Callable[[Request], Response]
@@ -90,7 +122,12 @@ class Simulator:
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._routes: list[_Route] = []
         self._faults: dict[str, deque[Fault]] = defaultdict(deque)
+        self._mixes: dict[str, tuple[FaultMix, random.Random]] = {}
         self._lock = threading.Lock()
+        self.accepted: Counter[str] = Counter()
+        """How many times each message key was accepted, across providers."""
+        self.faults_served: Counter[str] = Counter()
+        """How many requests got each kind of fault (``drop``, ``timeout``, ``429``, ...)."""
         self.store: dict[str, Any] = {}
         """Provider modules' state (accepted messages, events), keyed by provider name."""
         self.requests: list[tuple[str, str, str]] = []
@@ -98,7 +135,7 @@ class Simulator:
         self.after_request: dict[str, Callable[[Request, Response], None]] = {}
         """Per provider: called after a request is handled, before the answer is written
         (the demo uses it to post webhooks for what a send just produced)."""
-        self._server = ThreadingHTTPServer((host, port), _handler_class(self))
+        self._server = _Server((host, port), _handler_class(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
         self.route("_simulator", "POST", r"/_simulator/faults", self._queue_fault)
@@ -135,10 +172,37 @@ class Simulator:
         with self._lock:
             self._faults[provider].extend(faults)
 
+    def mix(self, provider: str, mix: FaultMix | None) -> None:
+        """Draw a fault from ``mix`` for every request to ``provider`` (``None`` stops it)."""
+        with self._lock:
+            if mix is None:
+                self._mixes.pop(provider, None)
+            else:
+                self._mixes[provider] = (mix, random.Random(mix.seed))
+
+    def record_accepted(self, message_keys: Iterable[str]) -> None:
+        """Count messages a provider module just accepted (called by the modules)."""
+        with self._lock:
+            self.accepted.update(message_keys)
+
     def _next_fault(self, provider: str) -> Fault | None:
         with self._lock:
             queue = self._faults[provider]
-            return queue.popleft() if queue else None
+            fault = queue.popleft() if queue else self._draw(provider)
+            if fault is not None:
+                self.faults_served[_fault_kind(fault)] += 1
+            return fault
+
+    def _draw(self, provider: str) -> Fault | None:
+        if provider not in self._mixes:
+            return None
+        mix, rng = self._mixes[provider]
+        roll = rng.random()
+        for rate, fault in mix.faults:
+            if roll < rate:
+                return fault
+            roll -= rate
+        return None
 
     def _queue_fault(self, request: Request) -> Response:
         spec = dict(request.json())
@@ -155,19 +219,9 @@ class Simulator:
             if route.method != method or match is None:
                 continue
             self.requests.append((route.provider, method, split.path))
-            fault = self._next_fault(route.provider)
-            if fault and fault.drop:
-                handler.close_connection = True
-                handler.connection.shutdown(2)  # SHUT_RDWR: the client sees a dropped socket
-                return
-            if fault and (fault.timeout or fault.latency):
-                time.sleep(fault.timeout or fault.latency)
-            if fault and fault.status:
-                headers = {"Content-Type": "application/json"}
-                if fault.retry_after is not None:
-                    headers["Retry-After"] = f"{fault.retry_after:g}"
-                body_out = json.dumps({"message": f"simulated {fault.status}"}).encode()
-                _write(handler, Response(fault.status, body_out, headers))
+            fault = self._next_fault(route.provider) if route.provider != "_simulator" else None
+            if fault is not None and not fault.processes:
+                _misbehave(handler, fault)
                 return
             request = Request(
                 method=method,
@@ -184,9 +238,45 @@ class Simulator:
                     hook(request, response)
             except Exception as err:  # a simulator bug answers 500, like a provider would
                 response = Response.json({"message": f"{type(err).__name__}: {err}"}, 500)
+            if fault is not None and (fault.timeout or fault.latency):
+                time.sleep(fault.timeout or fault.latency)
+            if fault is not None and (fault.drop or fault.status):
+                _misbehave(handler, fault)
+                return
             _write(handler, response)
             return
         _write(handler, Response.json({"message": f"no route for {method} {split.path}"}, 404))
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up (its timeout) before the answer is expected, not an error."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
+
+def _misbehave(handler: BaseHTTPRequestHandler, fault: Fault) -> None:
+    """Answer with the fault's status, or cut the connection without an answer."""
+    if fault.drop:
+        handler.close_connection = True
+        handler.connection.shutdown(2)  # SHUT_RDWR: the client sees a dropped socket
+        return
+    headers = {"Content-Type": "application/json"}
+    if fault.retry_after is not None:
+        headers["Retry-After"] = f"{fault.retry_after:g}"
+    body = json.dumps({"message": f"simulated {fault.status}"}).encode()
+    _write(handler, Response(fault.status or 500, body, headers))
+
+
+def _fault_kind(fault: Fault) -> str:
+    if fault.drop:
+        return "drop_after" if fault.after_processing else "drop"
+    if fault.timeout:
+        return "timeout"
+    if fault.status:
+        return f"{fault.status}_after" if fault.after_processing else str(fault.status)
+    return "latency" if fault.latency else "none"
 
 
 def _write(handler: BaseHTTPRequestHandler, response: Response) -> None:

@@ -82,7 +82,9 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
                 unsubscribe_key=_unsubscribe_key(settings, ref),
             )
             with mailers.providers(settings, ref.workspace) as providers:
-                report = CampaignSender(warehouse, context_, providers).run(table)
+                report = CampaignSender(
+                    warehouse, context_, providers, lookups=mailers.lookups(settings, ref.workspace)
+                ).run(table)
             counts = {**audience_counts, **report.as_counts()}
             record = AuditRecord(
                 run_id=context.run.run_id,

@@ -13,10 +13,12 @@ from contextlib import contextmanager
 import dagster as dg
 
 from adapters.providers import build_providers
+from adapters.providers.lookups import message_lookups
 from adapters.settings import load
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.config import Settings
 from mailers.providers import Provider
+from mailers.reconcile import MessageLookup
 from mailers.tables import ensure_tables
 
 WAREHOUSE_POOL = "mailers_warehouse"
@@ -40,6 +42,10 @@ class MailersResource(dg.ConfigurableResource):
         with DuckDBWarehouse(settings.warehouse_path) as warehouse:
             ensure_tables(warehouse)
             yield warehouse
+
+    def lookups(self, settings: Settings, workspace: str) -> Mapping[str, MessageLookup]:
+        """The provider records of one workspace's accounts that can settle doubt."""
+        return message_lookups(settings, workspace)
 
     @contextmanager
     def providers(self, settings: Settings, workspace: str) -> Iterator[Mapping[str, Provider]]:

@@ -370,14 +370,30 @@ def test_same_instant_outcome_outranks_dispatching(
     warehouse: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(ledger_module, "utcnow", lambda: datetime(2026, 11, 23, 8, 0, 0))
+    # Two writers (two runs) stamping the same instant: the outcome counts as later.
+    writer(warehouse).record([LedgerEntry(key_of("ann@example.com"), LedgerStatus.NOT_SENT)])
     ledger = writer(warehouse)
-    ledger.record([LedgerEntry(key_of("ann@example.com"), LedgerStatus.NOT_SENT)])
     ledger.record([LedgerEntry(key_of("ann@example.com"), LedgerStatus.DISPATCHING)])
 
     latest = warehouse.query(ledger.latest_rows_sql())["status"].to_pylist()
 
     assert latest == ["not_sent"]
     assert disposition_of(warehouse, "clean") == "send"
+
+
+def test_one_writer_orders_its_rows_even_when_the_clock_stands_still(
+    warehouse: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A retry records not_sent and then dispatching again within microseconds: the second
+    # row must be the latest, or a crash right after it would re-send a message in flight.
+    monkeypatch.setattr(ledger_module, "utcnow", lambda: datetime(2026, 11, 23, 8, 0, 0))
+    ledger = writer(warehouse)
+    ledger.record([LedgerEntry(key_of("ann@example.com"), LedgerStatus.NOT_SENT)])
+    ledger.record([LedgerEntry(key_of("ann@example.com"), LedgerStatus.DISPATCHING)])
+
+    latest = warehouse.query(ledger.latest_rows_sql())["status"].to_pylist()
+
+    assert latest == ["dispatching"]
 
 
 @pytest.mark.usefixtures("clock")
