@@ -541,14 +541,29 @@ def test_one_bad_entry_is_rejected_alone_and_the_others_go(harness: SesHarness) 
     assert len(moto_sent()) == 3
 
 
-def test_a_5xx_then_success_is_retried(harness: SesHarness) -> None:
-    harness.front.sim.inject("ses", Fault(status=503))
+def test_a_503_with_retry_after_then_success_is_retried(harness: SesHarness) -> None:
+    harness.front.sim.inject("ses", Fault(status=503, retry_after=0.25))
 
     [result] = harness.provider().send_batch([make_message("retry@example.com")])
 
     assert result.accepted
-    assert harness.slept == [0.5]
+    assert harness.slept == [0.25]
     assert len(moto_sent()) == 1
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_a_server_error_without_retry_after_is_in_doubt_not_retried(
+    harness: SesHarness, status: int
+) -> None:
+    harness.front.sim.inject("ses", Fault(status=status))
+    before = len(harness.front.sim.requests)
+
+    results = harness.provider().send_batch([make_message("maybe@example.com")])
+
+    assert all_in_doubt(results)
+    assert f"SES {status}" in (results[0].reason or "")
+    assert harness.slept == []
+    assert len(harness.front.sim.requests) == before + 1
 
 
 def test_throttling_that_persists_takes_the_account_out(harness: SesHarness) -> None:
@@ -598,8 +613,8 @@ def test_a_dropped_connection_is_unknown_and_not_retried(harness: SesHarness) ->
         (403, "SignatureDoesNotMatch", "auth"),
         (400, "ThrottlingException", "retried"),
         (429, "TooManyRequestsException", "retried"),
-        (500, "InternalFailure", "retried"),
-        (503, "ServiceUnavailable", "retried"),
+        (500, "InternalFailure", "in doubt"),
+        (503, "ServiceUnavailable", "in doubt"),
     ],
 )
 def test_ses_error_codes_map_to_outcomes(
@@ -620,6 +635,10 @@ def test_ses_error_codes_map_to_outcomes(
         assert not result.accepted
         assert result.reason == f"SES rejected: {code}: SES says {code}"
         assert harness.slept == []
+    elif outcome == "in doubt":
+        assert all_in_doubt(results)
+        assert harness.slept == []
+        assert len(harness.front.requests) == 1
     else:
         assert result.accepted  # the second attempt reached moto
         assert harness.slept == [0.5]
