@@ -8,7 +8,10 @@ Sending
     its own content, so :data:`MAX_BATCH_SIZE` is 1 and every outcome maps exactly onto
     one message. The message's metadata travels as ``EmailTags`` (SES copies them into
     ``mail.tags`` of every event) and its headers (``X-Mailers-Message-Key`` among them)
-    are in the MIME itself. botocore's own retries are off: the base class retries.
+    are in the MIME itself. botocore's own retries are off: the base class retries what
+    SES says it did not process (throttling, a 503 with ``Retry-After``, no connection);
+    any other 5xx may come after SES stored the message, so it is in doubt, as for the
+    HTTP providers (:mod:`adapters.providers.http`).
 
 Events
     SES event publishing (a configuration set with an SNS event destination) publishes
@@ -125,15 +128,14 @@ RETRYABLE_ERRORS = frozenset(
         "ThrottlingException",
         "TooManyRequestsException",  # "maximum sending rate exceeded"
         "LimitExceededException",  # quota: retrying soon rarely helps, then failover
-        "ServiceUnavailable",
-        "ServiceUnavailableException",
-        "InternalFailure",
-        "InternalServerError",
         "RequestTimeout",
         "RequestTimeoutException",
     }
 )
-"""Error codes meaning nothing was accepted and a later attempt may work (``Retryable``)."""
+"""Error codes meaning nothing was accepted and a later attempt may work (``Retryable``).
+``InternalFailure`` and ``ServiceUnavailable`` are not among them: a 5xx says something
+failed, not that the message was not stored, so it is ``Ambiguous`` unless a 503 carries
+``Retry-After``."""
 
 REJECTED_ERRORS = frozenset(
     {
@@ -398,7 +400,7 @@ class SesProvider(BatchProvider):
         super().close()
 
     def _send_request(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        # max_batch_size is 1: the base class hands over one message at a time.
+        """One ``SendEmail`` per call (``request_size`` is ``MAX_BATCH_SIZE``, 1)."""
         return [self._send_one(message) for message in messages]
 
     def _send_one(self, message: OutboundMessage) -> SendResult:
@@ -464,9 +466,13 @@ class SesProvider(BatchProvider):
                 "secret_access_key, settings region/configuration_set and the account's "
                 "sending status"
             )
-        if code in RETRYABLE_ERRORS or status == 429 or status >= 500:
-            headers = meta.get("HTTPHeaders") or {}
-            raise Retryable(f"SES {status}: {text}", retry_after=_retry_after(headers))
+        wait = _retry_after(meta.get("HTTPHeaders") or {})
+        if code in RETRYABLE_ERRORS or status == 429 or (status == 503 and wait is not None):
+            raise Retryable(f"SES {status}: {text}", retry_after=wait)
+        if status >= 500:
+            raise Ambiguous(
+                f"SES {status}: {text} after the request was sent; SES may have accepted it"
+            )
         if code in REJECTED_ERRORS or 400 <= status < 500:
             return SendResult(message.message_key, accepted=False, reason=f"SES rejected: {text}")
         raise Ambiguous(f"SendEmail: unexpected answer {status} {text}")

@@ -16,23 +16,27 @@ answer                                 outcome
 2xx after the final ``.``              accepted (provider id = our ``Message-ID``)
 5xx to ``MAIL``/``RCPT``/``DATA``      rejected with the server's code and text
 4xx to ``RCPT TO`` (not 421)           about this recipient (greylisting, mailbox busy):
-                                       rejected with a reason starting ``deferred:``
+                                       ``not_sent`` with a reason starting ``deferred:``;
+                                       the account stays in the run
 421 anywhere; 4xx to ``MAIL``,         about the server (throttling, shutting down):
-``DATA`` or after the final ``.``;     nothing of this message was accepted; see below
-connection refused or lost before
-the final ``.`` was written
+``DATA`` or after the final ``.``;     nothing of this message was accepted:
+connection refused or lost before      ``Retryable``, sent again after the reply's wait
+the final ``.`` was written            hint or a backoff; past the retry policy the
+                                       account leaves the run
 530 to ``MAIL``; AUTH refused (5xx);   ``AuthFailed``: the account leaves the run
 untrusted TLS certificate
-timeout or lost connection after the   in doubt (RFC 1047): the server may have taken it;
-final ``.``, before the answer         never re-sent, recorded ``unknown``
+timeout or lost connection after the   ``Ambiguous``: in doubt (RFC 1047), the server may
+final ``.``, before the answer         have taken it; recorded ``unknown``, never re-sent
 =====================================  ==================================================
 
-Every message is its own call in the shared flow (:mod:`adapters.providers.base`), with up
-to ``pool_size`` in flight at once: a server-level failure before a message was accepted
-raises ``Retryable`` for that message (honouring a "try again in N seconds" hint in the
-reply text, which is not standard SMTP but which some relays send); a message without an
-answer after its final ``.`` is ``Ambiguous``, in doubt alone. Nothing one message's call
-ends in ever changes what another's was.
+Every message is its own call in the shared flow (:mod:`adapters.providers.base`,
+``request_size`` 1), with up to ``pool_size`` calls in flight at once, each journaled
+before and after. The wait hint is a "try again in N seconds" in the reply text, which is
+not standard SMTP but which some relays send. A message in doubt is in doubt alone; after
+``ambiguous_limit`` of them in a row (a stalled server) the account leaves the run. When it
+leaves (credentials refused, retries exhausted, a wait hint longer than the policy allows),
+what the server accepted stays accepted and only the messages not yet handed over are
+``not_sent`` with ``account_unavailable``, for another account to send.
 
 SMTP has no webhooks and no events API: delivery failures after acceptance come back as
 DSN mail (RFC 3464) to the envelope sender, which this adapter does not read. :func:`parse`
@@ -312,6 +316,7 @@ class SMTPProvider(BatchProvider):
         return f"SMTPProvider(account={self.account!r}, server={self._where!r})"
 
     def _send_request(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        """One message per call (``request_size`` 1), so its failure is its own."""
         return [self._send_one(message) for message in messages]
 
     def _send_one(self, message: OutboundMessage) -> SendResult:
@@ -525,7 +530,7 @@ class SMTPProvider(BatchProvider):
         return _Connection(smtp)
 
     def _session_failure(self, err: Exception) -> Exception:
-        """What a failure to open a session means for the batch."""
+        """What a failure to open a session means for the message it was opened for."""
         where = self._where
         if isinstance(err, AuthFailed | _NotHandedOver):
             return err

@@ -53,21 +53,19 @@ from adapters.providers.ses import CertificateStore, SesProvider, Settings
 from adapters.simulator import Fault, Request, Response, Simulator
 from adapters.simulator.outcomes import refuses
 from mailers.config import ProviderAccountConfig
-from mailers.errors import (
-    ConfigError,
-    ProviderAuthError,
-    ProviderOutcomeUnknown,
-    ProviderUnavailable,
-    SecretMissing,
-    WebhookRejected,
-)
+from mailers.errors import ConfigError, ProviderUnavailable, SecretMissing, WebhookRejected
 from mailers.events import BounceClass, EventType
 from mailers.keys import message_key
 from mailers.messages import MESSAGE_KEY_HEADER
 from mailers.polling import PollTarget, poll_into_landing
 from mailers.secrets import SecretRef
 from mailers.webhooks import SeenTokens, WebhookRequest
-from tests.adapters.provider_contract import ProviderContract, make_message
+from tests.adapters.provider_contract import (
+    ProviderContract,
+    account_left_the_run,
+    all_in_doubt,
+    make_message,
+)
 
 ACCOUNT = "acme_ses"
 REGION = "us-east-1"
@@ -543,46 +541,62 @@ def test_one_bad_entry_is_rejected_alone_and_the_others_go(harness: SesHarness) 
     assert len(moto_sent()) == 3
 
 
-def test_a_5xx_then_success_is_retried(harness: SesHarness) -> None:
-    harness.front.sim.inject("ses", Fault(status=503))
+def test_a_503_with_retry_after_then_success_is_retried(harness: SesHarness) -> None:
+    harness.front.sim.inject("ses", Fault(status=503, retry_after=0.25))
 
     [result] = harness.provider().send_batch([make_message("retry@example.com")])
 
     assert result.accepted
-    assert harness.slept == [0.5]
+    assert harness.slept == [0.25]
     assert len(moto_sent()) == 1
 
 
-def test_throttling_that_persists_makes_the_account_unavailable(harness: SesHarness) -> None:
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_a_server_error_without_retry_after_is_in_doubt_not_retried(
+    harness: SesHarness, status: int
+) -> None:
+    harness.front.sim.inject("ses", Fault(status=status))
+    before = len(harness.front.sim.requests)
+
+    results = harness.provider().send_batch([make_message("maybe@example.com")])
+
+    assert all_in_doubt(results)
+    assert f"SES {status}" in (results[0].reason or "")
+    assert harness.slept == []
+    assert len(harness.front.sim.requests) == before + 1
+
+
+def test_throttling_that_persists_takes_the_account_out(harness: SesHarness) -> None:
     harness.front.sim.inject("ses", *[Fault(status=429)] * 3)
+    messages = [make_message("busy@example.com"), make_message("next@example.com")]
 
-    with pytest.raises(ProviderUnavailable) as info:
-        harness.provider().send_batch([make_message("busy@example.com")])
+    results = harness.provider().send_batch(messages)
 
-    assert not isinstance(info.value, ProviderAuthError)
+    assert "gave up after 3 attempts" in account_left_the_run(results)
     assert harness.slept == [0.5, 1.0]
     assert moto_sent() == []
 
 
-def test_a_refused_connection_is_retried_then_unavailable(harness: SesHarness) -> None:
+def test_a_refused_connection_is_retried_then_takes_the_account_out(
+    harness: SesHarness,
+) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{probe.getsockname()[1]}"
     # Nothing listens there any more: connections are refused.
 
-    with pytest.raises(ProviderUnavailable) as info:
-        harness.provider(endpoint_url=url).send_batch([make_message("x@example.com")])
+    results = harness.provider(endpoint_url=url).send_batch([make_message("x@example.com")])
 
-    assert "could not connect" in str(info.value)
+    assert "could not connect" in account_left_the_run(results)
     assert harness.slept == [0.5, 1.0]
 
 
 def test_a_dropped_connection_is_unknown_and_not_retried(harness: SesHarness) -> None:
     harness.front.sim.inject("ses", Fault(drop=True))
 
-    with pytest.raises(ProviderOutcomeUnknown):
-        harness.provider().send_batch([make_message("dropped@example.com")])
+    results = harness.provider().send_batch([make_message("dropped@example.com")])
 
+    assert all_in_doubt(results)
     assert harness.slept == []
 
 
@@ -599,8 +613,8 @@ def test_a_dropped_connection_is_unknown_and_not_retried(harness: SesHarness) ->
         (403, "SignatureDoesNotMatch", "auth"),
         (400, "ThrottlingException", "retried"),
         (429, "TooManyRequestsException", "retried"),
-        (500, "InternalFailure", "retried"),
-        (503, "ServiceUnavailable", "retried"),
+        (500, "InternalFailure", "in doubt"),
+        (503, "ServiceUnavailable", "in doubt"),
     ],
 )
 def test_ses_error_codes_map_to_outcomes(
@@ -610,15 +624,21 @@ def test_ses_error_codes_map_to_outcomes(
     message = make_message("coded@example.com")
     provider = harness.provider()
 
+    results = provider.send_batch([message])
+
     if outcome == "auth":
-        with pytest.raises(ProviderAuthError, match=code):
-            provider.send_batch([message])
+        assert code in account_left_the_run(results)
+        assert harness.slept == []
         return
-    [result] = provider.send_batch([message])
+    [result] = results
     if outcome == "rejected":
         assert not result.accepted
         assert result.reason == f"SES rejected: {code}: SES says {code}"
         assert harness.slept == []
+    elif outcome == "in doubt":
+        assert all_in_doubt(results)
+        assert harness.slept == []
+        assert len(harness.front.requests) == 1
     else:
         assert result.accepted  # the second attempt reached moto
         assert harness.slept == [0.5]
@@ -631,18 +651,16 @@ def test_credentials_never_reach_logs_errors_or_events(
     message = make_message("ann@example.com")
 
     [result] = harness.provider().send_batch([message])
-    with pytest.raises(ProviderAuthError) as info:
-        harness.provider(valid_credentials=False).send_batch([message])
+    refused = harness.provider(valid_credentials=False).send_batch([message])
     harness.front.answers.append(ses_error(400, "MessageRejected", "nope"))
     [rejected] = harness.provider().send_batch([message])
 
     assert result.accepted and not rejected.accepted
+    assert "UnrecognizedClientException" in account_left_the_run(refused)
     assert "Sending http request" in caplog.text  # botocore did log the requests...
     texts = [
         caplog.text,  # ...with every credential masked
-        f"{info.value} {info.value.__cause__!r} {info.value.__cause__.__cause__!r}"
-        if info.value.__cause__
-        else str(info.value),
+        repr(refused),
         repr(ses.resolve_credentials(ACCOUNT, harness.config())),
         repr(rejected),
     ]

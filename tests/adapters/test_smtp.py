@@ -27,19 +27,18 @@ from pydantic import ValidationError
 from adapters.providers import smtp
 from adapters.providers.smtp import DEFERRED, MAX_BATCH_SIZE, Settings, SMTPProvider
 from mailers.config import ProviderAccountConfig
-from mailers.errors import (
-    ConfigError,
-    ProviderAuthError,
-    ProviderOutcomeUnknown,
-    ProviderUnavailable,
-    SecretMissing,
-    WebhookRejected,
-)
+from mailers.errors import ConfigError, SecretMissing, WebhookRejected
 from mailers.events import EventType
 from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome
 from mailers.secrets import SecretRef
 from mailers.webhooks import SeenTokens, WebhookRequest
-from tests.adapters.provider_contract import ProviderContract, make_message
+from tests.adapters.provider_contract import (
+    ProviderContract,
+    RecordingJournal,
+    account_left_the_run,
+    all_in_doubt,
+    make_message,
+)
 
 ACCOUNT = "acme_smtp"
 USERNAME = "relay-user-7f3a"
@@ -505,29 +504,33 @@ def test_connections_are_reused_across_batches(
     assert 1 <= server.recorder.sessions <= 2
 
 
-def test_a_batch_over_the_limit_goes_in_several_calls(
+def test_each_message_is_its_own_call_journaled_in_waves_of_the_pool_size(
     start_server: Callable[..., Server],
     providers: Callable[..., SMTPProvider],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     server = start_server()
-    provider = providers(server.settings(pool_size=1), max_batch_size=4)
+    provider = providers(server.settings(pool_size=3))
     calls: list[int] = []
-    original = provider._send_chunk
+    original = provider._send_request
 
     def spy(messages: Any) -> Any:
         calls.append(len(messages))
         return original(messages)
 
-    monkeypatch.setattr(provider, "_send_chunk", spy)
+    monkeypatch.setattr(provider, "_send_request", spy)
     messages = batch(10)
+    journal = RecordingJournal()
 
-    results = provider.send_batch(messages)
+    results = provider.send_batch(messages, journal)
 
-    assert calls == [4, 4, 2]
+    assert calls == [1] * 10
     assert [r.message_key for r in results] == [m.message_key for m in messages]
     assert all(r.accepted for r in results)
-    assert server.recorder.sessions == 1
+    waves = [len(keys) for kind, keys in journal.calls if kind == "handing_over"]
+    assert waves == [3, 3, 3, 1]
+    assert [kind for kind, _ in journal.calls] == ["handing_over", "answered"] * 4
+    assert 1 <= server.recorder.sessions <= 3
 
 
 def test_sessions_are_used_in_parallel_up_to_the_pool_size(
@@ -622,6 +625,8 @@ def test_a_greylisted_recipient_is_deferred_alone(
     results = provider.send_batch(messages)
 
     assert [r.accepted for r in results] == [True, False, True]
+    # Not sent, but about this recipient only: not failed over, the others went.
+    assert (results[1].outcome, results[1].account_unavailable) == (SendOutcome.NOT_SENT, False)
     assert results[1].reason and results[1].reason.startswith(f"{DEFERRED}450 4.2.0")
     assert provider.slept == []  # type: ignore[attr-defined]
 
@@ -656,18 +661,18 @@ def test_a_service_closing_reply_then_success_is_retried(
     assert server.recorder.sessions == 2  # 421 closes the session
 
 
-def test_a_refused_connection_is_unavailable_after_retries(
+def test_a_refused_connection_takes_the_account_out_after_retries(
     providers: Callable[..., SMTPProvider],
 ) -> None:
     provider = providers(
         Settings(host="127.0.0.1", port=free_port(), security="none", timeout_seconds=0.5)
     )
 
-    with pytest.raises(ProviderUnavailable) as info:
-        provider.send_batch(batch(3))
+    results = provider.send_batch(batch(3))
 
-    assert not isinstance(info.value, ProviderAuthError)
-    assert "could not open a session" in str(info.value)
+    reason = account_left_the_run(results)
+    assert "could not open a session" in reason
+    assert "gave up after 3 attempts" in reason
     assert provider.slept == [0.5, 1.0]  # type: ignore[attr-defined]
 
 
@@ -687,22 +692,31 @@ def test_throttling_mid_batch_waits_then_sends_the_rest(
     assert len(server.recorder.received) == 5
 
 
-def test_a_server_gone_mid_batch_keeps_accepted_and_defers_the_rest(
+def test_a_server_gone_mid_batch_keeps_the_accepted_and_fails_over_the_rest(
     start_server: Callable[..., Server], providers: Callable[..., SMTPProvider]
 ) -> None:
     server = start_server()
     server.recorder.script("MAIL", None, *["421 4.3.2 Service shutting down"] * 20)
     provider = providers(server.settings(pool_size=1))
+    messages = batch(4)
+    journal = RecordingJournal()
 
-    results = provider.send_batch(batch(4))
+    results = provider.send_batch(messages, journal)
 
-    assert [r.accepted for r in results] == [True, False, False, False]
-    assert all(r.reason and r.reason.startswith(f"{DEFERRED}not sent: ") for r in results[1:])
-    assert provider.slept == [0.5, 0.5, 1.0]  # type: ignore[attr-defined]
+    assert results[0].accepted and results[0].outcome == SendOutcome.ANSWERED
+    # The rest fails over to another account (account_unavailable); the accepted one is
+    # never among them, so nothing goes twice.
+    assert "421 4.3.2 Service shutting down" in account_left_the_run(results[1:])
+    assert "gave up after 3 attempts" in (results[1].reason or "")
+    assert provider.slept == [0.5, 1.0]  # type: ignore[attr-defined]
     assert len(server.recorder.received) == 1
+    handed = [key for kind, keys in journal.calls if kind == "handing_over" for key in keys]
+    assert handed.count(messages[0].message_key) == 1
+    assert handed.count(messages[1].message_key) == 3  # the first try and two retries
+    assert messages[2].message_key not in handed and messages[3].message_key not in handed
 
 
-def test_a_wait_longer_than_the_policy_allows_defers_the_rest(
+def test_a_wait_longer_than_the_policy_allows_takes_the_account_out_at_once(
     start_server: Callable[..., Server], providers: Callable[..., SMTPProvider]
 ) -> None:
     server = start_server()
@@ -711,9 +725,11 @@ def test_a_wait_longer_than_the_policy_allows_defers_the_rest(
 
     results = provider.send_batch(batch(3))
 
-    assert [r.accepted for r in results] == [True, False, False]
-    assert results[1].reason and "asked to wait 600 s" in results[1].reason
+    assert results[0].accepted
+    reason = account_left_the_run(results[1:])
+    assert "try again in 600 seconds" in reason and "gave up after 1 attempt" in reason
     assert provider.slept == []  # type: ignore[attr-defined]
+    assert len(server.recorder.received) == 1
 
 
 # --- in doubt ------------------------------------------------------------------------------
@@ -738,33 +754,39 @@ def test_a_message_in_doubt_mid_batch_is_left_out_and_the_rest_goes(
     assert provider.slept == []  # type: ignore[attr-defined]
 
 
-def test_a_stalled_server_stops_the_batch(
+def test_a_stalled_server_takes_the_account_out_after_the_ambiguous_limit(
     start_server: Callable[..., Server], providers: Callable[..., SMTPProvider]
 ) -> None:
     server = start_server()
-    server.recorder.script("DATA", None, STALL, STALL)
+    server.recorder.script("DATA", None, STALL, STALL, STALL)
     provider = providers(server.settings(pool_size=1))
     messages = batch(5)
+    journal = RecordingJournal()
 
-    results = provider.send_batch(messages)
+    results = provider.send_batch(messages, journal)
 
-    by_key = {r.message_key: r for r in results}
-    assert by_key[messages[0].message_key].accepted
-    assert [by_key[m.message_key].outcome for m in messages[1:3]] == [SendOutcome.UNKNOWN] * 2
-    assert [by_key[m.message_key].accepted for m in messages[3:]] == [False, False]
-    assert [by_key[m.message_key].outcome for m in messages[3:]] == [SendOutcome.NOT_SENT] * 2
-    assert all("stalled" in (by_key[m.message_key].reason or "") for m in messages[3:])
+    assert provider.ambiguous_limit == 3
+    assert results[0].accepted
+    # Only the three messages written without an answer are in doubt...
+    assert all_in_doubt(results[1:4])
+    # ...and the one never handed over fails over.
+    assert "3 calls in a row got no usable answer" in account_left_the_run(results[4:])
+    handed = {key for kind, keys in journal.calls if kind == "handing_over" for key in keys}
+    assert messages[4].message_key not in handed
+    assert provider.slept == []  # type: ignore[attr-defined]
 
 
-def test_a_batch_entirely_in_doubt_is_unknown(
+def test_a_batch_entirely_without_answers_is_all_in_doubt(
     start_server: Callable[..., Server], providers: Callable[..., SMTPProvider]
 ) -> None:
     server = start_server()
     server.recorder.script("DATA", STALL, STALL)
     provider = providers(server.settings(pool_size=2))
 
-    with pytest.raises(ProviderOutcomeUnknown, match="RFC 1047"):
-        provider.send_batch(batch(2))
+    results = provider.send_batch(batch(2))
+
+    assert all_in_doubt(results)
+    assert all("RFC 1047" in (r.reason or "") for r in results)
     assert provider.slept == []  # type: ignore[attr-defined]
 
 
@@ -783,25 +805,27 @@ def test_implicit_tls_with_auth(
     assert len(server.recorder.received) == 3
 
 
-def test_implicit_tls_with_a_wrong_password_is_an_auth_error(
+def test_implicit_tls_with_a_wrong_password_takes_the_account_out(
     start_server: Callable[..., Server], providers: Callable[..., SMTPProvider], ca_file: str
 ) -> None:
     server = start_server("tls", auth=True)
     provider = providers(server.settings(ca_file=ca_file), password=WRONG_PASSWORD)
 
-    with pytest.raises(ProviderAuthError, match="535"):
-        provider.send_batch(batch(1))
+    reason = account_left_the_run(provider.send_batch(batch(1)))
+
+    assert "535" in reason
     assert provider.slept == []  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("security", ["starttls", "tls"])
-def test_an_untrusted_certificate_is_an_auth_error(
+def test_an_untrusted_certificate_takes_the_account_out(
     security: str, start_server: Callable[..., Server], providers: Callable[..., SMTPProvider]
 ) -> None:
     server = start_server(security)
+    provider = providers(server.settings())
 
-    with pytest.raises(ProviderAuthError, match="not trusted"):
-        providers(server.settings()).send_batch(batch(1))
+    assert "not trusted" in account_left_the_run(provider.send_batch(batch(1)))
+    assert server.recorder.received == []
 
 
 def test_verification_can_be_turned_off(
@@ -812,22 +836,28 @@ def test_verification_can_be_turned_off(
     assert all(r.accepted for r in results)
 
 
-def test_a_server_without_starttls_is_an_auth_error(
+def test_a_server_without_starttls_takes_the_account_out(
     start_server: Callable[..., Server], providers: Callable[..., SMTPProvider]
 ) -> None:
     server = start_server("none")
-    with pytest.raises(ProviderAuthError, match="does not offer STARTTLS"):
-        providers(server.settings(security="starttls", verify_certificates=False)).send_batch(
-            batch(1)
-        )
+    provider = providers(server.settings(security="starttls", verify_certificates=False))
+
+    results = provider.send_batch(batch(1))
+
+    assert "does not offer STARTTLS" in account_left_the_run(results)
+    assert server.recorder.received == []
 
 
-def test_authentication_required_at_mail_is_an_auth_error(
+def test_authentication_required_at_mail_takes_the_account_out(
     start_server: Callable[..., Server], providers: Callable[..., SMTPProvider], ca_file: str
 ) -> None:
     server = start_server("starttls", auth=True)
-    with pytest.raises(ProviderAuthError, match="530"):
-        providers(server.settings(ca_file=ca_file)).send_batch(batch(1))
+    provider = providers(server.settings(ca_file=ca_file))
+
+    results = provider.send_batch(batch(2))
+
+    assert "530" in account_left_the_run(results)
+    assert server.recorder.received == []
 
 
 def test_credentials_never_reach_logs_errors_or_events(
@@ -840,22 +870,24 @@ def test_credentials_never_reach_logs_errors_or_events(
     server = start_server("starttls", auth=True)
     server.recorder.script("DATA", None, STALL)
     good = providers(server.settings(ca_file=ca_file, pool_size=1), password=PASSWORD)
-    good.send_batch([*batch(2), make_message("x@reject.mailers.test")])
-    with pytest.raises(ProviderAuthError) as info:
-        providers(server.settings(ca_file=ca_file), password=WRONG_PASSWORD).send_batch(batch(1))
+    sent = good.send_batch([*batch(2), make_message("x@reject.mailers.test")])
+    refused = providers(server.settings(ca_file=ca_file), password=WRONG_PASSWORD).send_batch(
+        batch(1)
+    )
     events = smtp.parse(json.dumps({"anything": 1}).encode(), ACCOUNT)
 
     plain = f"\0{USERNAME}\0{PASSWORD}".encode()
     forbidden = [USERNAME, PASSWORD, WRONG_PASSWORD, base64.b64encode(plain).decode()]
     forbidden += [base64.b64encode(s.encode()).decode() for s in (USERNAME, PASSWORD)]
-    texts = [
-        caplog.text,
-        str(info.value),
-        repr(info.value.__cause__),
-        repr(events),
-        repr(good),
+    texts = [caplog.text, repr(sent), repr(refused), repr(events), repr(good)]
+    # Every kind of answer is in there: accepted, in doubt, rejected, account refused.
+    assert [r.outcome for r in sent] == [
+        SendOutcome.ANSWERED,
+        SendOutcome.UNKNOWN,
+        SendOutcome.ANSWERED,
     ]
-    assert "in doubt" in caplog.text  # the logs did capture the run
+    assert "535" in account_left_the_run(refused)
+    assert "opened a session with" in caplog.text  # the logs did capture the run
     for text in texts:
         for secret in forbidden:
             assert secret not in text
