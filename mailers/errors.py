@@ -5,6 +5,8 @@
     ├── SecretMissing            a credential's env var is not set (names the var, never a value)
     ├── SegmentError             a segment model is missing or has the wrong shape
     ├── WarehouseError           the warehouse refused a statement
+    ├── WindowError              a send window that is not one of the campaign's, or a
+    │                            backfill not asked for (names campaign, value, nearest ticks)
     ├── WebhookRejected          a provider webhook failed verification (nothing is stored)
     └── ProviderError            a provider account failed a whole batch
         ├── ProviderUnavailable  nothing was handed over: safe to fail over or retry
@@ -35,6 +37,15 @@ class SegmentError(MailersError):
 
 class WarehouseError(MailersError):
     """The warehouse rejected a statement or a table is missing."""
+
+
+class WindowError(MailersError):
+    """A send window was refused before anything was read or sent.
+
+    The value is not a window of the campaign (not ``once`` for a one-off campaign, not a
+    tick of a recurring one's schedule, a tick not begun yet), or it is a past window and no
+    backfill was asked for. The message names the campaign, the value and the nearest ticks.
+    """
 
 
 class WebhookRejected(MailersError):
