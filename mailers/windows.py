@@ -80,6 +80,11 @@ class WindowRequest:
     window: str
     current: str
 
+    @classmethod
+    def current_of(cls, campaign: CampaignRef, window: str) -> WindowRequest:
+        """A window taken as the current one (a scheduled run's tick, the latest tick)."""
+        return cls(campaign.qualified_name, window, window)
+
     @property
     def is_backfill(self) -> bool:
         return self.window != self.current

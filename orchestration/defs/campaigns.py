@@ -15,7 +15,7 @@ from mailers.ledger import LedgerContext, LedgerWriter
 from mailers.sending import CampaignSender, SendContext
 from mailers.warehouse import MAILERS_SCHEMA, WORK_SCHEMA, Warehouse
 from orchestration.defs.resources import WAREHOUSE_POOL, MailersResource
-from orchestration.defs.runs import run_actor, run_window
+from orchestration.defs.runs import run_actor, run_send_window, run_window
 
 
 def audience_key(campaign: CampaignRef) -> dg.AssetKey:
@@ -69,7 +69,9 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
     def sends(context: dg.AssetExecutionContext, mailers: MailersResource) -> dg.MaterializeResult:
         settings = mailers.settings()
         ref = settings.campaign(qualified)
-        window = run_window(context, ref)
+        request = run_send_window(context, ref)
+        window = request.window
+        actor = run_actor(context)
         spec = AudienceSpec.of(ref, window)
         with mailers.warehouse(settings) as warehouse:
             table = _resolved_audience(warehouse, spec, window, qualified)
@@ -86,13 +88,15 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
             counts = {**audience_counts, **report.as_counts()}
             record = AuditRecord(
                 run_id=context.run.run_id,
-                actor=run_actor(context),
+                actor=actor,
                 action=AuditAction.SEND,
                 config_hash=settings.config_hash,
                 counts=counts,
                 detail={
                     "accepted_by_account": dict(report.accounts),
                     "accounts_down": report.down_accounts,
+                    "backfill": request.is_backfill,
+                    **({"backfill_requested_by": actor} if request.is_backfill else {}),
                 },
                 workspace=ref.workspace,
                 stream=str(ref.config.stream),
@@ -100,8 +104,9 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
                 send_window=window,
             )
             warehouse.append(MAILERS_SCHEMA, AUDIT_TABLE, record.to_arrow())
-        metadata: dict[str, str | int] = {
+        metadata: dict[str, str | int | bool] = {
             "send_window": window,
+            "backfill": request.is_backfill,
             **counts,
             **{f"accepted_via_{name}": n for name, n in report.accounts.items()},
         }
