@@ -124,6 +124,9 @@ def plan(
     for key in sorted(result.counts):
         if key.startswith("skipped_") or key in {"duplicates", "already_settled"}:
             table.add_row(key.replace("_", " "), str(result.counts[key]))
+    if in_doubt := result.counts.get("in_doubt"):
+        # Shown apart from "already settled": they may never have reached the provider.
+        table.add_row("[yellow]in doubt (dispatching/unknown)[/yellow]", str(in_doubt))
     table.add_row("[bold]to send[/bold]", f"[bold]{result.to_send}[/bold]")
     for account, count in sorted(result.by_account.items()):
         table.add_row(f"  via {account}", str(count))

@@ -12,7 +12,10 @@ import pytest
 import yaml
 
 from adapters.settings import load
+from adapters.warehouses.duckdb import DuckDBWarehouse
+from mailers.audience import AudienceSpec, resolve
 from mailers.config import Settings
+from mailers.ledger import LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter
 from tests.conftest import REPO, eml_files, query, write_config
 
 
@@ -141,6 +144,33 @@ def test_plan_shows_a_past_window_is_a_backfill(tmp_path: Path, seeded_warehouse
         "sending it needs the run tags mailers/send_window=2026-11-23T08:00:00Z "
         "mailers/backfill=true"
     ) in out
+
+
+def test_plan_shows_in_doubt_messages_on_their_own_line(
+    tmp_path: Path, seeded_warehouse: Path
+) -> None:
+    settings = _project(tmp_path, seeded_warehouse)
+    window = "2026-11-30T08:00:00Z"
+    ref = settings.campaign("acme.pro_tips")
+    with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+        ledger = LedgerWriter(warehouse, LedgerContext.of(ref, window, "run-killed"))
+        table = resolve(warehouse, AudienceSpec.of(ref, window), ledger.settled_keys_sql())
+        keys = warehouse.query(
+            f"select mailers_message_key as k from {table} "
+            "where mailers_disposition = 'send' order by k limit 7"
+        )["k"].to_pylist()
+        ledger.record([LedgerEntry(k, LedgerStatus.DISPATCHING) for k in keys])
+        ledger.record([LedgerEntry(k, LedgerStatus.UNKNOWN) for k in keys[:3]])
+    result = mailers("plan", "acme.pro_tips", "--config", str(settings.path), env=WEDNESDAY)
+    assert result.returncode == 0, result.stderr
+    lines = {
+        label.strip(): value.strip()
+        for label, value in (
+            line.strip("│┃ ").rsplit("│", 1) for line in result.stdout.splitlines() if "│" in line
+        )
+    }
+    assert lines["in doubt (dispatching/unknown)"] == "7"
+    assert "already settled" not in lines
 
 
 def test_plan_explains_what_is_missing(tmp_path: Path) -> None:
