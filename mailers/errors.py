@@ -8,6 +8,9 @@
     ├── WindowError              a send window that is not one of the campaign's, or a
     │                            backfill not asked for (names campaign, value, nearest ticks)
     ├── WebhookRejected          a provider webhook failed verification (nothing is stored)
+    ├── ClaimError               the one-sender-per-window claim (mailers.claims)
+    │   ├── WindowClaimed        another run holds the window (names it, when its lease ends)
+    │   └── ClaimLost            this run no longer holds its window: it stops sending
     └── ProviderError            a provider account failed a whole batch
         ├── ProviderUnavailable  nothing was handed over: safe to fail over or retry
         │   └── ProviderAuthError  credentials or account config refused: stop using it
@@ -17,6 +20,8 @@ Errors keep their cause (``raise X from err``) so the original traceback survive
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 class MailersError(Exception):
@@ -50,6 +55,23 @@ class WindowError(MailersError):
 
 class WebhookRejected(MailersError):
     """A webhook request failed verification: forged, stale, replayed or malformed."""
+
+
+class ClaimError(MailersError):
+    """The claim that lets one run at a time send a campaign window."""
+
+
+class WindowClaimed(ClaimError):
+    """Another run holds the window; the message names it and when its lease expires."""
+
+    def __init__(self, message: str, *, holder_run_id: str, expires_at: datetime) -> None:
+        super().__init__(message)
+        self.holder_run_id = holder_run_id
+        self.expires_at = expires_at
+
+
+class ClaimLost(ClaimError):
+    """This run's claim was taken over or may have lapsed: it must not hand anything over."""
 
 
 class ProviderError(MailersError):
