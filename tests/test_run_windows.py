@@ -1,4 +1,5 @@
-"""Send windows as Dagster runs see them: checked at the start of the audience and sends assets.
+"""Send windows as Dagster runs see them: checked at the start of the audience and sends
+assets, and claimed by one run at a time.
 
 Each test materializes one campaign's audience and sends in-process on a copy of the
 seeded warehouse, with the clock fixed on a Wednesday: the current window of
@@ -16,8 +17,10 @@ import dagster as dg
 import pytest
 
 from adapters.warehouses.duckdb import DuckDBWarehouse
+from mailers.claims import CLAIM_TTL_SECONDS, WindowClaim
 from mailers.clock import FixedClock, use_clock
 from mailers.config import Settings
+from mailers.ledger import LedgerContext
 from mailers.warehouse import WORK_SCHEMA
 from orchestration.defs.build import build_definitions
 from orchestration.defs.campaigns import audience_key, sends_key
@@ -30,9 +33,9 @@ PREVIOUS = "2026-11-23T08:00:00Z"
 
 
 @pytest.fixture(autouse=True)
-def _wednesday() -> Iterator[None]:
-    with use_clock(FixedClock(WEDNESDAY)):
-        yield
+def clock() -> Iterator[FixedClock]:
+    with use_clock(FixedClock(WEDNESDAY)) as fixed:
+        yield fixed
 
 
 @pytest.fixture
@@ -179,3 +182,66 @@ def test_a_backfill_tag_that_is_not_true_or_false_is_refused(project: Settings) 
     assert not result.success
     assert f"run tag {BACKFILL_TAG}='yes' must be 'true' or 'false'" in failures(result)
     assert ledger_rows(project) == 0
+
+
+def hold_window(settings: Settings, run_id: str, window: str = CURRENT) -> None:
+    """Claim a window as another sender would (a CLI call, a worker), and keep it."""
+    ref = settings.campaign("acme.pro_tips")
+    with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+        WindowClaim.acquire(warehouse, LedgerContext.of(ref, window, run_id))
+
+
+def claim_rows(settings: Settings) -> list[tuple[int, str, str]]:
+    rows = query(
+        settings,
+        "select generation, event, run_id from mailers.send_claims order by generation, beat",
+    )
+    return [(row["generation"], row["event"], row["run_id"]) for row in rows]
+
+
+def test_a_run_claims_the_window_while_it_sends_and_releases_it(project: Settings) -> None:
+    result = run(project, {SEND_WINDOW_TAG: CURRENT})
+
+    assert result.success, failures(result)
+    assert claim_rows(project) == [(1, "acquired", result.run_id), (1, "released", result.run_id)]
+
+
+def test_a_run_of_a_window_another_sender_holds_fails_naming_it(project: Settings) -> None:
+    hold_window(project, "cli-send-4242")
+
+    result = run(project, {SEND_WINDOW_TAG: CURRENT})
+
+    assert failed_steps(result) == ["acme__pro_tips__sends"]
+    message = failures(result)
+    assert f"send window {CURRENT} of acme.pro_tips is being sent by run cli-send-4242" in message
+    assert "its lease expires at 2026-12-02T10:10:00Z" in message
+    assert ledger_rows(project) == 0 and eml_files(project) == []
+    assert claim_rows(project) == [(1, "acquired", "cli-send-4242")]
+
+
+def test_a_run_takes_over_a_dead_senders_window_once_its_lease_lapsed(
+    project: Settings, clock: FixedClock
+) -> None:
+    hold_window(project, "killed-run")
+    clock.advance(CLAIM_TTL_SECONDS)
+
+    result = run(project, {SEND_WINDOW_TAG: CURRENT})
+
+    assert result.success, failures(result)
+    assert eml_files(project)
+    assert claim_rows(project) == [
+        (1, "acquired", "killed-run"),
+        (2, "acquired", result.run_id),
+        (2, "released", result.run_id),
+    ]
+    (audit,) = send_audits(project)
+    assert audit["detail"]["took_over_window_from"] == "killed-run"
+
+
+def test_another_window_of_the_campaign_is_not_held_up(project: Settings) -> None:
+    hold_window(project, "cli-send-4242", window=PREVIOUS)
+
+    result = run(project, {SEND_WINDOW_TAG: CURRENT})
+
+    assert result.success, failures(result)
+    assert eml_files(project)
