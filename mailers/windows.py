@@ -140,8 +140,9 @@ def requested_window(campaign: CampaignRef, value: str, now: datetime) -> Window
             f"{_nearest(schedule, _tick(before), now)}"
         )
     if instant > _tick(current):
+        said = before if text == before else f"{value!r} ({before})"
         raise WindowError(
-            f"campaign {name}: send window {before} has not begun yet; the current window "
+            f"campaign {name}: send window {said} has not begun yet; the current window "
             f"is {current}"
         )
     return WindowRequest(name, before, current)

@@ -241,6 +241,14 @@ def test_a_future_tick_is_refused_naming_the_current_window() -> None:
     assert f"the current window is {CURRENT}" in message
 
 
+def test_a_future_tick_in_another_spelling_is_named_as_given() -> None:
+    with pytest.raises(
+        WindowError,
+        match=r"'2026-12-07T09:00:00\+01:00' \(2026-12-07T08:00:00Z\) has not begun yet",
+    ):
+        requested_window(PRO_TIPS, "2026-12-07T09:00:00+01:00", NOW)
+
+
 def test_a_past_tick_is_a_backfill_that_needs_the_flag() -> None:
     request = requested_window(PRO_TIPS, "2026-11-23T09:00:00+01:00", NOW)
 
