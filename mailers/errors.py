@@ -5,7 +5,12 @@
     ├── SecretMissing            a credential's env var is not set (names the var, never a value)
     ├── SegmentError             a segment model is missing or has the wrong shape
     ├── WarehouseError           the warehouse refused a statement
+    ├── WindowError              a send window that is not one of the campaign's, or a
+    │                            backfill not asked for (names campaign, value, nearest ticks)
     ├── WebhookRejected          a provider webhook failed verification (nothing is stored)
+    ├── ClaimError               the one-sender-per-window claim (mailers.claims)
+    │   ├── WindowClaimed        another run holds the window (names it, when its lease ends)
+    │   └── ClaimLost            this run no longer holds its window: it stops sending
     └── ProviderError            a provider account failed a whole batch
         ├── ProviderUnavailable  nothing was handed over: safe to fail over or retry
         │   └── ProviderAuthError  credentials or account config refused: stop using it
@@ -15,6 +20,8 @@ Errors keep their cause (``raise X from err``) so the original traceback survive
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 class MailersError(Exception):
@@ -37,8 +44,34 @@ class WarehouseError(MailersError):
     """The warehouse rejected a statement or a table is missing."""
 
 
+class WindowError(MailersError):
+    """A send window was refused before anything was read or sent.
+
+    The value is not a window of the campaign (not ``once`` for a one-off campaign, not a
+    tick of a recurring one's schedule, a tick not begun yet), or it is a past window and no
+    backfill was asked for. The message names the campaign, the value and the nearest ticks.
+    """
+
+
 class WebhookRejected(MailersError):
     """A webhook request failed verification: forged, stale, replayed or malformed."""
+
+
+class ClaimError(MailersError):
+    """The claim that lets one run at a time send a campaign window."""
+
+
+class WindowClaimed(ClaimError):
+    """Another run holds the window; the message names it and when its lease expires."""
+
+    def __init__(self, message: str, *, holder_run_id: str, expires_at: datetime) -> None:
+        super().__init__(message)
+        self.holder_run_id = holder_run_id
+        self.expires_at = expires_at
+
+
+class ClaimLost(ClaimError):
+    """This run's claim was taken over or may have lapsed: it must not hand anything over."""
 
 
 class ProviderError(MailersError):

@@ -7,14 +7,19 @@ from dataclasses import dataclass, field
 
 from mailers.audience import AudienceSpec, Disposition, disposition_counts, resolve
 from mailers.config import CampaignRef, Settings
-from mailers.ledger import LedgerContext, LedgerWriter
+from mailers.ledger import LedgerContext, LedgerStatus, LedgerWriter
 from mailers.routing import Router
 from mailers.warehouse import Warehouse
 
 
 @dataclass
 class SendPlan:
-    """How many recipients a window would send, via which accounts, and who is skipped."""
+    """How many recipients a window would send, via which accounts, and who is skipped.
+
+    ``counts`` holds the audience's disposition counts, except that settled messages whose
+    latest ledger status is ``dispatching`` or ``unknown`` count as ``in_doubt`` (they may
+    have gone out; a send leaves them alone), not as ``already_settled``.
+    """
 
     campaign: str
     send_window: str
@@ -40,6 +45,12 @@ def plan(warehouse: Warehouse, settings: Settings, campaign: CampaignRef, window
         send_window=window,
         counts=disposition_counts(warehouse, table),
     )
+    in_doubt = _in_doubt(warehouse, table, ledger)
+    if in_doubt:
+        result.counts["in_doubt"] = in_doubt
+        result.counts["already_settled"] -= in_doubt
+        if not result.counts["already_settled"]:
+            del result.counts["already_settled"]
     workspace = settings.config.workspaces[campaign.workspace]
     router = Router(workspace.streams[campaign.config.stream].routing)
     keys = warehouse.stream(
@@ -51,3 +62,23 @@ def plan(warehouse: Warehouse, settings: Settings, campaign: CampaignRef, window
         result.by_account.update(router.chain(k)[0] for k in batch.column("k").to_pylist())
     warehouse.execute(f"drop table if exists {table}")
     return result
+
+
+IN_DOUBT = (LedgerStatus.DISPATCHING, LedgerStatus.UNKNOWN)
+"""Latest statuses of a message that may or may not have reached the provider."""
+
+
+def _in_doubt(warehouse: Warehouse, audience: str, ledger: LedgerWriter) -> int:
+    """Settled audience rows whose latest ledger status leaves the outcome open."""
+    statuses = ", ".join(f"'{status}'" for status in IN_DOUBT)
+    rows = warehouse.query(
+        f"""
+        select count(*) as n
+        from {audience} as audience
+        join ({ledger.latest_rows_sql()}) as latest
+          on latest.message_key = audience.mailers_message_key
+        where audience.mailers_disposition = '{Disposition.SETTLED}'
+          and latest.status in ({statuses})
+        """
+    )
+    return int(rows["n"][0].as_py())

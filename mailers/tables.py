@@ -9,6 +9,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from mailers.audit import AUDIT_SCHEMA, AUDIT_TABLE
+from mailers.claims import CLAIMS_KEY, CLAIMS_SCHEMA, CLAIMS_TABLE
 from mailers.events import EVENTS_SCHEMA, EVENTS_TABLE
 from mailers.ledger import LEDGER_SCHEMA, LEDGER_TABLE
 from mailers.suppression import SUPPRESSIONS_SCHEMA, SUPPRESSIONS_TABLE
@@ -34,11 +35,15 @@ OWNED_TABLES: dict[str, pa.Schema] = {
     SUPPRESSIONS_TABLE: SUPPRESSIONS_SCHEMA,
     AUDIT_TABLE: AUDIT_SCHEMA,
     LANDED_FILES_TABLE: LANDED_FILES_SCHEMA,
+    CLAIMS_TABLE: CLAIMS_SCHEMA,
 }
+
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {CLAIMS_TABLE: CLAIMS_KEY}
+"""Owned tables whose key the warehouse must enforce (the send claim's compare-and-set)."""
 
 
 def ensure_tables(warehouse: Warehouse) -> None:
     """Create Mailers' schemas and tables where they do not exist yet (idempotent)."""
     for table, columns in OWNED_TABLES.items():
-        warehouse.ensure_table(MAILERS_SCHEMA, table, columns)
+        warehouse.ensure_table(MAILERS_SCHEMA, table, columns, PRIMARY_KEYS.get(table, ()))
     warehouse.execute(f"create schema if not exists {warehouse.dialect.quote(WORK_SCHEMA)}")

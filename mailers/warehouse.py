@@ -74,8 +74,14 @@ class Warehouse(Protocol):
         """Bulk-append Arrow rows to an existing table (columns matched by name)."""
         ...
 
-    def ensure_table(self, schema: str, table: str, columns: pa.Schema) -> None:
-        """Create the schema and table from an Arrow schema when they do not exist."""
+    def ensure_table(
+        self, schema: str, table: str, columns: pa.Schema, primary_key: Sequence[str] = ()
+    ) -> None:
+        """Create the schema and table from an Arrow schema when they do not exist.
+
+        ``primary_key`` names the columns of a key the engine must enforce (a second row
+        with the same key is refused).
+        """
         ...
 
     def columns(self, schema: str, table: str) -> list[str] | None:

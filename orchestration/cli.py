@@ -16,7 +16,6 @@ import sys
 import threading
 import uuid
 from contextlib import redirect_stderr, redirect_stdout
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -35,15 +34,16 @@ from rich.table import Table
 from adapters import demo_data
 from adapters.settings import load
 from adapters.warehouses.duckdb import DuckDBWarehouse
+from mailers import clock
 from mailers.audit import AUDIT_TABLE
 from mailers.config import Settings
-from mailers.errors import MailersError
+from mailers.errors import MailersError, WindowError
 from mailers.planning import plan as plan_window
 from mailers.reconcile import reconcile as reconcile_window
 from mailers.reconcile import window_filter
 from mailers.tables import ensure_tables
 from mailers.warehouse import MAILERS_SCHEMA
-from mailers.windows import send_window
+from mailers.windows import WindowRequest, requested_window, send_window
 
 if TYPE_CHECKING:  # Dagster is imported only by the commands that run pipelines.
     from dagster import DagsterInstance
@@ -91,7 +91,11 @@ def plan(
     campaign: Annotated[str, typer.Argument(help="workspace.campaign (or a unique campaign name)")],
     config: ConfigOption = None,
     window: Annotated[
-        str | None, typer.Option(help="Send window to plan (default: the current one).")
+        str | None,
+        typer.Option(
+            help="Send window to plan: 'once' for a one-off campaign, else a tick of its "
+            "schedule as YYYY-MM-DDTHH:MM:SSZ (default: the current one)."
+        ),
     ] = None,
 ) -> None:
     """Dry run: who a campaign window would send to, via which accounts, and who it skips."""
@@ -101,11 +105,20 @@ def plan(
     except KeyError as err:
         errors.print(f"[red]{err.args[0]}[/red]")
         raise typer.Exit(2) from err
-    the_window = window or send_window(ref.config.schedule, datetime.now(UTC))
+    now = clock.now()
+    try:
+        request = (
+            requested_window(ref, window, now)
+            if window is not None
+            else WindowRequest.current_of(ref, send_window(ref.config.schedule, now))
+        )
+    except WindowError as err:
+        errors.print(f"[red]cannot plan {ref.qualified_name}:[/red] {err}", highlight=False)
+        raise typer.Exit(2) from err
     try:
         with DuckDBWarehouse(settings.warehouse_path) as warehouse:
             ensure_tables(warehouse)
-            result = plan_window(warehouse, settings, ref, the_window)
+            result = plan_window(warehouse, settings, ref, request.window)
     except MailersError as err:
         errors.print(f"[red]cannot plan {ref.qualified_name}:[/red] {err}")
         raise typer.Exit(1) from err
@@ -116,10 +129,22 @@ def plan(
     for key in sorted(result.counts):
         if key.startswith("skipped_") or key in {"duplicates", "already_settled"}:
             table.add_row(key.replace("_", " "), str(result.counts[key]))
+    if in_doubt := result.counts.get("in_doubt"):
+        # Shown apart from "already settled": they may never have reached the provider.
+        table.add_row("[yellow]in doubt (dispatching/unknown)[/yellow]", str(in_doubt))
     table.add_row("[bold]to send[/bold]", f"[bold]{result.to_send}[/bold]")
     for account, count in sorted(result.by_account.items()):
         table.add_row(f"  via {account}", str(count))
     console.print(table)
+    if request.is_backfill:
+        from orchestration.defs.runs import BACKFILL_TAG, SEND_WINDOW_TAG
+
+        console.print(
+            f"[yellow]backfill[/yellow]: {request.window} is not the current window "
+            f"({request.current}); sending it needs the run tags "
+            f"{SEND_WINDOW_TAG}={request.window} {BACKFILL_TAG}=true",
+            highlight=False,
+        )
 
 
 @app.command()

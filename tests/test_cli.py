@@ -8,9 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from adapters.settings import load
+from adapters.warehouses.duckdb import DuckDBWarehouse
+from mailers.audience import AudienceSpec, resolve
+from mailers.config import Settings
+from mailers.ledger import LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter
 from tests.conftest import REPO, eml_files, query, write_config
 
 
@@ -58,14 +63,33 @@ def test_validate_names_file_key_and_problem(tmp_path: Path) -> None:
     assert "'seg_missing' does not exist" in result.stderr
 
 
-def test_plan_is_a_dry_run_with_counts_and_routes(tmp_path: Path, seeded_warehouse: Path) -> None:
+WEDNESDAY = {"MAILERS_CLOCK": "2026-12-02T10:00:00Z"}
+"""A clock for CLI runs: the current window of acme.pro_tips is 2026-11-30T08:00:00Z."""
+
+
+def _project(tmp_path: Path, seeded_warehouse: Path) -> Settings:
     settings = load(write_config(tmp_path))
     settings.warehouse_path.parent.mkdir(parents=True)
     shutil.copyfile(seeded_warehouse, settings.warehouse_path)
-    result = mailers("plan", "acme.pro_tips", "--config", str(settings.path), "--window", "w1")
+    return settings
+
+
+def test_plan_is_a_dry_run_with_counts_and_routes(tmp_path: Path, seeded_warehouse: Path) -> None:
+    settings = _project(tmp_path, seeded_warehouse)
+    result = mailers(
+        "plan",
+        "acme.pro_tips",
+        "--config",
+        str(settings.path),
+        "--window",
+        "2026-11-30T09:00:00+01:00",
+        env=WEDNESDAY,
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "nothing sent" in out
+    assert "window 2026-11-30T08:00:00Z" in " ".join(out.split())
+    assert "backfill" not in out
     for label in (
         "segment rows",
         "skipped suppressed",
@@ -77,6 +101,76 @@ def test_plan_is_a_dry_run_with_counts_and_routes(tmp_path: Path, seeded_warehou
         assert label in out
     assert query(settings, "select count(*) as n from mailers.send_ledger") == [{"n": 0}]
     assert eml_files(settings) == []
+
+
+@pytest.mark.parametrize(
+    ("campaign", "window", "said"),
+    [
+        ("acme.pro_tips", "yesterday", "nearest ticks are 2026-11-30T08:00:00Z and"),
+        ("acme.pro_tips", "2026-11-30T08:30:00Z", "nearest ticks are 2026-11-30T08:00:00Z and"),
+        ("acme.pro_tips", "2026-12-07T08:00:00Z", "has not begun yet"),
+        ("globex.launch_newsletter", "0 9 * * 1", "only send window is 'once'"),
+    ],
+)
+def test_plan_refuses_a_window_the_campaign_does_not_have(
+    tmp_path: Path, campaign: str, window: str, said: str
+) -> None:
+    config = write_config(tmp_path)
+    result = mailers("plan", campaign, "--config", str(config), "--window", window, env=WEDNESDAY)
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert f"cannot plan {campaign}" in message
+    assert repr(window) in message or window in message
+    assert said in message
+    assert not (tmp_path / "data").exists()  # refused before the warehouse was opened
+
+
+def test_plan_shows_a_past_window_is_a_backfill(tmp_path: Path, seeded_warehouse: Path) -> None:
+    settings = _project(tmp_path, seeded_warehouse)
+    result = mailers(
+        "plan",
+        "acme.pro_tips",
+        "--config",
+        str(settings.path),
+        "--window",
+        "2026-11-23T08:00:00",
+        env=WEDNESDAY,
+    )
+    assert result.returncode == 0, result.stderr
+    out = " ".join(result.stdout.split())
+    assert "window 2026-11-23T08:00:00Z" in out
+    assert (
+        "backfill: 2026-11-23T08:00:00Z is not the current window (2026-11-30T08:00:00Z); "
+        "sending it needs the run tags mailers/send_window=2026-11-23T08:00:00Z "
+        "mailers/backfill=true"
+    ) in out
+
+
+def test_plan_shows_in_doubt_messages_on_their_own_line(
+    tmp_path: Path, seeded_warehouse: Path
+) -> None:
+    settings = _project(tmp_path, seeded_warehouse)
+    window = "2026-11-30T08:00:00Z"
+    ref = settings.campaign("acme.pro_tips")
+    with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+        ledger = LedgerWriter(warehouse, LedgerContext.of(ref, window, "run-killed"))
+        table = resolve(warehouse, AudienceSpec.of(ref, window), ledger.settled_keys_sql())
+        keys = warehouse.query(
+            f"select mailers_message_key as k from {table} "
+            "where mailers_disposition = 'send' order by k limit 7"
+        )["k"].to_pylist()
+        ledger.record([LedgerEntry(k, LedgerStatus.DISPATCHING) for k in keys])
+        ledger.record([LedgerEntry(k, LedgerStatus.UNKNOWN) for k in keys[:3]])
+    result = mailers("plan", "acme.pro_tips", "--config", str(settings.path), env=WEDNESDAY)
+    assert result.returncode == 0, result.stderr
+    lines = {
+        label.strip(): value.strip()
+        for label, value in (
+            line.strip("│┃ ").rsplit("│", 1) for line in result.stdout.splitlines() if "│" in line
+        )
+    }
+    assert lines["in doubt (dispatching/unknown)"] == "7"
+    assert "already settled" not in lines
 
 
 def test_plan_explains_what_is_missing(tmp_path: Path) -> None:

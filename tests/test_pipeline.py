@@ -12,6 +12,7 @@ import email.policy
 import json
 import shutil
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,11 +22,15 @@ import pytest
 
 from adapters.providers import sandbox
 from adapters.settings import load
+from mailers.clock import FixedClock, use_clock
 from mailers.config import Settings
 from orchestration.defs.build import build_definitions
 from orchestration.defs.campaigns import audience_key
 from orchestration.defs.runs import SEND_WINDOW_TAG
 from tests.conftest import eml_files, query, seed_warehouse, write_config
+
+IN_WINDOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+"""Now, for the runs tagged with window 2026-11-23T08:00:00Z: it is the current window."""
 
 EVENT_COLUMNS = {
     "delivered": "delivered",
@@ -307,12 +312,13 @@ def test_a_segment_without_email_fails_naming_the_model(
             "select contact_id, first_name from crm.contacts"
         )
     defs = build_definitions(str(settings.path))
-    result = defs.resolve_job_def("mailers_pipeline").execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(),
-        asset_selection=[audience_key(settings.campaign("acme.pro_tips"))],
-        raise_on_error=False,
-        tags={SEND_WINDOW_TAG: "2026-11-23T08:00:00Z"},
-    )
+    with use_clock(FixedClock(IN_WINDOW)):
+        result = defs.resolve_job_def("mailers_pipeline").execute_in_process(
+            instance=dg.DagsterInstance.ephemeral(),
+            asset_selection=[audience_key(settings.campaign("acme.pro_tips"))],
+            raise_on_error=False,
+            tags={SEND_WINDOW_TAG: "2026-11-23T08:00:00Z"},
+        )
     assert not result.success
     message = _failures(result)
     assert "segment model 'seg_acme_active_pro' has no 'email' column" in message
@@ -334,12 +340,13 @@ def test_an_outage_fails_the_sends_step_and_its_retry_sends_each_message_once(
     tags = {SEND_WINDOW_TAG: "2026-11-23T08:00:00Z"}
 
     failed = build_definitions(str(settings.path)).resolve_job_def("mailers_pipeline")
-    result = failed.execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(),
-        asset_selection=selection,
-        raise_on_error=False,
-        tags=tags,
-    )
+    with use_clock(FixedClock(IN_WINDOW)):
+        result = failed.execute_in_process(
+            instance=dg.DagsterInstance.ephemeral(),
+            asset_selection=selection,
+            raise_on_error=False,
+            tags=tags,
+        )
     assert not result.success
     assert "were not sent: no provider account was available" in _failures(result)
     audit = query(settings, "select counts from mailers.audit_log where action = 'send'")
@@ -348,12 +355,13 @@ def test_an_outage_fails_the_sends_step_and_its_retry_sends_each_message_once(
 
     healed = load(write_config(tmp_path))  # the provider is back; same warehouse
     retry = build_definitions(str(healed.path)).resolve_job_def("mailers_pipeline")
-    result = retry.execute_in_process(
-        instance=dg.DagsterInstance.ephemeral(),
-        asset_selection=selection,
-        raise_on_error=False,
-        tags=tags,
-    )
+    with use_clock(FixedClock(IN_WINDOW)):
+        result = retry.execute_in_process(
+            instance=dg.DagsterInstance.ephemeral(),
+            asset_selection=selection,
+            raise_on_error=False,
+            tags=tags,
+        )
     assert result.success, _failures(result)
     accepted = [
         row["message_key"]

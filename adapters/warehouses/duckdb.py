@@ -126,12 +126,16 @@ class DuckDBWarehouse:
             except duckdb.Error as err:
                 raise WarehouseError(f"DuckDB append to {schema}.{table}: {err}") from err
 
-    def ensure_table(self, schema: str, table: str, columns: pa.Schema) -> None:
+    def ensure_table(
+        self, schema: str, table: str, columns: pa.Schema, primary_key: Sequence[str] = ()
+    ) -> None:
         fields = ", ".join(
             f"{self.dialect.quote(f.name)} {_ARROW_TO_DUCKDB[f.type]}"
             + ("" if f.nullable else " not null")
             for f in columns
         )
+        if primary_key:
+            fields += f", primary key ({', '.join(self.dialect.quote(c) for c in primary_key)})"
         self.execute(f"create schema if not exists {self.dialect.quote(schema)}")
         self.execute(f"create table if not exists {self.relation(schema, table)} ({fields})")
 

@@ -9,13 +9,14 @@ import dagster as dg
 
 from mailers.audience import AudienceSpec, disposition_counts, resolve
 from mailers.audit import AUDIT_TABLE, AuditAction, AuditRecord
+from mailers.claims import WindowClaim
 from mailers.config import CampaignRef, Settings
 from mailers.errors import MailersError
 from mailers.ledger import LedgerContext, LedgerWriter
 from mailers.sending import CampaignSender, SendContext
 from mailers.warehouse import MAILERS_SCHEMA, WORK_SCHEMA, Warehouse
 from orchestration.defs.resources import WAREHOUSE_POOL, MailersResource
-from orchestration.defs.runs import run_actor, run_window
+from orchestration.defs.runs import run_actor, run_send_window, run_window
 
 
 def audience_key(campaign: CampaignRef) -> dg.AssetKey:
@@ -69,9 +70,23 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
     def sends(context: dg.AssetExecutionContext, mailers: MailersResource) -> dg.MaterializeResult:
         settings = mailers.settings()
         ref = settings.campaign(qualified)
-        window = run_window(context, ref)
+        request = run_send_window(context, ref)
+        window = request.window
+        actor = run_actor(context)
         spec = AudienceSpec.of(ref, window)
-        with mailers.warehouse(settings) as warehouse:
+        with (
+            mailers.warehouse(settings) as warehouse,
+            WindowClaim.acquire(
+                warehouse, LedgerContext.of(ref, window, context.run.run_id)
+            ) as claim,
+        ):
+            if claim.took_over is not None:
+                context.log.warning(
+                    f"run {claim.took_over.run_id} stopped renewing its claim on window {window} "
+                    f"of {qualified} (lease lapsed at "
+                    f"{claim.took_over.expires_at:%Y-%m-%dT%H:%M:%SZ}): this run took the window "
+                    "over and settles what that run left dispatching as unknown"
+                )
             table = _resolved_audience(warehouse, spec, window, qualified)
             audience_counts = disposition_counts(warehouse, table)
             context_ = SendContext(
@@ -82,28 +97,40 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
                 unsubscribe_key=_unsubscribe_key(settings, ref),
             )
             with mailers.providers(settings, ref.workspace) as providers:
-                report = CampaignSender(
-                    warehouse, context_, providers, lookups=mailers.lookups(settings, ref.workspace)
-                ).run(table)
+                sender = CampaignSender(
+                    warehouse,
+                    context_,
+                    providers,
+                    before_dispatch=claim.ensure_held,
+                    lookups=mailers.lookups(settings, ref.workspace),
+                )
+                report = sender.run(table)
             counts = {**audience_counts, **report.as_counts()}
+            detail: dict[str, object] = {
+                "accepted_by_account": dict(report.accounts),
+                "accounts_down": report.down_accounts,
+                "backfill": request.is_backfill,
+            }
+            if request.is_backfill:
+                detail["backfill_requested_by"] = actor
+            if claim.took_over is not None:
+                detail["took_over_window_from"] = claim.took_over.run_id
             record = AuditRecord(
                 run_id=context.run.run_id,
-                actor=run_actor(context),
+                actor=actor,
                 action=AuditAction.SEND,
                 config_hash=settings.config_hash,
                 counts=counts,
-                detail={
-                    "accepted_by_account": dict(report.accounts),
-                    "accounts_down": report.down_accounts,
-                },
+                detail=detail,
                 workspace=ref.workspace,
                 stream=str(ref.config.stream),
                 campaign=ref.name,
                 send_window=window,
             )
             warehouse.append(MAILERS_SCHEMA, AUDIT_TABLE, record.to_arrow())
-        metadata: dict[str, str | int] = {
+        metadata: dict[str, str | int | bool] = {
             "send_window": window,
+            "backfill": request.is_backfill,
             **counts,
             **{f"accepted_via_{name}": n for name, n in report.accounts.items()},
         }
