@@ -19,6 +19,7 @@ status settles the message for its send window, so re-running a send never sends
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -129,27 +130,13 @@ class LedgerWriter:
     def __init__(self, warehouse: Warehouse, context: LedgerContext) -> None:
         self.warehouse = warehouse
         self.context = context
-        self._last_recorded: datetime | None = None
-
-    def _stamp(self) -> datetime:
-        """Now, but strictly after this writer's previous stamp.
-
-        A message's rows are ordered by ``recorded_at``; a retry appends ``not_sent`` and
-        then ``dispatching`` for the same message microseconds apart, and those two must
-        never tie (or the clock step back between them).
-        """
-        now = utcnow()
-        if self._last_recorded is not None and now <= self._last_recorded:
-            now = self._last_recorded + timedelta(microseconds=1)
-        self._last_recorded = now
-        return now
 
     def record(self, entries: Sequence[LedgerEntry]) -> None:
         """Append one row per entry, all stamped with the same, strictly later, time."""
         if not entries:
             return
         ctx = self.context
-        now = self._stamp()
+        now = _stamp()
         columns: dict[str, list[Any]] = {name: [] for name in LEDGER_SCHEMA.names}
         for entry in entries:
             columns["ledger_id"].append(uuid.uuid4().hex)
@@ -201,7 +188,7 @@ class LedgerWriter:
                 ctx.campaign,
                 ctx.send_window,
                 ctx.run_id,
-                self._stamp(),
+                _stamp(),
             ],
         )
 
@@ -262,6 +249,27 @@ class LedgerWriter:
             """,
             LedgerStatus.UNKNOWN,
         )
+
+
+_last_stamp: datetime | None = None
+_stamp_lock = threading.Lock()
+
+
+def _stamp() -> datetime:
+    """Now, but strictly after every earlier stamp of this process.
+
+    A message's rows are ordered by ``recorded_at``. A retry appends ``not_sent`` and then
+    ``dispatching`` for the same message microseconds apart, and reconciliation appends an
+    outcome right after ``unknown``: those must never tie, whichever writer appends them
+    and however coarse (or frozen, in tests) the clock is.
+    """
+    global _last_stamp
+    with _stamp_lock:
+        now = utcnow()
+        if _last_stamp is not None and now <= _last_stamp:
+            now = _last_stamp + timedelta(microseconds=1)
+        _last_stamp = now
+        return now
 
 
 def latest_rows_sql(warehouse: Warehouse, where: str = "true") -> str:

@@ -366,14 +366,13 @@ def test_ledger_of_another_window_or_campaign_does_not_settle(
     assert disposition_of(warehouse, "clean") == "send"
 
 
-def test_same_instant_outcome_outranks_dispatching(
-    warehouse: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(ledger_module, "utcnow", lambda: datetime(2026, 11, 23, 8, 0, 0))
-    # Two writers (two runs) stamping the same instant: the outcome counts as later.
-    writer(warehouse).record([LedgerEntry(key_of("ann@example.com"), LedgerStatus.NOT_SENT)])
+def test_same_instant_outcome_outranks_dispatching(warehouse: DuckDBWarehouse) -> None:
+    # Two processes (two hosts' clocks) stamping the same instant: the outcome counts as
+    # later. One process never stamps two rows alike (the next test).
     ledger = writer(warehouse)
+    ledger.record([LedgerEntry(key_of("ann@example.com"), LedgerStatus.NOT_SENT)])
     ledger.record([LedgerEntry(key_of("ann@example.com"), LedgerStatus.DISPATCHING)])
+    warehouse.execute("update mailers.send_ledger set recorded_at = timestamp '2026-11-23 08:00'")
 
     latest = warehouse.query(ledger.latest_rows_sql())["status"].to_pylist()
 
