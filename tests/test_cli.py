@@ -6,8 +6,10 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import yaml
 
@@ -15,6 +17,7 @@ from adapters.settings import load
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.audience import AudienceSpec, resolve
 from mailers.config import Settings
+from mailers.events import EVENTS_SCHEMA
 from mailers.ledger import LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter
 from tests.conftest import REPO, eml_files, query, write_config
 
@@ -171,6 +174,55 @@ def test_plan_shows_in_doubt_messages_on_their_own_line(
     }
     assert lines["in doubt (dispatching/unknown)"] == "7"
     assert "already settled" not in lines
+
+
+def test_reconcile_settles_what_events_prove_and_reports_the_rest(
+    tmp_path: Path, seeded_warehouse: Path
+) -> None:
+    settings = _project(tmp_path, seeded_warehouse)
+    window = "2026-11-30T08:00:00Z"
+    ref = settings.campaign("acme.pro_tips")
+    with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+        ledger = LedgerWriter(warehouse, LedgerContext.of(ref, window, "run-killed"))
+        entries = [
+            LedgerEntry(key, status, provider_account="acme_sandbox_a")
+            for status in (LedgerStatus.DISPATCHING, LedgerStatus.UNKNOWN)
+            for key in ("proven", "silent")
+        ]
+        ledger.record(entries)
+        row = {name: None for name in EVENTS_SCHEMA.names}
+        row.update(
+            event_id="e1",
+            event_type="delivered",
+            occurred_at=datetime(2026, 11, 30, 8, 1),
+            provider="sandbox",
+            provider_account="acme_sandbox_a",
+            provider_message_id="sandbox-id-1",
+            message_key="proven",
+            raw_payload="{}",
+            ingested_at=datetime(2026, 11, 30, 8, 2),
+        )
+        warehouse.append("mailers", "events", pa.Table.from_pylist([row], EVENTS_SCHEMA))
+
+    result = mailers("reconcile", "acme.pro_tips", "--config", str(settings.path), env=WEDNESDAY)
+
+    assert result.returncode == 1, result.stderr
+    assert "1 message(s) stay in doubt" in " ".join(result.stdout.split())
+    latest = {
+        r["message_key"]: (r["status"], r["provider_message_id"])
+        for r in query(
+            settings,
+            "select message_key, status, provider_message_id from mailers.send_ledger "
+            "where run_id like 'reconcile-%'",
+        )
+    }
+    assert latest == {"proven": ("accepted", "sandbox-id-1")}
+    [audit] = query(
+        settings, "select counts, actor from mailers.audit_log where action = 'reconcile'"
+    )
+    assert '"reconciled_from_events": 1' in audit["counts"]
+    assert '"still_unknown": 1' in audit["counts"]
+    assert audit["actor"].startswith("cli:reconcile:")
 
 
 def test_plan_explains_what_is_missing(tmp_path: Path) -> None:
