@@ -41,6 +41,7 @@ from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.audience import AudienceSpec, resolve
 from mailers.config import Settings
 from mailers.ledger import LedgerContext, LedgerWriter, latest_rows_sql
+from mailers.planning import plan
 from mailers.sending import CampaignSender, SendContext, SendReport
 from mailers.tables import ensure_tables
 from tests.conftest import REPO, UNSUBSCRIBE_KEY, run_dbt, seed_warehouse, write_config
@@ -312,6 +313,10 @@ def test_a_send_killed_at_a_random_moment_resumes_without_duplicates(
     dispatching = {k for k, s in before.items() if s == "dispatching"}
     assert len(dispatching) <= in_flight, f"{len(dispatching)} in doubt, {in_flight} in flight"
     assert max(proj.sim.accepted.values(), default=0) <= 1
+    if before:  # the audience was resolved before the kill: the dry run shows the doubt
+        with DuckDBWarehouse(proj.settings.warehouse_path) as warehouse:
+            planned = plan(warehouse, proj.settings, proj.settings.campaign(CAMPAIGN), WINDOW)
+        assert planned.counts.get("in_doubt", 0) == len(dispatching)
 
     resumed = send_once(proj.settings, f"resume-{trial}", _providers(proj), lookups=True)
 

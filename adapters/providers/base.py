@@ -41,7 +41,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mailers.messages import OutboundMessage, SendOutcome, SendResult
 from mailers.providers import DispatchJournal, NoJournal
@@ -98,6 +98,25 @@ class _Call:
 _Answer = list[SendResult] | Exception
 
 
+@dataclass
+class _State:
+    """Where one ``send_batch`` stands: calls to make, final results, why the account left."""
+
+    pending: deque[_Call]
+    final: dict[str, SendResult] = field(default_factory=dict)
+    down: str | None = None
+    ambiguous_in_a_row: int = 0
+    again: list[_Call] = field(default_factory=list)
+    """Calls of the current wave to make again (retries, halves), in order."""
+    wait: float = 0.0
+    """Seconds to wait before the next wave (the longest ``Retry-After`` of this one)."""
+
+    def settle(self, results: list[SendResult]) -> list[SendResult]:
+        """Record ``results`` as final and return them."""
+        self.final.update((r.message_key, r) for r in results)
+        return results
+
+
 class BatchProvider(ABC):
     """Base of every provider adapter; see the module docstring for the flow."""
 
@@ -148,82 +167,62 @@ class BatchProvider(ABC):
     ) -> list[SendResult]:
         """Send ``messages``, one result per message in order; see the module docstring."""
         journal = journal or NoJournal()
-        final: dict[str, SendResult] = {}
-        pending = deque(_Call(request) for request in self._requests(messages) if request)
-        down: str | None = None
-        ambiguous_in_a_row = 0
-        while pending and down is None:
-            wave = [pending.popleft() for _ in range(min(self.concurrency, len(pending)))]
+        state = _State(deque(_Call(request) for request in self._requests(messages) if request))
+        while state.pending and state.down is None:
+            size = min(self.concurrency, len(state.pending))
+            wave = [state.pending.popleft() for _ in range(size)]
             journal.handing_over([m for call in wave for m in call.messages])
             answers = self._make_calls(wave)
-            recorded: list[SendResult] = []
-            wait = 0.0
-            retries: list[_Call] = []
-            for call, answer in zip(wave, answers, strict=True):
-                if not isinstance(answer, Ambiguous):
-                    ambiguous_in_a_row = 0  # the provider answered something
-                if isinstance(answer, list):
-                    outcome = _complete(call.messages, answer)
-                elif isinstance(answer, Retryable):
-                    delay = self.retry.delay(call.attempt, answer.retry_after)
-                    if call.attempt < self.retry.attempts and delay <= self.retry.max_delay:
-                        recorded += _not_sent(call.messages, f"{answer.reason}; trying again")
-                        retries.append(_Call(call.messages, call.attempt + 1))
-                        wait = max(wait, delay)
-                        continue
-                    tries = "attempt" if call.attempt == 1 else "attempts"
-                    down = f"{answer.reason} (gave up after {call.attempt} {tries})"
-                    outcome = _not_sent(call.messages, down, account_unavailable=True)
-                elif isinstance(answer, BatchRejected):
-                    if len(call.messages) == 1:
-                        key = call.messages[0].message_key
-                        outcome = [SendResult(key, accepted=False, reason=answer.reason)]
-                    else:
-                        middle = len(call.messages) // 2
-                        halves = [call.messages[:middle], call.messages[middle:]]
-                        retries += [_Call(half) for half in halves]
-                        recorded += _not_sent(
-                            call.messages, f"{answer.reason}; sending it in halves"
-                        )
-                        continue
-                elif isinstance(answer, AuthFailed):
-                    down = str(answer)
-                    outcome = _not_sent(call.messages, down, account_unavailable=True)
-                elif isinstance(answer, Ambiguous):
-                    ambiguous_in_a_row += 1
-                    outcome = [
-                        SendResult(
-                            m.message_key,
-                            accepted=False,
-                            reason=f"{answer}; in doubt, not re-sent",
-                            outcome=SendOutcome.UNKNOWN,
-                        )
-                        for m in call.messages
-                    ]
-                    if ambiguous_in_a_row >= self.ambiguous_limit:
-                        down = f"{ambiguous_in_a_row} calls in a row got no usable answer"
-                else:  # a bug in the adapter, after the call may have left: in doubt
-                    outcome = [
-                        SendResult(
-                            m.message_key,
-                            accepted=False,
-                            reason=f"adapter error {type(answer).__name__}: {answer}",
-                            outcome=SendOutcome.UNKNOWN,
-                        )
-                        for m in call.messages
-                    ]
-                recorded += outcome
-                final.update((r.message_key, r) for r in outcome)
-            journal.answered(recorded)
-            pending.extendleft(reversed(retries))
-            if wait and pending and down is None:
-                self._sleep(wait)
-        if pending:
-            never_sent = [m for call in pending for m in call.messages]
-            outcome = _not_sent(never_sent, f"not sent: {down}", account_unavailable=True)
-            journal.answered(outcome)
-            final.update((r.message_key, r) for r in outcome)
-        return [final[m.message_key] for m in messages]
+            state.again, state.wait = [], 0.0
+            journal.answered(
+                [
+                    r
+                    for call, a in zip(wave, answers, strict=True)
+                    for r in self._sort(call, a, state)
+                ]
+            )
+            state.pending.extendleft(reversed(state.again))
+            if state.wait and state.pending and state.down is None:
+                self._sleep(state.wait)
+        if state.pending:
+            never_sent = [m for call in state.pending for m in call.messages]
+            reason = f"not sent: {state.down}"
+            journal.answered(state.settle(_not_sent(never_sent, reason, account_unavailable=True)))
+        return [state.final[m.message_key] for m in messages]
+
+    def _sort(self, call: _Call, answer: _Answer, state: _State) -> list[SendResult]:
+        """What one call's answer means for its messages (the rows to journal)."""
+        if not isinstance(answer, Ambiguous):
+            state.ambiguous_in_a_row = 0  # the provider answered something
+        if isinstance(answer, list):
+            return state.settle(_complete(call.messages, answer))
+        if isinstance(answer, Retryable):
+            delay = self.retry.delay(call.attempt, answer.retry_after)
+            if call.attempt < self.retry.attempts and delay <= self.retry.max_delay:
+                state.again.append(_Call(call.messages, call.attempt + 1))
+                state.wait = max(state.wait, delay)
+                return _not_sent(call.messages, f"{answer.reason}; trying again")
+            tries = "attempt" if call.attempt == 1 else "attempts"
+            state.down = f"{answer.reason} (gave up after {call.attempt} {tries})"
+            return state.settle(_not_sent(call.messages, state.down, account_unavailable=True))
+        if isinstance(answer, BatchRejected):
+            if len(call.messages) == 1:
+                key = call.messages[0].message_key
+                return state.settle([SendResult(key, accepted=False, reason=answer.reason)])
+            middle = len(call.messages) // 2
+            state.again += [_Call(call.messages[:middle]), _Call(call.messages[middle:])]
+            return _not_sent(call.messages, f"{answer.reason}; sending it in halves")
+        if isinstance(answer, AuthFailed):
+            state.down = str(answer)
+            return state.settle(_not_sent(call.messages, state.down, account_unavailable=True))
+        if isinstance(answer, Ambiguous):
+            state.ambiguous_in_a_row += 1
+            if state.ambiguous_in_a_row >= self.ambiguous_limit:
+                state.down = f"{state.ambiguous_in_a_row} calls in a row got no usable answer"
+            return state.settle(_in_doubt(call.messages, f"{answer}; in doubt, not re-sent"))
+        # A bug in the adapter, after the call may have left: in doubt.
+        why = f"adapter error {type(answer).__name__}: {answer}"
+        return state.settle(_in_doubt(call.messages, why))
 
     def _make_calls(self, wave: Sequence[_Call]) -> list[_Answer]:
         """Make the wave's calls (concurrently when there are several)."""
@@ -249,14 +248,17 @@ class BatchProvider(ABC):
 def _complete(messages: Sequence[OutboundMessage], answer: list[SendResult]) -> list[SendResult]:
     """The call's results in order; a message the provider left out of its answer is in doubt."""
     by_key = {r.message_key: r for r in answer}
+    missing = [m for m in messages if m.message_key not in by_key]
+    by_key.update(
+        (r.message_key, r)
+        for r in _in_doubt(missing, "the provider answered without this message; in doubt")
+    )
+    return [by_key[m.message_key] for m in messages]
+
+
+def _in_doubt(messages: Sequence[OutboundMessage], reason: str) -> list[SendResult]:
     return [
-        by_key.get(m.message_key)
-        or SendResult(
-            m.message_key,
-            accepted=False,
-            reason="the provider answered without this message; in doubt",
-            outcome=SendOutcome.UNKNOWN,
-        )
+        SendResult(m.message_key, accepted=False, reason=reason, outcome=SendOutcome.UNKNOWN)
         for m in messages
     ]
 
