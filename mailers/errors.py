@@ -6,6 +6,7 @@
     ├── SegmentError             a segment model is missing or has the wrong shape
     ├── WarehouseError           the warehouse refused a statement
     ├── WebhookRejected          a provider webhook failed verification (nothing is stored)
+    ├── PollFailed               polling an events API from a stored cursor failed (names its file)
     └── ProviderError            a provider account failed a whole batch
         ├── ProviderUnavailable  nothing was handed over: safe to fail over or retry
         │   └── ProviderAuthError  credentials or account config refused: stop using it
@@ -39,6 +40,10 @@ class WarehouseError(MailersError):
 
 class WebhookRejected(MailersError):
     """A webhook request failed verification: forged, stale, replayed or malformed."""
+
+
+class PollFailed(MailersError):
+    """Polling an account's events API from its stored cursor failed; names the cursor file."""
 
 
 class ProviderError(MailersError):
