@@ -15,6 +15,7 @@ from mailers.config import CampaignRef, Settings
 from mailers.errors import MailersError
 from mailers.ledger import LedgerContext, LedgerWriter
 from mailers.outcomes import window_outcome
+from mailers.preflight import require_environment
 from mailers.sending import CampaignSender, SendContext
 from mailers.warehouse import MAILERS_SCHEMA, WORK_SCHEMA, Warehouse
 from orchestration.defs.checks import not_sent_failure, sends_check_results, sends_check_specs
@@ -77,6 +78,7 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
         settings = mailers.settings()
         ref = settings.campaign(qualified)
         window = run_window(context, ref)
+        require_environment(settings, [ref])
         spec = AudienceSpec.of(ref, window)
         with mailers.warehouse(settings) as warehouse:
             table = _resolved_audience(warehouse, spec, window, qualified)
