@@ -2,7 +2,8 @@
 
 ``demo`` builds a DuckDB warehouse, seeds example contacts and suppressions, runs the
 whole Dagster pipeline in-process and prints the deliverability marts. ``validate`` checks
-the config. ``plan`` is a dry run of one campaign window.
+the config, the environment variables it needs and its templates against the segments'
+columns. ``plan`` is a dry run of one campaign window.
 """
 
 from __future__ import annotations
@@ -34,9 +35,16 @@ from rich.table import Table
 from adapters import demo_data
 from adapters.settings import load
 from adapters.warehouses.duckdb import DuckDBWarehouse
+from mailers.audience import SEGMENTS_SCHEMA
 from mailers.config import Settings
 from mailers.errors import MailersError
 from mailers.planning import plan as plan_window
+from mailers.preflight import (
+    check_template,
+    environment_references,
+    segment_columns_from_dbt,
+    unset,
+)
 from mailers.tables import ensure_tables
 from mailers.windows import send_window
 
@@ -68,7 +76,8 @@ def _settings(config: Path | None) -> Settings:
 
 @app.command()
 def validate(config: ConfigOption = None) -> None:
-    """Check the config file: schema, references, templates, segment models, providers."""
+    """Check the config: schema, references, providers, the environment variables it needs,
+    and each template rendered against its segment's columns."""
     settings = _settings(config)
     cfg = settings.config
     console.print(f"[green]ok[/green] {settings.path} (config hash {settings.config_hash[:12]})")
@@ -79,6 +88,90 @@ def validate(config: ConfigOption = None) -> None:
             f"{', '.join(str(s) for s in workspace.streams)}, campaigns "
             f"{', '.join(workspace.campaigns) or '-'}"
         )
+    problems = _check_environment(settings) + _check_templates(settings)
+    if problems:
+        errors.print("[red]validation failed[/red]\n" + "\n".join(problems), highlight=False)
+        raise typer.Exit(1)
+
+
+def _check_environment(settings: Settings) -> list[str]:
+    """Print every environment variable the config references; the problem if any is unset."""
+    from adapters.simulator.local import simulated_accounts
+
+    references = environment_references(settings)
+    table = Table(title="Environment variables the config references (values never shown)")
+    for column in ("variable", "state", "referenced at"):
+        table.add_column(column)
+    for ref in references:
+        state = (
+            "[green]set[/green]"
+            if ref.is_set()
+            else "[red]missing[/red]"
+            if ref.needed
+            else "[dim]unset, not needed[/dim]"
+        )
+        table.add_row(ref.env, state, ref.path)
+    console.print(table)
+    missing = unset(references)
+    if not missing:
+        return []
+    names = list(dict.fromkeys(ref.env for ref in missing))
+    problem = f"{len(names)} needed environment variables are not set: {', '.join(names)}"
+    simulated = {f".provider_accounts.{a.name}." for a in simulated_accounts(settings)}
+    filled = sorted(
+        {
+            ref.env
+            for ref in missing
+            if ref.path == "unsubscribe.signing_key" or any(s in ref.path for s in simulated)
+        }
+    )
+    if filled:
+        problem += (
+            f" (mailers demo and mailers dev fill {', '.join(filled)} with throwaway values "
+            "for the local simulator; export them for any other run)"
+        )
+    return [problem]
+
+
+def _check_templates(settings: Settings) -> list[str]:
+    """Render each campaign's template against its segment's columns; the errors found."""
+    problems: list[str] = []
+    for ref in settings.campaigns():
+        segment = ref.config.segment
+        columns, source = _segment_columns(settings, segment)
+        label = f"  {ref.qualified_name}: template {ref.config.template!r}"
+        if columns is None:
+            console.print(
+                f"{label} [yellow]not checked[/yellow]: the columns of {segment} are unknown "
+                f"({source})"
+            )
+            continue
+        found = check_template(settings, ref, columns)
+        verdict = "[red]fails[/red]" if found.errors else "[green]fits[/green]"
+        console.print(f"{label} {verdict} {segment} ({len(columns)} columns, {source})")
+        for note in found.notes:
+            console.print(f"    [yellow]note[/yellow] {note}", highlight=False)
+        problems.extend(f"{settings.path}: {error}" for error in found.errors)
+    return problems
+
+
+def _segment_columns(settings: Settings, segment: str) -> tuple[list[str] | None, str]:
+    """A segment's columns from the warehouse when it is built there, else from its yml."""
+    why = "no warehouse yet"
+    if settings.warehouse_path.is_file():
+        try:
+            with DuckDBWarehouse(settings.warehouse_path, read_only=True) as warehouse:
+                columns = warehouse.columns(SEGMENTS_SCHEMA, segment)
+        except MailersError as err:
+            why = f"warehouse not readable: {err}"
+        else:
+            if columns is not None:
+                return columns, "from the warehouse"
+            why = "not built in the warehouse"
+    documented = segment_columns_from_dbt(settings, segment)
+    if documented is not None:
+        return documented, f"from its dbt yml; {why}"
+    return None, f"{why}, and no yml under models/segments describes its columns"
 
 
 @app.command()
