@@ -12,9 +12,11 @@ import getpass
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import threading
+import time
 from contextlib import redirect_stderr, redirect_stdout
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +35,7 @@ from rich.progress import (
 from rich.table import Table
 
 from adapters import demo_data
-from adapters.settings import load
+from adapters.settings import SIMULATOR_PORT_ENV, load
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.audience import SEGMENTS_SCHEMA
 from mailers.config import Settings
@@ -240,9 +242,27 @@ def demo(
 
 
 @app.command()
-def dev(config: ConfigOption = None) -> None:
+def dev(
+    config: ConfigOption = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Dagster UI port (default: 3000, else a free one)."),
+    ] = None,
+    simulator_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Provider simulator port (default: the simulated accounts' base_url port).",
+        ),
+    ] = None,
+) -> None:
     """Start the local provider simulator and webhook receiver, then the Dagster UI."""
+    if simulator_port is not None:
+        # Read by every load of the config: this process's and those dagster dev starts.
+        os.environ[SIMULATOR_PORT_ENV] = str(simulator_port)
     settings = _settings(config)
+    ui_port = _ui_port(port)
     signing_keys = _demo_environment(settings)
     env = {
         **os.environ,
@@ -250,14 +270,66 @@ def dev(config: ConfigOption = None) -> None:
         "DAGSTER_HOME": os.environ.get("DAGSTER_HOME", str(Path(".dagster").resolve())),
     }
     dagster = Path(sys.executable).parent / "dagster"
+    command = [str(dagster), "dev", "-w", "workspace.yaml", "-h", UI_HOST, "-p", str(ui_port)]
     with _local_providers(settings, signing_keys):
-        console.print("Dagster UI on http://127.0.0.1:3000 (Ctrl-C stops everything)")
-        subprocess.run(
-            [str(dagster), "dev", "-w", "workspace.yaml"],
-            env=env,
-            cwd=settings.base_dir,
-            check=False,
-        )
+        console.print(f"starting dagster dev (UI port {ui_port})")
+        ui = subprocess.Popen(command, env=env, cwd=settings.base_dir)
+        try:
+            url = f"http://{UI_HOST}:{ui_port}"
+            if _wait_until_serving(ui, url):
+                console.print(f"Dagster UI on {url} (Ctrl-C stops everything)")
+            ui.wait()
+        except KeyboardInterrupt:
+            ui.wait()  # dagster dev got the same Ctrl-C and shuts its services down
+    if ui.returncode:
+        errors.print(f"[red]dagster dev exited with code {ui.returncode}[/red]")
+        raise typer.Exit(1)
+
+
+UI_HOST = "127.0.0.1"
+DEFAULT_UI_PORT = 3000
+
+
+def _ui_port(requested: int | None) -> int:
+    """The UI port: the one asked for (it must be free), else 3000 or any free port."""
+    if requested is not None:
+        if not _port_free(requested):
+            errors.print(
+                f"[red]port {requested} on {UI_HOST} is in use[/red]: stop what listens "
+                "there or pass another --port"
+            )
+            raise typer.Exit(1)
+        return requested
+    if _port_free(DEFAULT_UI_PORT):
+        return DEFAULT_UI_PORT
+    with socket.socket() as probe:
+        probe.bind((UI_HOST, 0))
+        free = int(probe.getsockname()[1])
+    console.print(f"[yellow]note[/yellow] port {DEFAULT_UI_PORT} is in use: using {free}")
+    return free
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((UI_HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_until_serving(process: subprocess.Popen[bytes], url: str) -> bool:
+    """Wait until the UI answers at ``url``; False when ``dagster dev`` exited first."""
+    import httpx
+
+    while process.poll() is None:
+        try:
+            if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return False
 
 
 def _demo_environment(settings: Settings) -> dict[str, str]:
