@@ -55,6 +55,7 @@ def _mailers() -> str:
 def dev_env(tmp_path: Path) -> dict[str, str]:
     home = tmp_path / "dagster_home"
     home.mkdir()
+    shutil.copyfile(REPO / ".dagster" / "dagster.yaml", home / "dagster.yaml")
     return {**os.environ, "DAGSTER_HOME": str(home), "PYTHONUNBUFFERED": "1"}
 
 
@@ -120,6 +121,8 @@ def test_dev_serves_the_ui_and_the_simulator_on_the_ports_it_is_given(
     assert httpx.get(f"http://127.0.0.1:{ui_port}/server_info", timeout=10).status_code == 200
     simulator = httpx.get(f"http://127.0.0.1:{simulator_port}/nowhere", timeout=10)
     assert simulator.status_code in {401, 404}
+    # The shipped instance config: the daemon dagster dev starts monitors runs.
+    _wait_for(log, "'MonitoringDaemon'", process, 120)
 
 
 def test_dev_refuses_a_ui_port_in_use_before_starting_anything(
