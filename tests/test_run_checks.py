@@ -53,9 +53,7 @@ def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluat
 
 
 def _failure(result: dg.ExecuteInProcessResult) -> str:
-    return "\n".join(
-        str(e.step_failure_data.error) for e in result.all_events if e.is_step_failure
-    )
+    return "\n".join(str(e.step_failure_data.error) for e in result.all_events if e.is_step_failure)
 
 
 def _fault(fault: str, *accounts: str) -> Callable[[dict[str, Any]], None]:
@@ -140,6 +138,9 @@ def test_a_recipient_failing_to_render_every_run_is_a_warning_naming_the_variabl
         check = _checks(result)["render_failed"]
         assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
         assert check.metadata["variables"].value == "first_name"
+        # The check judges this run's materialization, not the one before it.
+        assert check.target_materialization_data is not None
+        assert check.target_materialization_data.run_id == result.run_id
         assert "retried by later runs, failing on 'first_name'" in str(check.description)
     skipped = _checks(runs[1])["skipped_by_reason"]
     assert skipped.passed

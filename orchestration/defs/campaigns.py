@@ -112,7 +112,6 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
             outcome = window_outcome(
                 LedgerWriter(warehouse, LedgerContext.of(ref, window, context.run.run_id))
             )
-        yield from sends_check_results(sends_key(ref), outcome)
         metadata: dict[str, str | int] = {
             "send_window": window,
             **counts,
@@ -130,9 +129,12 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
                 "will not be re-sent (provider events settle them)"
             )
         failure = not_sent_failure(outcome, qualified, window, metadata)
+        if failure is None:
+            yield dg.MaterializeResult(metadata=metadata)
+        # Checks follow the materialization they judge; a failing run still reports them.
+        yield from sends_check_results(sends_key(ref), outcome)
         if failure is not None:
             raise failure
-        yield dg.MaterializeResult(metadata=metadata)
 
     return [audience, sends]
 

@@ -110,7 +110,6 @@ def provider_events(
             ).to_arrow(),
         )
     context.log.info(f"ingested {report.counts}")
-    yield poll_errors_result(EVENTS_KEY, poll_errors)
     yield dg.MaterializeResult(
         asset_key=EVENTS_KEY,
         metadata={**report.counts, **{f"type_{k}": v for k, v in report.by_type.items()}},
@@ -119,6 +118,7 @@ def provider_events(
         asset_key=SUPPRESSIONS_KEY,
         metadata={"suppressions_added": report.counts["suppressions_added"]},
     )
+    yield poll_errors_result(EVENTS_KEY, poll_errors)
 
 
 def _poll_providers(
