@@ -40,6 +40,9 @@ class EnvReference:
     env: str
     path: str
     needed: bool
+    workspace: str | None = None
+    account: str | None = None
+    """The provider account whose credential this is (None for the unsubscribe key)."""
 
     def is_set(self, environ: Mapping[str, str] | None = None) -> bool:
         """Whether the variable has a non-empty value (the value itself is never kept)."""
@@ -64,6 +67,8 @@ def environment_references(settings: Settings) -> list[EnvReference]:
                         env=secret.env,
                         path=f"workspaces.{ws_name}.provider_accounts.{name}.credentials.{key}",
                         needed=True,
+                        workspace=ws_name,
+                        account=name,
                     )
                 )
     return refs
@@ -81,16 +86,13 @@ def run_references(
         for name, account in workspace.provider_accounts.items()
         if polling and account.poll_events
     }
-    needed = []
-    for ref in environment_references(settings):
-        if ref.path == "unsubscribe.signing_key":
-            if any(c.config.stream.needs_unsubscribe for c in chosen):
-                needed.append(ref)
-            continue
-        _, workspace, _, account = ref.path.split(".")[:4]
-        if workspace in workspaces or account in polled:
-            needed.append(ref)
-    return needed
+    bulk = any(c.config.stream.needs_unsubscribe for c in chosen)
+    return [
+        ref
+        for ref in environment_references(settings)
+        if (ref.account is None and bulk)
+        or (ref.account is not None and (ref.workspace in workspaces or ref.account in polled))
+    ]
 
 
 def unset(

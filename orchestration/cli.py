@@ -119,18 +119,13 @@ def _check_environment(settings: Settings) -> list[str]:
         return []
     names = list(dict.fromkeys(ref.env for ref in missing))
     problem = f"{len(names)} needed environment variables are not set: {', '.join(names)}"
-    simulated = {f".provider_accounts.{a.name}." for a in simulated_accounts(settings)}
-    filled = sorted(
-        {
-            ref.env
-            for ref in missing
-            if ref.path == "unsubscribe.signing_key" or any(s in ref.path for s in simulated)
-        }
-    )
+    simulated = {a.name for a in simulated_accounts(settings)}
+    filled = sorted({ref.env for ref in missing if ref.account in simulated | {None}})
     if filled:
+        which = "these" if len(filled) == len(names) else ", ".join(filled)
         problem += (
-            f" (mailers demo and mailers dev fill {', '.join(filled)} with throwaway values "
-            "for the local simulator; export them for any other run)"
+            f" (mailers demo and mailers dev fill {which} with throwaway values for the local "
+            "simulator; export them for any other run)"
         )
     return [problem]
 

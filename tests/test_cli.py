@@ -61,6 +61,7 @@ def test_validate_lists_every_variable_and_every_missing_one_at_once() -> None:
         "2 needed environment variables are not set: ACME_MAILGUN_API_KEY, "
         "GLOBEX_SENDGRID_API_KEY" in result.stderr
     )
+    assert "mailers demo and mailers dev fill these with throwaway values" in result.stderr
     assert "s3cret" not in result.stdout + result.stderr
 
 
