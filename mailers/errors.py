@@ -11,6 +11,7 @@
     ├── ClaimError               the one-sender-per-window claim (mailers.claims)
     │   ├── WindowClaimed        another run holds the window (names it, when its lease ends)
     │   └── ClaimLost            this run no longer holds its window: it stops sending
+    ├── PollFailed               polling an events API from a stored cursor failed (names its file)
     └── ProviderError            a provider account failed a whole batch
         ├── ProviderUnavailable  nothing was handed over: safe to fail over or retry
         │   └── ProviderAuthError  credentials or account config refused: stop using it
@@ -72,6 +73,10 @@ class WindowClaimed(ClaimError):
 
 class ClaimLost(ClaimError):
     """This run's claim was taken over or may have lapsed: it must not hand anything over."""
+
+
+class PollFailed(MailersError):
+    """Polling an account's events API from its stored cursor failed; names the cursor file."""
 
 
 class ProviderError(MailersError):

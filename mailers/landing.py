@@ -37,15 +37,20 @@ def land(landing_dir: Path, kind: str, account: str, payloads: Sequence[bytes]) 
     return path
 
 
+def cursor_path(landing_dir: Path, kind: str, account: str) -> Path:
+    """Where the events-API cursor of one account is stored."""
+    return landing_dir / kind / account / ".poll-cursor"
+
+
 def read_cursor(landing_dir: Path, kind: str, account: str) -> str | None:
     """The events-API cursor a poller stored for one account, if any."""
-    path = landing_dir / kind / account / ".poll-cursor"
+    path = cursor_path(landing_dir, kind, account)
     return path.read_text() if path.exists() else None
 
 
 def write_cursor(landing_dir: Path, kind: str, account: str, cursor: str) -> None:
     """Store the cursor after the payloads it covers have landed (re-polling is harmless:
     ingestion drops event ids it has seen)."""
-    folder = landing_dir / kind / account
-    folder.mkdir(parents=True, exist_ok=True)
-    write_atomic(folder / ".poll-cursor", cursor.encode())
+    path = cursor_path(landing_dir, kind, account)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, cursor.encode())

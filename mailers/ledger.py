@@ -3,7 +3,8 @@
 Each message has a deterministic key (workspace, campaign, recipient, send window; see
 :mod:`mailers.keys`). A message's story is the sequence of its ledger rows:
 
-* ``skipped``        decided not to send (invalid address, suppressed); final.
+* ``skipped``        decided not to send (invalid address, suppressed, or the template uses
+                     a variable the segment does not have); final.
 * ``render_failed``  the template failed for this recipient; a later run may try again.
 * ``dispatching``    written *before* the batch is handed to a provider.
 * ``accepted``       the provider took it; carries the provider message id.
@@ -55,11 +56,15 @@ RETRYABLE_STATUSES: frozenset[LedgerStatus] = frozenset(
 
 
 class SkipReason(StrEnum):
-    """Why the audience step decided not to send to a recipient."""
+    """Why a recipient is not sent to: decided by the audience step, or when rendering."""
 
     MISSING_ADDRESS = "missing_address"
     INVALID_ADDRESS = "invalid_address"
     SUPPRESSED = "suppressed"
+    TEMPLATE_VARIABLE_MISSING = "template_variable_missing"
+    """The template needs a variable that is neither a segment column nor one Mailers gives:
+    every later run would fail alike, so the message is settled rather than retried. The
+    recorded reason starts with this value and names the variable."""
 
 
 LEDGER_SCHEMA = pa.schema(

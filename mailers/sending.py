@@ -29,7 +29,7 @@ from typing import Any
 from mailers.audience import Disposition
 from mailers.config import CampaignRef, IdentityConfig, Settings, StreamKind
 from mailers.keys import bucket
-from mailers.ledger import LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter
+from mailers.ledger import LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter, SkipReason
 from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome, SendResult
 from mailers.providers import Provider
 from mailers.reconcile import MessageLookup, ReconcileReport, reconcile, window_filter
@@ -159,7 +159,9 @@ class CampaignSender:
             else:
                 by_account[self._route(message.message_key)].append(message)
         self.ledger.record(failures)
-        self.report.counts["render_failed"] += len(failures)
+        settled = sum(f.status is LedgerStatus.SKIPPED for f in failures)
+        self.report.counts["render_failed"] += len(failures) - settled
+        self.report.counts[f"skipped_{SkipReason.TEMPLATE_VARIABLE_MISSING}"] += settled
         for account, messages in by_account.items():
             self._dispatch(account, messages)
 
@@ -189,11 +191,21 @@ class CampaignSender:
         identity_name, identity = self._identity(key)
         content = self.template.render(variables)
         if isinstance(content, RenderFailure):
+            status, reason = LedgerStatus.RENDER_FAILED, content.reason
+            if content.variable is not None and content.variable not in variables:
+                # Not a column of the segment (NULLs are keys here too) nor a variable Mailers
+                # adds: every run of this window would fail alike, so settle instead of retrying.
+                status = LedgerStatus.SKIPPED
+                reason = (
+                    f"{SkipReason.TEMPLATE_VARIABLE_MISSING}: {content.variable!r} is neither a "
+                    f"column of segment {ctx.campaign.config.segment} nor a variable Mailers "
+                    f"provides on the {ctx.stream} stream ({content.reason})"
+                )
             return LedgerEntry(
                 message_key=key,
-                status=LedgerStatus.RENDER_FAILED,
+                status=status,
                 recipient=recipient,
-                reason=content.reason,
+                reason=reason,
                 identity=identity_name,
                 sending_domain=identity.sending_domain,
             )

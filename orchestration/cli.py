@@ -2,7 +2,8 @@
 
 ``demo`` builds a DuckDB warehouse, seeds example contacts and suppressions, runs the
 whole Dagster pipeline in-process and prints the deliverability marts. ``validate`` checks
-the config. ``plan`` is a dry run of one campaign window.
+the config, the environment variables it needs and its templates against the segments'
+columns. ``plan`` is a dry run of one campaign window.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import getpass
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
@@ -32,13 +35,20 @@ from rich.progress import (
 from rich.table import Table
 
 from adapters import demo_data
-from adapters.settings import load
+from adapters.settings import SIMULATOR_PORT_ENV, load
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers import clock
+from mailers.audience import SEGMENTS_SCHEMA
 from mailers.audit import AUDIT_TABLE
 from mailers.config import Settings
 from mailers.errors import MailersError, WindowError
 from mailers.planning import plan as plan_window
+from mailers.preflight import (
+    check_template,
+    environment_references,
+    segment_columns_from_dbt,
+    unset,
+)
 from mailers.reconcile import reconcile as reconcile_window
 from mailers.reconcile import window_filter
 from mailers.tables import ensure_tables
@@ -73,7 +83,8 @@ def _settings(config: Path | None) -> Settings:
 
 @app.command()
 def validate(config: ConfigOption = None) -> None:
-    """Check the config file: schema, references, templates, segment models, providers."""
+    """Check the config: schema, references, providers, the environment variables it needs,
+    and each template rendered against its segment's columns."""
     settings = _settings(config)
     cfg = settings.config
     console.print(f"[green]ok[/green] {settings.path} (config hash {settings.config_hash[:12]})")
@@ -84,6 +95,85 @@ def validate(config: ConfigOption = None) -> None:
             f"{', '.join(str(s) for s in workspace.streams)}, campaigns "
             f"{', '.join(workspace.campaigns) or '-'}"
         )
+    problems = _check_environment(settings) + _check_templates(settings)
+    if problems:
+        errors.print("[red]validation failed[/red]\n" + "\n".join(problems), highlight=False)
+        raise typer.Exit(1)
+
+
+def _check_environment(settings: Settings) -> list[str]:
+    """Print every environment variable the config references; the problem if any is unset."""
+    from adapters.simulator.local import simulated_accounts
+
+    references = environment_references(settings)
+    table = Table(title="Environment variables the config references (values never shown)")
+    for column in ("variable", "state", "referenced at"):
+        table.add_column(column)
+    for ref in references:
+        state = (
+            "[green]set[/green]"
+            if ref.is_set()
+            else "[red]missing[/red]"
+            if ref.needed
+            else "[dim]unset, not needed[/dim]"
+        )
+        table.add_row(ref.env, state, ref.path)
+    console.print(table)
+    missing = unset(references)
+    if not missing:
+        return []
+    names = list(dict.fromkeys(ref.env for ref in missing))
+    problem = f"{len(names)} needed environment variables are not set: {', '.join(names)}"
+    simulated = {a.name for a in simulated_accounts(settings)}
+    filled = sorted({ref.env for ref in missing if ref.account in simulated | {None}})
+    if filled:
+        which = "these" if len(filled) == len(names) else ", ".join(filled)
+        problem += (
+            f" (mailers demo and mailers dev fill {which} with throwaway values for the local "
+            "simulator; export them for any other run)"
+        )
+    return [problem]
+
+
+def _check_templates(settings: Settings) -> list[str]:
+    """Render each campaign's template against its segment's columns; the errors found."""
+    problems: list[str] = []
+    for ref in settings.campaigns():
+        segment = ref.config.segment
+        columns, source = _segment_columns(settings, segment)
+        label = f"  {ref.qualified_name}: template {ref.config.template!r}"
+        if columns is None:
+            console.print(
+                f"{label} [yellow]not checked[/yellow]: the columns of {segment} are unknown "
+                f"({source})"
+            )
+            continue
+        found = check_template(settings, ref, columns)
+        verdict = "[red]fails[/red]" if found.errors else "[green]fits[/green]"
+        console.print(f"{label} {verdict} {segment} ({len(columns)} columns, {source})")
+        for note in found.notes:
+            console.print(f"    [yellow]note[/yellow] {note}", highlight=False)
+        problems.extend(f"{settings.path}: {error}" for error in found.errors)
+    return problems
+
+
+def _segment_columns(settings: Settings, segment: str) -> tuple[list[str] | None, str]:
+    """A segment's columns from the warehouse when it is built there, else from its yml."""
+    why = "no warehouse yet"
+    if settings.warehouse_path.is_file():
+        try:
+            with DuckDBWarehouse(settings.warehouse_path, read_only=True) as warehouse:
+                columns = warehouse.columns(SEGMENTS_SCHEMA, segment)
+        except MailersError as err:
+            why = f"warehouse not readable: {err}"
+        else:
+            if columns is not None:
+                return columns, "from the warehouse"
+            why = "not built in the warehouse"
+    documented = segment_columns_from_dbt(settings, segment)
+    if documented is not None:
+        return documented, f"from its dbt yml; {why}"
+    return None, f"{why}, and no yml under models/segments describes its columns"
 
 
 @app.command()
@@ -247,9 +337,27 @@ def demo(
 
 
 @app.command()
-def dev(config: ConfigOption = None) -> None:
+def dev(
+    config: ConfigOption = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Dagster UI port (default: 3000, else a free one)."),
+    ] = None,
+    simulator_port: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=65535,
+            help="Provider simulator port (default: the simulated accounts' base_url port).",
+        ),
+    ] = None,
+) -> None:
     """Start the local provider simulator and webhook receiver, then the Dagster UI."""
+    if simulator_port is not None:
+        # Read by every load of the config: this process's and those dagster dev starts.
+        os.environ[SIMULATOR_PORT_ENV] = str(simulator_port)
     settings = _settings(config)
+    ui_port = _ui_port(port)
     signing_keys = _demo_environment(settings)
     env = {
         **os.environ,
@@ -257,14 +365,66 @@ def dev(config: ConfigOption = None) -> None:
         "DAGSTER_HOME": os.environ.get("DAGSTER_HOME", str(Path(".dagster").resolve())),
     }
     dagster = Path(sys.executable).parent / "dagster"
+    command = [str(dagster), "dev", "-w", "workspace.yaml", "-h", UI_HOST, "-p", str(ui_port)]
     with _local_providers(settings, signing_keys):
-        console.print("Dagster UI on http://127.0.0.1:3000 (Ctrl-C stops everything)")
-        subprocess.run(
-            [str(dagster), "dev", "-w", "workspace.yaml"],
-            env=env,
-            cwd=settings.base_dir,
-            check=False,
-        )
+        console.print(f"starting dagster dev (UI port {ui_port})")
+        ui = subprocess.Popen(command, env=env, cwd=settings.base_dir)
+        try:
+            url = f"http://{UI_HOST}:{ui_port}"
+            if _wait_until_serving(ui, url):
+                console.print(f"Dagster UI on {url} (Ctrl-C stops everything)")
+            ui.wait()
+        except KeyboardInterrupt:
+            ui.wait()  # dagster dev got the same Ctrl-C and shuts its services down
+    if ui.returncode:
+        errors.print(f"[red]dagster dev exited with code {ui.returncode}[/red]")
+        raise typer.Exit(1)
+
+
+UI_HOST = "127.0.0.1"
+DEFAULT_UI_PORT = 3000
+
+
+def _ui_port(requested: int | None) -> int:
+    """The UI port: the one asked for (it must be free), else 3000 or any free port."""
+    if requested is not None:
+        if not _port_free(requested):
+            errors.print(
+                f"[red]port {requested} on {UI_HOST} is in use[/red]: stop what listens "
+                "there or pass another --port"
+            )
+            raise typer.Exit(1)
+        return requested
+    if _port_free(DEFAULT_UI_PORT):
+        return DEFAULT_UI_PORT
+    with socket.socket() as probe:
+        probe.bind((UI_HOST, 0))
+        free = int(probe.getsockname()[1])
+    console.print(f"[yellow]note[/yellow] port {DEFAULT_UI_PORT} is in use: using {free}")
+    return free
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((UI_HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _wait_until_serving(process: subprocess.Popen[bytes], url: str) -> bool:
+    """Wait until the UI answers at ``url``; False when ``dagster dev`` exited first."""
+    import httpx
+
+    while process.poll() is None:
+        try:
+            if httpx.get(f"{url}/server_info", timeout=2).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    return False
 
 
 def _demo_environment(settings: Settings) -> dict[str, str]:

@@ -37,10 +37,82 @@ def mailers(
     )
 
 
+SHIPPED_SECRETS = {
+    "MAILERS_UNSUBSCRIBE_KEY": "s3cret-unsubscribe-value",
+    "ACME_POSTMARK_SERVER_TOKEN": "s3cret-postmark-token",
+    "ACME_POSTMARK_WEBHOOK_USER": "s3cret-user",
+    "ACME_POSTMARK_WEBHOOK_PASSWORD": "s3cret-password",
+    "ACME_MAILGUN_API_KEY": "s3cret-mailgun-key",
+    "ACME_MAILGUN_WEBHOOK_SIGNING_KEY": "s3cret-mailgun-signing",
+    "GLOBEX_SENDGRID_API_KEY": "s3cret-sendgrid-key",
+    "GLOBEX_SENDGRID_WEBHOOK_PUBLIC_KEY": "s3cret-sendgrid-public",
+}
+"""Every variable the shipped mailers.yaml references, as a user would export them."""
+
+
 def test_validate_accepts_the_shipped_config() -> None:
-    result = mailers("validate")
-    assert result.returncode == 0, result.stderr
+    result = mailers("validate", env=SHIPPED_SECRETS)
+    assert result.returncode == 0, result.stdout + result.stderr
     assert "ok" in result.stdout and "pro_tips" in result.stdout
+    assert "template 'pro_tips' fits seg_acme_active_pro" in result.stdout
+    assert "s3cret" not in result.stdout + result.stderr
+
+
+def test_validate_lists_every_variable_and_every_missing_one_at_once() -> None:
+    env = {**SHIPPED_SECRETS, "ACME_MAILGUN_API_KEY": "", "GLOBEX_SENDGRID_API_KEY": ""}
+    result = mailers("validate", env=env)
+    assert result.returncode == 1
+    for name in SHIPPED_SECRETS:
+        assert name in result.stdout
+    assert "acme_mailgun.credentials.api_key" in result.stdout
+    assert (
+        "2 needed environment variables are not set: ACME_MAILGUN_API_KEY, "
+        "GLOBEX_SENDGRID_API_KEY" in result.stderr
+    )
+    assert "mailers demo and mailers dev fill these with throwaway values" in result.stderr
+    assert "s3cret" not in result.stdout + result.stderr
+
+
+def test_validate_finds_a_template_variable_the_segment_lacks(tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", templates)
+    (templates / "pro_tips" / "subject.txt").write_text("{{ first_nmae }}, tips for {{ plan }}")
+
+    def broken(config: dict) -> None:
+        config["templates_dir"] = str(templates)
+
+    config = write_config(tmp_path, broken)
+    result = mailers("validate", "--config", str(config))
+    assert result.returncode == 1
+    assert "template 'pro_tips' fails seg_acme_active_pro" in result.stdout
+    assert "from its dbt yml" in result.stdout
+    assert (
+        f"{config}: workspaces.acme.campaigns.pro_tips.template: template 'pro_tips' uses "
+        "'first_nmae', which segment seg_acme_active_pro does not have" in result.stderr
+    )
+    assert "template 'globex_launch' fits seg_globex_newsletter" in result.stdout
+
+
+def test_validate_prefers_the_columns_the_warehouse_has(
+    tmp_path: Path, seeded_warehouse: Path
+) -> None:
+    import duckdb
+
+    settings = load(write_config(tmp_path))
+    settings.warehouse_path.parent.mkdir(parents=True)
+    shutil.copyfile(seeded_warehouse, settings.warehouse_path)
+    fits = mailers("validate", "--config", str(settings.path))
+    assert fits.returncode == 0, fits.stdout + fits.stderr
+    assert "fits seg_acme_active_pro (5 columns, from the warehouse)" in fits.stdout
+
+    with duckdb.connect(str(settings.warehouse_path)) as connection:
+        connection.execute(
+            "create or replace view segments.seg_acme_active_pro as "
+            "select email, first_name, country, contact_id from crm.contacts"
+        )
+    result = mailers("validate", "--config", str(settings.path))
+    assert result.returncode == 1
+    assert "uses 'plan', which segment seg_acme_active_pro does not have" in result.stderr
 
 
 def test_validate_names_file_key_and_problem(tmp_path: Path) -> None:

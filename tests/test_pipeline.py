@@ -348,7 +348,9 @@ def test_an_outage_fails_the_sends_step_and_its_retry_sends_each_message_once(
             tags=tags,
         )
     assert not result.success
-    assert "were not sent: no provider account was available" in _failures(result)
+    message = _failures(result)
+    assert "messages of acme.pro_tips (window 2026-11-23T08:00:00Z) were not sent" in message
+    assert "no provider account available" in message and "re-run window" in message
     audit = query(settings, "select counts from mailers.audit_log where action = 'send'")
     not_sent = json.loads(audit[0]["counts"])["not_sent"]
     assert not_sent > 20 and eml_files(settings) == []

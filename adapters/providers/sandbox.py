@@ -20,7 +20,9 @@ anything else              ``delivered``; then, drawn from a hash of the message
 =========================  ==================================================
 
 Settings ``fault: unavailable`` and ``fault: timeout`` make the account fail every batch
-(the one provably, the other ambiguously), for routing and recovery drills.
+(the one provably, the other ambiguously), for routing and recovery drills;
+``fault: throttled`` answers every message "not sent" (a rate limit outlasting the retries)
+while the account stays up, as a provider's sustained 429s do.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from mailers.config import Settings as MailersSettings
 from mailers.events import BounceClass, CanonicalEvent, EventType
 from mailers.keys import bucket
 from mailers.landing import land, write_atomic
-from mailers.messages import OutboundMessage, SendResult
+from mailers.messages import OutboundMessage, SendOutcome, SendResult
 
 KIND = "sandbox"
 MAX_BATCH_SIZE = 500
@@ -85,7 +87,7 @@ class Settings(BaseModel):
     click_rate: float = Field(default=0.1, ge=0, le=1)
     unsubscribe_rate: float = Field(default=0.02, ge=0, le=1)
     seed: str = "mailers"
-    fault: Literal["none", "unavailable", "timeout"] = "none"
+    fault: Literal["none", "unavailable", "timeout", "throttled"] = "none"
 
     @model_validator(mode="after")
     def _clickers_open(self) -> Settings:
@@ -147,6 +149,12 @@ class SandboxProvider(BatchProvider):
             raise Retryable("sandbox fault: connection refused")
         if self.settings.fault == "timeout":
             raise Ambiguous("sandbox fault: timed out after sending")
+        if self.settings.fault == "throttled":
+            reason = "sandbox fault: rate limited (429), gave up after retrying"
+            return [
+                SendResult(m.message_key, False, reason=reason, outcome=SendOutcome.NOT_SENT)
+                for m in messages
+            ]
         self.outbox.mkdir(parents=True, exist_ok=True)
         accepted_at = datetime.now(UTC)
         results: list[SendResult] = []

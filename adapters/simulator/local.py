@@ -28,7 +28,7 @@ import httpx
 from adapters.receiver import WebhookReceiver
 from adapters.simulator import mailgun, postmark, sendgrid
 from adapters.simulator.server import Request, Response, Simulator
-from mailers.config import ProviderAccountConfig, Settings
+from mailers.config import MailersConfig, ProviderAccountConfig, Settings
 from mailers.errors import ConfigError
 from mailers.webhooks import WebhookRequest
 
@@ -64,6 +64,20 @@ def simulated_accounts(settings: Settings) -> list[SimulatedAccount]:
             if account.kind in SIMULATED_KINDS and urlsplit(base_url).hostname in _LOOPBACK:
                 found.append(SimulatedAccount(ws_name, name, account))
     return found
+
+
+def on_simulator_port(settings: Settings, port: int) -> Settings:
+    """``settings`` with every simulated account's ``base_url`` moved to ``port``."""
+    simulated = {(a.workspace, a.name) for a in simulated_accounts(settings)}
+    document = settings.config.model_dump(mode="json", exclude_unset=True)
+    for ws_name, workspace in document["workspaces"].items():
+        for name, account in workspace["provider_accounts"].items():
+            if (ws_name, name) in simulated:
+                split = urlsplit(str(account["settings"]["base_url"]))
+                host = split.hostname or "127.0.0.1"
+                netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+                account["settings"]["base_url"] = split._replace(netloc=netloc).geturl()
+    return settings.model_copy(update={"config": MailersConfig.model_validate(document)})
 
 
 def demo_credentials(settings: Settings) -> dict[str, str]:

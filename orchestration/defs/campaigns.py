@@ -5,6 +5,8 @@ audience depends on the campaign's dbt segment model, so lineage in the UI reads
 contacts → segment → audience → sends → ledger → events → marts.
 """
 
+from collections.abc import Iterator
+
 import dagster as dg
 
 from mailers.audience import AudienceSpec, disposition_counts, resolve
@@ -13,8 +15,11 @@ from mailers.claims import WindowClaim
 from mailers.config import CampaignRef, Settings
 from mailers.errors import MailersError
 from mailers.ledger import LedgerContext, LedgerWriter
+from mailers.outcomes import window_outcome
+from mailers.preflight import require_environment
 from mailers.sending import CampaignSender, SendContext
 from mailers.warehouse import MAILERS_SCHEMA, WORK_SCHEMA, Warehouse
+from orchestration.defs.checks import not_sent_failure, sends_check_results, sends_check_specs
 from orchestration.defs.resources import WAREHOUSE_POOL, MailersResource
 from orchestration.defs.runs import run_actor, run_send_window, run_window
 
@@ -66,13 +71,17 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
         kinds={"duckdb", "email"},
         tags=tags,
         description=f"Messages of {qualified} rendered, routed and handed to providers.",
+        check_specs=sends_check_specs(sends_key(campaign)),
     )
-    def sends(context: dg.AssetExecutionContext, mailers: MailersResource) -> dg.MaterializeResult:
+    def sends(
+        context: dg.AssetExecutionContext, mailers: MailersResource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         settings = mailers.settings()
         ref = settings.campaign(qualified)
         request = run_send_window(context, ref)
         window = request.window
         actor = run_actor(context)
+        require_environment(settings, [ref])
         spec = AudienceSpec.of(ref, window)
         with (
             mailers.warehouse(settings) as warehouse,
@@ -128,27 +137,33 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
                 send_window=window,
             )
             warehouse.append(MAILERS_SCHEMA, AUDIT_TABLE, record.to_arrow())
+            outcome = window_outcome(
+                LedgerWriter(warehouse, LedgerContext.of(ref, window, context.run.run_id))
+            )
         metadata: dict[str, str | int | bool] = {
             "send_window": window,
             "backfill": request.is_backfill,
             **counts,
             **{f"accepted_via_{name}": n for name, n in report.accounts.items()},
         }
+        if counts.get("reconciled_unknown"):
+            context.log.warning(
+                f"{counts['reconciled_unknown']} messages of {qualified} (window {window}) "
+                "were in flight when an earlier run of this window died: settled as unknown "
+                "and not re-sent (reconciliation or provider events settle them)"
+            )
         if counts.get("unknown"):
             context.log.warning(
                 f"{counts['unknown']} messages of {qualified} have an unknown outcome; they "
                 "will not be re-sent (provider events settle them)"
             )
-        if report.down_accounts and counts.get("not_sent"):
-            raise dg.Failure(
-                description=(
-                    f"{counts['not_sent']} messages of {qualified} were not sent: no provider "
-                    f"account was available ({report.down_accounts}). Re-run to retry them; "
-                    "nothing already accepted will be sent again."
-                ),
-                metadata=metadata,
-            )
-        return dg.MaterializeResult(metadata=metadata)
+        failure = not_sent_failure(outcome, qualified, window, metadata)
+        if failure is None:
+            yield dg.MaterializeResult(metadata=metadata)
+        # Checks follow the materialization they judge; a failing run still reports them.
+        yield from sends_check_results(sends_key(ref), outcome)
+        if failure is not None:
+            raise failure
 
     return [audience, sends]
 

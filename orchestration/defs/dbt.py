@@ -17,6 +17,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from mailers.config import Settings
+from orchestration.defs.preflight import require_run_environment
 from orchestration.defs.resources import WAREHOUSE_POOL, MailersResource
 
 AUDIENCE_MODELS = "+path:models/segments"
@@ -100,6 +101,8 @@ def dbt_definitions(settings: Settings) -> dg.Definitions:
         context: dg.AssetExecutionContext, dbt: DbtCliResource, mailers: MailersResource
     ) -> Iterator[Any]:
         """Segment models: who each campaign may reach."""
+        # The first step of send jobs and the pipeline: nothing runs if a secret is missing.
+        require_run_environment(context, mailers.settings())
         yield from _build(context, dbt, mailers)
 
     @dbt_assets(

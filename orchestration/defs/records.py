@@ -11,6 +11,7 @@ from mailers.ingest import ingest
 from mailers.ledger import LEDGER_TABLE, latest_rows_sql
 from mailers.polling import poll_into_landing
 from mailers.warehouse import MAILERS_SCHEMA
+from orchestration.defs.checks import poll_errors_result, provider_events_check_specs
 from orchestration.defs.resources import WAREHOUSE_POOL, MailersResource
 from orchestration.defs.runs import run_actor
 
@@ -83,11 +84,12 @@ def ledger_asset(sends: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
             ),
         ),
     ],
+    check_specs=provider_events_check_specs(EVENTS_KEY),
     pool=WAREHOUSE_POOL,
 )
 def provider_events(
     context: dg.AssetExecutionContext, mailers: MailersResource
-) -> Iterator[dg.MaterializeResult]:
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Load landed provider event files into events and suppressions, exactly once each."""
     settings = mailers.settings()
     polled, poll_errors = _poll_providers(context, settings)
@@ -116,6 +118,7 @@ def provider_events(
         asset_key=SUPPRESSIONS_KEY,
         metadata={"suppressions_added": report.counts["suppressions_added"]},
     )
+    yield poll_errors_result(EVENTS_KEY, poll_errors)
 
 
 def _poll_providers(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from mailers.errors import PollFailed, ProviderUnavailable
 from mailers.ingest import landed_files
 from mailers.landing import land, read_cursor
 from mailers.polling import PollTarget, poll_into_landing
@@ -54,3 +55,30 @@ def test_land_writes_nothing_for_no_payloads_and_hides_partial_files(tmp_path: P
     path = land(tmp_path, "sandbox", "a", [b'{"x": 1}', b'{"x": 2}\n'])
     assert path is not None and path.read_bytes() == b'{"x": 1}\n{"x": 2}\n'
     assert not any(p.name.endswith(".partial") for p in path.parent.iterdir())
+
+
+def test_a_fetch_failing_from_a_stored_cursor_names_the_cursor_file(tmp_path: Path) -> None:
+    def fetch(cursor: str | None) -> tuple[list[bytes], str | None]:
+        if cursor is None:
+            return [b'{"id": "e0"}'], "https://api.example.test/v3/events/page-1"
+        raise ProviderUnavailable("mg", "events API answered 404: page expired")
+
+    target = PollTarget(kind="mailgun", account="mg", fetch=fetch)
+    assert poll_into_landing(tmp_path, target) == 1
+
+    with pytest.raises(PollFailed) as failed:
+        poll_into_landing(tmp_path, target)
+
+    cursor_file = tmp_path / "mailgun" / "mg" / ".poll-cursor"
+    assert f"from the cursor stored in {cursor_file} failed" in str(failed.value)
+    assert "page expired" in str(failed.value)
+    assert f"delete {cursor_file}" in str(failed.value)
+    assert read_cursor(tmp_path, "mailgun", "mg") == "https://api.example.test/v3/events/page-1"
+
+
+def test_a_first_poll_failing_without_a_cursor_keeps_its_own_error(tmp_path: Path) -> None:
+    def fetch(cursor: str | None) -> tuple[list[bytes], str | None]:
+        raise ProviderUnavailable("mg", "connection refused")
+
+    with pytest.raises(ProviderUnavailable, match="connection refused"):
+        poll_into_landing(tmp_path, PollTarget(kind="mailgun", account="mg", fetch=fetch))

@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from mailers.errors import ConfigError
-from mailers.rendering import CampaignTemplate, RenderedContent, RenderFailure
+from mailers.rendering import (
+    CampaignTemplate,
+    RenderedContent,
+    RenderFailure,
+    undefined_variable,
+)
 
 
 def write_template(root: Path, name: str, *, subject: str, html: str, text: str) -> Path:
@@ -87,6 +92,7 @@ def test_missing_variable_fails_naming_variable_and_part(tmp_path: Path) -> None
 
     assert "coupon_code" in result.reason
     assert "t/body.html" in result.reason
+    assert result.variable == "coupon_code"
 
 
 def test_missing_variable_in_subject_names_the_subject(templates: Path) -> None:
@@ -104,6 +110,7 @@ def test_none_value_counts_as_missing(templates: Path) -> None:
     result = failure(template.render({"first_name": None, "plan": "pro"}))
 
     assert "first_name" in result.reason
+    assert result.variable == "first_name"
 
 
 def test_default_filter_covers_a_none_value(tmp_path: Path) -> None:
@@ -207,3 +214,40 @@ def test_template_sees_changes_only_when_reloaded(tmp_path: Path) -> None:
 
     assert rendered(template.render({})).subject == "v1"
     assert rendered(CampaignTemplate(root, "t").render({})).subject == "v2"
+
+
+def test_a_failure_not_caused_by_an_undefined_variable_names_none(tmp_path: Path) -> None:
+    root = write_template(
+        tmp_path,
+        "t",
+        subject="{{ seats | int // divisor }}",
+        html="{{ user.name }}",
+        text="x",
+    )
+    template = CampaignTemplate(root, "t")
+
+    by_zero = failure(template.render({"seats": 3, "divisor": 0, "user": {}}))
+    no_attribute = failure(template.render({"seats": 3, "divisor": 1, "user": {}}))
+
+    assert by_zero.variable is None and "ZeroDivisionError" in by_zero.reason
+    assert no_attribute.variable is None and "has no attribute 'name'" in no_attribute.reason
+
+
+def test_undefined_variable_reads_the_name_back_from_a_recorded_reason() -> None:
+    assert undefined_variable("template t/body.html: 'coupon' is undefined") == "coupon"
+    assert undefined_variable("template t/body.html: 'dict object' has no attribute 'x'") is None
+    assert undefined_variable("rate limited (429)") is None
+
+
+def test_variables_lists_what_the_parts_refer_to_guarded_or_not(tmp_path: Path) -> None:
+    root = write_template(
+        tmp_path,
+        "t",
+        subject="{{ first_name }} {% for i in range(2) %}{{ i }}{% endfor %}",
+        html="{% set hi = 'hi' %}{{ hi }} {% if country is defined %}{{ country }}{% endif %}",
+        text="{{ plan | title }} {{ unsubscribe_url }}",
+    )
+
+    variables = CampaignTemplate(root, "t").variables
+
+    assert variables == {"first_name", "country", "plan", "unsubscribe_url"}
