@@ -191,6 +191,19 @@ def _bounce_api_record(webhook: Mapping[str, Any]) -> dict[str, Any]:
     return record
 
 
+def _paging(query: dict[str, str], what: str) -> tuple[int, int] | Response:
+    """``count`` and ``offset`` of a Postmark search, or the 422 Postmark answers."""
+    try:
+        count, offset = int(query["count"]), int(query["offset"])
+    except (KeyError, ValueError):
+        return _error(422, 300, "The count and offset parameters are required integers.")
+    if not 0 < count <= MAX_BATCH or offset < 0:
+        return _error(422, 300, "Count must be between 1 and 500.")
+    if count + offset > BOUNCES_LIMIT:
+        return _error(422, 300, f"Count + Offset cannot exceed 10,000 {what}.")
+    return count, offset
+
+
 def register(sim: Simulator, *, credentials: dict[str, str]) -> None:
     """Serve Postmark's batch and bounces endpoints for one server token."""
     state: dict[str, Any] = {"messages": [], "events": [], "bounces": []}
@@ -292,14 +305,10 @@ def register(sim: Simulator, *, credentials: dict[str, str]) -> None:
         if not authorized(request):
             return unauthorized()
         query = {k: v[-1] for k, v in request.query.items()}
-        try:
-            count, offset = int(query["count"]), int(query["offset"])
-        except (KeyError, ValueError):
-            return _error(422, 300, "The count and offset parameters are required integers.")
-        if not 0 < count <= MAX_BATCH or offset < 0:
-            return _error(422, 300, "Count must be between 1 and 500.")
-        if count + offset > BOUNCES_LIMIT:
-            return _error(422, 300, "Count + Offset cannot exceed 10,000 bounces.")
+        paging = _paging(query, "bounces")
+        if isinstance(paging, Response):
+            return paging
+        count, offset = paging
         stream = query.get("messagestream", "outbound")
         since = _eastern_bound(query.get("fromdate"))
         until = _eastern_bound(query.get("todate"))
@@ -322,12 +331,10 @@ def register(sim: Simulator, *, credentials: dict[str, str]) -> None:
         if not authorized(request):
             return unauthorized()
         query = {k: v[-1] for k, v in request.query.items()}
-        try:
-            count, offset = int(query["count"]), int(query["offset"])
-        except (KeyError, ValueError):
-            return _error(422, 300, "The count and offset parameters are required integers.")
-        if not 0 < count <= MAX_BATCH or offset < 0 or count + offset > BOUNCES_LIMIT:
-            return _error(422, 300, "Count must be between 1 and 500.")
+        paging = _paging(query, "messages")
+        if isinstance(paging, Response):
+            return paging
+        count, offset = paging
         wanted = {
             k.removeprefix("metadata_"): v for k, v in query.items() if k.startswith("metadata_")
         }
