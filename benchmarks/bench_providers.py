@@ -1,23 +1,33 @@
 """Send throughput of each HTTP provider adapter against the local provider simulator.
 
-    .venv/bin/python benchmarks/bench_providers.py --messages 5000
+    .venv/bin/python benchmarks/bench_providers.py --messages 5000 [--journal]
 
 Measures the adapter and simulator together over loopback (request building, JSON/form
 encoding, one pooled client per account), not the providers' real-world rate limits.
+``--journal`` also writes the send ledger as a real send does (``dispatching`` rows before
+every provider call, outcomes after it) into a DuckDB file, to show what journaling costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from contextlib import ExitStack
+from pathlib import Path
 
 from adapters.providers import mailgun, postmark, sendgrid
 from adapters.simulator import Simulator
 from adapters.simulator import mailgun as mailgun_sim
 from adapters.simulator import postmark as postmark_sim
 from adapters.simulator import sendgrid as sendgrid_sim
+from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.keys import message_key
+from mailers.ledger import LedgerContext, LedgerWriter
 from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage
+from mailers.providers import DispatchJournal
+from mailers.sending import LedgerJournal
+from mailers.tables import ensure_tables
 
 
 def _messages(count: int, shared_body: bool) -> list[OutboundMessage]:
@@ -49,8 +59,14 @@ def _messages(count: int, shared_body: bool) -> list[OutboundMessage]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--journal", action="store_true", help="write the send ledger too")
     args = parser.parse_args()
-    with Simulator() as sim:
+    with Simulator() as sim, ExitStack() as stack:
+        warehouse = None
+        if args.journal:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            warehouse = stack.enter_context(DuckDBWarehouse(folder / "bench.duckdb"))
+            ensure_tables(warehouse)
         postmark_sim.register(sim, credentials={"server_token": "t"})
         mailgun_sim.register(sim, credentials={"api_key": "k", "webhook_signing_key": "s"})
         sendgrid_sim.register(sim, credentials={"api_key": "g"})
@@ -70,7 +86,12 @@ def main() -> None:
             start = time.perf_counter()
             results = []
             for i in range(0, len(messages), provider.max_batch_size):
-                results += provider.send_batch(messages[i : i + provider.max_batch_size])
+                batch = messages[i : i + provider.max_batch_size]
+                journal: DispatchJournal | None = None
+                if warehouse is not None:
+                    context = LedgerContext("acme", "lifecycle", "bench", "w", provider.account)
+                    journal = LedgerJournal(LedgerWriter(warehouse, context), provider, batch)
+                results += provider.send_batch(batch, journal)
             seconds = time.perf_counter() - start
             accepted = sum(r.accepted for r in results)
             rate = accepted / seconds
