@@ -70,6 +70,8 @@ class FixedClock:
 
 
 _current: Clock | None = None
+_last_stamp: datetime | None = None
+_stamp_lock = threading.Lock()
 
 
 def current() -> Clock:
@@ -94,8 +96,10 @@ def clock_from_environment() -> Clock:
 
 def set_clock(clock: Clock | None) -> Clock | None:
     """Install ``clock`` (``None``: back to the environment's); returns the previous one."""
-    global _current
-    previous, _current = _current, clock
+    global _current, _last_stamp
+    with _stamp_lock:
+        previous, _current = _current, clock
+        _last_stamp = None  # stamps are ordered per clock: a new clock starts afresh
     return previous
 
 
@@ -117,6 +121,22 @@ def now() -> datetime:
 def utcnow() -> datetime:
     """Now in UTC without tzinfo (warehouse ``TIMESTAMP`` columns hold UTC by convention)."""
     return now().replace(tzinfo=None)
+
+
+def stamp() -> datetime:
+    """:func:`utcnow`, but strictly after every earlier stamp taken on the current clock.
+
+    For rows whose order matters (the send ledger): a retry appends ``not_sent`` and then
+    ``dispatching`` for one message microseconds apart, and those must never tie, however
+    coarse, frozen or stepped back the clock is.
+    """
+    global _last_stamp
+    with _stamp_lock:
+        moment = utcnow()
+        if _last_stamp is not None and moment <= _last_stamp:
+            moment = _last_stamp + timedelta(microseconds=1)
+        _last_stamp = moment
+        return moment
 
 
 def epoch() -> float:

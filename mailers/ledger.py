@@ -20,17 +20,15 @@ status settles the message for its send window, so re-running a send never sends
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 import pyarrow as pa
 
-from mailers.clock import utcnow
+from mailers.clock import stamp
 from mailers.config import CampaignRef
 from mailers.warehouse import MAILERS_SCHEMA, Warehouse
 
@@ -141,7 +139,7 @@ class LedgerWriter:
         if not entries:
             return
         ctx = self.context
-        now = _stamp()
+        now = stamp()
         columns: dict[str, list[Any]] = {name: [] for name in LEDGER_SCHEMA.names}
         for entry in entries:
             columns["ledger_id"].append(uuid.uuid4().hex)
@@ -193,7 +191,7 @@ class LedgerWriter:
                 ctx.campaign,
                 ctx.send_window,
                 ctx.run_id,
-                _stamp(),
+                stamp(),
             ],
         )
 
@@ -254,27 +252,6 @@ class LedgerWriter:
             """,
             LedgerStatus.UNKNOWN,
         )
-
-
-_last_stamp: datetime | None = None
-_stamp_lock = threading.Lock()
-
-
-def _stamp() -> datetime:
-    """Now, but strictly after every earlier stamp of this process.
-
-    A message's rows are ordered by ``recorded_at``. A retry appends ``not_sent`` and then
-    ``dispatching`` for the same message microseconds apart, and reconciliation appends an
-    outcome right after ``unknown``: those must never tie, whichever writer appends them
-    and however coarse (or frozen, in tests) the clock is.
-    """
-    global _last_stamp
-    with _stamp_lock:
-        now = utcnow()
-        if _last_stamp is not None and now <= _last_stamp:
-            now = _last_stamp + timedelta(microseconds=1)
-        _last_stamp = now
-        return now
 
 
 def latest_rows_sql(warehouse: Warehouse, where: str = "true") -> str:

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
 from adapters.warehouses.duckdb import DuckDBWarehouse
-from mailers import ledger as ledger_module
 from mailers.addresses import is_valid, normalize
 from mailers.audience import AudienceSpec, disposition_counts, resolve
+from mailers.clock import FixedClock, use_clock
 from mailers.errors import SegmentError
 from mailers.keys import message_key
 from mailers.ledger import LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter
@@ -57,22 +57,21 @@ SUPPRESSIONS = [
 ]
 
 
-class Clock:
+class SteppingClock:
     """A clock that advances one millisecond per reading, so ledger rows have an order."""
 
     def __init__(self) -> None:
-        self.now = datetime(2026, 11, 23, 8, 0, 0)
+        self.at = datetime(2026, 11, 23, 8, 0, 0, tzinfo=UTC)
 
-    def __call__(self) -> datetime:
-        self.now += timedelta(milliseconds=1)
-        return self.now
+    def now(self) -> datetime:
+        self.at += timedelta(milliseconds=1)
+        return self.at
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(ledger_module, "utcnow", fake)
-    return fake
+def clock() -> Iterator[SteppingClock]:
+    with use_clock(SteppingClock()) as stepping:
+        yield stepping  # type: ignore[misc]
 
 
 @pytest.fixture
@@ -381,14 +380,14 @@ def test_same_instant_outcome_outranks_dispatching(warehouse: DuckDBWarehouse) -
 
 
 def test_one_writer_orders_its_rows_even_when_the_clock_stands_still(
-    warehouse: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
+    warehouse: DuckDBWarehouse,
 ) -> None:
     # A retry records not_sent and then dispatching again within microseconds: the second
     # row must be the latest, or a crash right after it would re-send a message in flight.
-    monkeypatch.setattr(ledger_module, "utcnow", lambda: datetime(2026, 11, 23, 8, 0, 0))
-    ledger = writer(warehouse)
-    ledger.record([LedgerEntry(key_of("ann@example.com"), LedgerStatus.NOT_SENT)])
-    ledger.record([LedgerEntry(key_of("ann@example.com"), LedgerStatus.DISPATCHING)])
+    with use_clock(FixedClock(datetime(2026, 11, 23, 8, 0, 0))):
+        ledger = writer(warehouse)
+        ledger.record([LedgerEntry(key_of("ann@example.com"), LedgerStatus.NOT_SENT)])
+        ledger.record([LedgerEntry(key_of("ann@example.com"), LedgerStatus.DISPATCHING)])
 
     latest = warehouse.query(ledger.latest_rows_sql())["status"].to_pylist()
 
