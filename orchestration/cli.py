@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 from contextlib import redirect_stderr, redirect_stdout
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -34,6 +33,7 @@ from rich.table import Table
 from adapters import demo_data
 from adapters.settings import load
 from adapters.warehouses.duckdb import DuckDBWarehouse
+from mailers import clock
 from mailers.config import Settings
 from mailers.errors import MailersError
 from mailers.planning import plan as plan_window
@@ -96,7 +96,7 @@ def plan(
     except KeyError as err:
         errors.print(f"[red]{err.args[0]}[/red]")
         raise typer.Exit(2) from err
-    the_window = window or send_window(ref.config.schedule, datetime.now(UTC))
+    the_window = window or send_window(ref.config.schedule, clock.now())
     try:
         with DuckDBWarehouse(settings.warehouse_path) as warehouse:
             ensure_tables(warehouse)

@@ -35,6 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.mime import mime_bytes
+from mailers.clock import now
 from mailers.config import ProviderAccountConfig
 from mailers.config import Settings as MailersSettings
 from mailers.errors import ProviderOutcomeUnknown, ProviderUnavailable
@@ -148,7 +149,7 @@ class SandboxProvider:
         if self.settings.fault == "timeout":
             raise ProviderOutcomeUnknown(self.account, "sandbox fault: timed out after sending")
         self.outbox.mkdir(parents=True, exist_ok=True)
-        accepted_at = datetime.now(UTC)
+        accepted_at = now()
         results: list[SendResult] = []
         payloads: list[dict[str, Any]] = []
         files: dict[Path, bytes] = {}

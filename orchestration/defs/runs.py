@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import getpass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import dagster as dg
 
+from mailers import clock
 from mailers.config import CampaignRef
 from mailers.windows import send_window
 
@@ -21,7 +22,8 @@ def run_window(context: dg.AssetExecutionContext, campaign: CampaignRef) -> str:
     """The send window of this run for a campaign.
 
     An explicit ``mailers/send_window`` tag wins; else a scheduled run's tick; else the
-    run's creation time, so every asset of one run agrees on the window.
+    run's creation time on Mailers' clock (:func:`mailers.clock.from_system`), so every
+    asset of one run agrees on the window.
     """
     tags = context.run.tags
     if explicit := tags.get(SEND_WINDOW_TAG):
@@ -33,7 +35,7 @@ def run_window(context: dg.AssetExecutionContext, campaign: CampaignRef) -> str:
         records = context.instance.get_run_records(
             filters=dg.RunsFilter(run_ids=[context.run.run_id]), limit=1
         )
-        moment = records[0].create_timestamp if records else datetime.now(UTC)
+        moment = clock.from_system(records[0].create_timestamp) if records else clock.now()
     return send_window(campaign.config.schedule, moment)
 
 
