@@ -5,7 +5,8 @@ Provider modules register routes (:meth:`Simulator.route`) and keep their state 
 
 * ``Fault(status=429, retry_after=2)``: answer with that status (and ``Retry-After``);
 * ``Fault(timeout=5)``: hold the request that long before answering (a client with a
-  shorter read timeout sees a timeout after its request was sent);
+  shorter read timeout sees a timeout after its request was sent); stopping the simulator
+  ends a held request unanswered and unprocessed, so it cannot outlive its test;
 * ``Fault(drop=True)``: read the request, then close the connection without answering;
 * ``Fault(latency=0.2)``: answer normally, that much later.
 
@@ -14,10 +15,10 @@ Faults can also be queued over HTTP (``POST /_simulator/faults``) by another pro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
-import time
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -101,6 +102,7 @@ class Simulator:
         self._server = ThreadingHTTPServer((host, port), _handler_class(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
         self.route("_simulator", "POST", r"/_simulator/faults", self._queue_fault)
 
     @property
@@ -110,13 +112,20 @@ class Simulator:
         return f"http://{name}:{port}"
 
     def start(self) -> Simulator:
+        # A short poll interval: shutdown() waits for the serving loop's next poll, so a
+        # simulator per test stays cheap to stop.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="provider-simulator", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.01},
+            name="provider-simulator",
+            daemon=True,
         )
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop serving; held requests are dropped unprocessed, later ones refused."""
+        self._stopped.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -154,14 +163,18 @@ class Simulator:
             match = route.pattern.match(split.path)
             if route.method != method or match is None:
                 continue
+            if self._stopped.is_set():
+                _drop(handler)
+                return
             self.requests.append((route.provider, method, split.path))
             fault = self._next_fault(route.provider)
             if fault and fault.drop:
-                handler.close_connection = True
-                handler.connection.shutdown(2)  # SHUT_RDWR: the client sees a dropped socket
+                _drop(handler)
                 return
-            if fault and (fault.timeout or fault.latency):
-                time.sleep(fault.timeout or fault.latency)
+            pause = (fault.timeout or fault.latency) if fault else 0.0
+            if pause and self._stopped.wait(pause):
+                _drop(handler)
+                return
             if fault and fault.status:
                 headers = {"Content-Type": "application/json"}
                 if fault.retry_after is not None:
@@ -187,6 +200,13 @@ class Simulator:
             _write(handler, response)
             return
         _write(handler, Response.json({"message": f"no route for {method} {split.path}"}, 404))
+
+
+def _drop(handler: BaseHTTPRequestHandler) -> None:
+    """Close the connection without answering: the client sees a dropped socket."""
+    handler.close_connection = True
+    with contextlib.suppress(OSError):  # the client may have gone already (it timed out)
+        handler.connection.shutdown(2)  # SHUT_RDWR
 
 
 def _write(handler: BaseHTTPRequestHandler, response: Response) -> None:
