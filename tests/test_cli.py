@@ -79,6 +79,23 @@ def test_plan_is_a_dry_run_with_counts_and_routes(tmp_path: Path, seeded_warehou
     assert eml_files(settings) == []
 
 
+def test_plan_defaults_to_the_window_of_mailers_clock(
+    tmp_path: Path, seeded_warehouse: Path
+) -> None:
+    settings = load(write_config(tmp_path))
+    settings.warehouse_path.parent.mkdir(parents=True)
+    shutil.copyfile(seeded_warehouse, settings.warehouse_path)
+    result = mailers(
+        "plan",
+        "acme.pro_tips",
+        "--config",
+        str(settings.path),
+        env={"MAILERS_CLOCK": "2031-01-08T12:00:00Z"},  # a Wednesday; Mondays 09:00 Berlin
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2031-01-06T08:00:00Z" in result.stdout
+
+
 def test_plan_explains_what_is_missing(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     unknown = mailers("plan", "acme.nope", "--config", str(config))

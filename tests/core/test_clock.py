@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from mailers import clock
+from mailers.webhooks import SeenTokens, WebhookRequest
 
 START = datetime(2027, 3, 28, 0, 59, 30, tzinfo=UTC)
 
@@ -133,3 +134,16 @@ def test_a_clock_without_from_system_gets_now_minus_the_elapsed_time() -> None:
         mapped = clock.from_system(datetime.now(UTC) - timedelta(minutes=5))
 
     assert START - timedelta(minutes=5, seconds=30) < mapped <= START - timedelta(minutes=5)
+
+
+def test_webhook_requests_and_the_replay_guard_run_on_mailers_clock(
+    fixed_clock: clock.FixedClock,
+) -> None:
+    fixed_clock.set(START)
+    guard = SeenTokens()
+
+    assert WebhookRequest(body=b"{}").received_at == START.timestamp()
+    assert guard.first_use("token", ttl_seconds=60)
+    assert not guard.first_use("token", ttl_seconds=60)
+    fixed_clock.advance(61)
+    assert guard.first_use("token", ttl_seconds=60)
