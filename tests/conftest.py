@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -56,6 +57,18 @@ def fixed_clock() -> Iterator[clock.FixedClock]:
     """Mailers' clock stopped at the suite's current instant (move it with set/advance)."""
     with clock.use_clock(clock.FixedClock(clock.now())) as pinned:
         yield pinned
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _default_signals() -> None:
+    """SIGINT and SIGTERM not ignored, even when the runner started pytest with them ignored
+    (a background job): an in-process Dagster run copies SIGINT's handler onto SIGTERM as it
+    ends, and every process a later test starts inherits an ignored SIGTERM (then the log
+    tails of `mailers demo` outlive it and hold its output open)."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session", autouse=True)
