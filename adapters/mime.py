@@ -16,6 +16,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import formataddr, formatdate
 
+from mailers.clock import epoch
 from mailers.messages import OutboundMessage
 
 _UTF8_QP = Charset("utf-8")
@@ -35,7 +36,7 @@ def build_mime(message: OutboundMessage, *, message_id: str) -> MIMEMultipart:
     mime["From"] = formataddr((message.from_name or "", message.from_address), "utf-8")
     mime["To"] = message.recipient
     mime["Subject"] = _header(message.subject)
-    mime["Date"] = formatdate(usegmt=True)
+    mime["Date"] = formatdate(epoch(), usegmt=True)
     mime["Message-ID"] = f"<{message_id}>"
     if message.reply_to:
         mime["Reply-To"] = message.reply_to

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
+
+from mailers.clock import now
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -31,7 +32,7 @@ def land(landing_dir: Path, kind: str, account: str, payloads: Sequence[bytes]) 
     for payload in payloads:
         if b"\n" in payload.rstrip(b"\n"):
             raise ValueError("a landed payload must be a single line of JSON")
-    name = f"{datetime.now(UTC):%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.jsonl"
+    name = f"{now():%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}.jsonl"
     path = folder / name
     write_atomic(path, b"".join(p.rstrip(b"\n") + b"\n" for p in payloads))
     return path

@@ -9,10 +9,11 @@ document per line) and are parsed by the same ``parse`` that polled events use.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from mailers.clock import epoch
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class WebhookRequest:
     headers: Mapping[str, str] = field(default_factory=dict)
     url: str = ""
     method: str = "POST"
-    received_at: float = field(default_factory=time.time)
+    received_at: float = field(default_factory=epoch)
 
     def header(self, name: str) -> str | None:
         """A header value, looked up case-insensitively."""
@@ -42,7 +43,7 @@ class ReplayGuard(Protocol):
 class SeenTokens:
     """An in-process :class:`ReplayGuard` (a single receiver process; thread-safe)."""
 
-    def __init__(self, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, now: Callable[[], float] = epoch) -> None:
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
         self._now = now

@@ -1,9 +1,15 @@
-"""Shared fixtures: a project copy in a temp dir, seeded DuckDB warehouses, send helpers."""
+"""Shared fixtures: a project copy in a temp dir, seeded DuckDB warehouses, send helpers.
+
+Time: the suite runs on Mailers' clock as the environment sets it (``MAILERS_CLOCK`` to run
+the whole suite, and the processes it starts, on another date); a test that needs time to
+stand still takes ``fixed_clock``; a test that leaves another clock installed fails.
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -16,6 +22,7 @@ from adapters import demo_data
 from adapters.providers import build_providers
 from adapters.settings import load
 from adapters.warehouses.duckdb import DuckDBWarehouse
+from mailers import clock
 from mailers.audience import AudienceSpec, resolve
 from mailers.config import Settings
 from mailers.ledger import LedgerContext, LedgerWriter
@@ -27,6 +34,41 @@ REPO = Path(__file__).resolve().parents[1]
 SANDBOX_CONFIG = REPO / "examples" / "sandbox.yaml"
 """The sandbox-only example config every pipeline test builds on."""
 UNSUBSCRIBE_KEY = "test-unsubscribe-key"
+
+
+def pytest_report_header() -> str:
+    value = os.environ.get(clock.CLOCK_ENV)
+    source = f"{clock.CLOCK_ENV}={value}" if value else "the system clock"
+    return f"mailers clock: {source} (now {clock.now():%Y-%m-%dT%H:%M:%SZ})"
+
+
+@pytest.fixture(autouse=True)
+def _suite_clock() -> Iterator[None]:
+    """Each test runs on the clock in force when it starts (the environment's, or a module
+    fixture's) and must leave that clock installed."""
+    expected = clock.current()
+    yield
+    left = clock.set_clock(expected)
+    assert left is expected, f"the test left Mailers' clock set to {left!r}"
+
+
+@pytest.fixture
+def fixed_clock() -> Iterator[clock.FixedClock]:
+    """Mailers' clock stopped at the suite's current instant (move it with set/advance)."""
+    with clock.use_clock(clock.FixedClock(clock.now())) as pinned:
+        yield pinned
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _default_signals() -> None:
+    """SIGINT and SIGTERM not ignored, even when the runner started pytest with them ignored
+    (a background job): an in-process Dagster run copies SIGINT's handler onto SIGTERM as it
+    ends, and every process a later test starts inherits an ignored SIGTERM (then the log
+    tails of `mailers demo` outlive it and hold its output open)."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -297,6 +297,21 @@ def test_reconcile_settles_what_events_prove_and_reports_the_rest(
     assert audit["actor"].startswith("cli:reconcile:")
 
 
+def test_plan_defaults_to_the_window_of_mailers_clock(
+    tmp_path: Path, seeded_warehouse: Path
+) -> None:
+    settings = _project(tmp_path, seeded_warehouse)
+    result = mailers(
+        "plan",
+        "acme.pro_tips",
+        "--config",
+        str(settings.path),
+        env={"MAILERS_CLOCK": "2031-01-08T12:00:00Z"},  # a Wednesday; Mondays 09:00 Berlin
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2031-01-06T08:00:00Z" in result.stdout
+
+
 def test_plan_explains_what_is_missing(tmp_path: Path) -> None:
     config = write_config(tmp_path)
     unknown = mailers("plan", "acme.nope", "--config", str(config))

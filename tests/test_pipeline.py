@@ -12,22 +12,27 @@ import email.policy
 import json
 import shutil
 from collections import Counter
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import pytest
+from croniter import croniter
 
 from adapters.providers import sandbox
 from adapters.settings import load
+from mailers import clock
 from mailers.clock import FixedClock, use_clock
-from mailers.config import Settings
+from mailers.config import ScheduleConfig, Settings
+from mailers.windows import send_window
 from orchestration.defs.build import build_definitions
 from orchestration.defs.campaigns import audience_key
 from orchestration.defs.runs import SEND_WINDOW_TAG
-from tests.conftest import eml_files, query, seed_warehouse, write_config
+from tests.conftest import eml_files, example_config, query, seed_warehouse, write_config
 
 IN_WINDOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 """Now, for the runs tagged with window 2026-11-23T08:00:00Z: it is the current window."""
@@ -52,8 +57,33 @@ def _run(
     )
 
 
+def tick_after(schedule: ScheduleConfig, window: str) -> datetime:
+    """The schedule's first tick after ``window`` (one of its ticks), in UTC."""
+    zone = ZoneInfo(schedule.timezone)
+    wall = datetime.fromisoformat(window).astimezone(zone).replace(tzinfo=None)
+    following: datetime = croniter(schedule.cron, wall).get_next(datetime)
+    tick = following.replace(tzinfo=zone).astimezone(UTC)
+    assert send_window(schedule, tick) == f"{tick:%Y-%m-%dT%H:%M:%SZ}" != window
+    return tick
+
+
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+def module_clock() -> Iterator[clock.ShiftedClock]:
+    """Mailers' clock for the module: running, from one hour into the acme.pro_tips window
+    before the one of the suite's now. The module's runs share that window on any date,
+    and only Mailers' clock (not the system's) puts them in it."""
+    config = example_config()["workspaces"]["acme"]["campaigns"]["pro_tips"]["schedule"]
+    schedule = ScheduleConfig(**config)
+    current = datetime.fromisoformat(send_window(schedule, clock.now()))
+    previous = datetime.fromisoformat(send_window(schedule, current - timedelta(seconds=1)))
+    with clock.use_clock(clock.ShiftedClock(previous + timedelta(hours=1))) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def pipeline(
+    tmp_path_factory: pytest.TempPathFactory, module_clock: clock.ShiftedClock
+) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("pipeline")
     settings = load(write_config(root))
     seed_warehouse(settings, 1500)
@@ -76,6 +106,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         first=first,
         second=second,
         after_first=snapshot,
+        window=send_window(settings.campaign("acme.pro_tips").config.schedule, module_clock.start),
     )
 
 
@@ -268,12 +299,14 @@ def test_a_second_materialization_sends_nothing_new(pipeline) -> None:
 
 def test_a_scheduled_tick_is_its_own_send_window(pipeline) -> None:
     settings = pipeline.settings
-    result = _run(
-        pipeline.defs,
-        pipeline.instance,
-        job="send__acme__pro_tips",
-        tags={"dagster/scheduled_execution_time": "2026-11-30T08:00:00+00:00"},
-    )
+    tick = tick_after(settings.campaign("acme.pro_tips").config.schedule, pipeline.window)
+    with clock.use_clock(clock.ShiftedClock(tick)):  # the schedule fires on its tick
+        result = _run(
+            pipeline.defs,
+            pipeline.instance,
+            job="send__acme__pro_tips",
+            tags={"dagster/scheduled_execution_time": tick.isoformat()},
+        )
     assert result.success, _failures(result)
     windows = Counter(
         row["send_window"]
@@ -283,8 +316,8 @@ def test_a_scheduled_tick_is_its_own_send_window(pipeline) -> None:
             "where campaign = 'pro_tips' and status = 'accepted'",
         )
     )
-    assert len(windows) == 2
-    assert windows["2026-11-30T08:00:00Z"] > 0
+    assert set(windows) == {pipeline.window, f"{tick:%Y-%m-%dT%H:%M:%SZ}"}
+    assert windows[f"{tick:%Y-%m-%dT%H:%M:%SZ}"] > 0
     schedule = pipeline.defs.resolve_schedule_def("send__acme__pro_tips__schedule")
     assert schedule.cron_schedule == "0 9 * * 1"
     assert schedule.execution_timezone == "Europe/Berlin"

@@ -17,13 +17,13 @@ failures and status codes to the hooks' exceptions (:mod:`adapters.providers.bas
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
 from adapters.providers.base import Ambiguous, AuthFailed, Retryable
+from mailers.clock import now
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 
@@ -101,4 +101,4 @@ def retry_after_seconds(value: str | None) -> float | None:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+    return max(0.0, (moment - now()).total_seconds())

@@ -65,6 +65,7 @@ from adapters.providers.base import (
     RetryPolicy,
 )
 from adapters.providers.http import call, make_client
+from mailers.clock import epoch
 from mailers.config import ProviderAccountConfig
 from mailers.config import Settings as MailersSettings
 from mailers.errors import (
@@ -391,7 +392,7 @@ def verify_webhook(
     if not isinstance(token, str) or not token or len(token) > 256:
         raise WebhookRejected("mailgun webhook: signature.token is missing")
     max_age = _webhook_max_age(config)
-    moment = time.time() if now is None else now
+    moment = epoch() if now is None else now
     age = moment - int(timestamp)
     if age > max_age:
         raise WebhookRejected(f"mailgun webhook: signed {age:.0f} s ago, which is too old")
@@ -556,7 +557,7 @@ def poll_events(
     origin = _origin(settings.base_url)
     if cursor is None:
         query = {
-            "begin": str(int(time.time()) - settings.poll_lookback_seconds),
+            "begin": str(int(epoch()) - settings.poll_lookback_seconds),
             "ascending": "yes",
             "limit": str(settings.poll_page_size),
             "event": POLLED_EVENTS,

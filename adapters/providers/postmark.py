@@ -51,6 +51,7 @@ from adapters.providers.base import (
     RetryPolicy,
 )
 from adapters.providers.http import call, make_client
+from mailers import clock
 from mailers.config import ProviderAccountConfig
 from mailers.config import Settings as MailersSettings
 from mailers.errors import (
@@ -487,7 +488,7 @@ def parse(payload: bytes, account: str) -> list[CanonicalEvent]:
     if raw_when is None and event_type is EventType.UNKNOWN:
         raw_when = next((data[f] for f in TIMESTAMP_FIELDS.values() if data.get(f)), None)
     if raw_when is None and event_type is EventType.UNKNOWN:
-        occurred = datetime.now(UTC)  # nothing says when; the id stays stable regardless
+        occurred = clock.now()  # nothing says when; the id stays stable regardless
     else:
         occurred = _timestamp(raw_when)
     metadata = data.get("Metadata")

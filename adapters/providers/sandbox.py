@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from adapters.mime import mime_bytes
 from adapters.providers.base import Ambiguous, BatchProvider, Retryable, RetryPolicy
+from mailers.clock import now
 from mailers.config import ProviderAccountConfig
 from mailers.config import Settings as MailersSettings
 from mailers.events import BounceClass, CanonicalEvent, EventType
@@ -156,7 +157,7 @@ class SandboxProvider(BatchProvider):
                 for m in messages
             ]
         self.outbox.mkdir(parents=True, exist_ok=True)
-        accepted_at = datetime.now(UTC)
+        accepted_at = now()
         results: list[SendResult] = []
         payloads: list[dict[str, Any]] = []
         files: dict[Path, bytes] = {}

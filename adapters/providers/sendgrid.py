@@ -67,7 +67,7 @@ from adapters.providers.base import (
     RetryPolicy,
 )
 from adapters.providers.http import call, make_client
-from mailers.clock import utcnow
+from mailers.clock import epoch, utcnow
 from mailers.config import ProviderAccountConfig
 from mailers.config import Settings as MailersSettings
 from mailers.errors import ConfigError, WebhookRejected
@@ -453,7 +453,7 @@ def verify_webhook(
         timestamp = int(timestamp_text.strip())
     except ValueError as err:
         raise WebhookRejected(f"{TIMESTAMP_HEADER} is not a Unix timestamp") from err
-    current = time.time() if now is None else now
+    current = epoch() if now is None else now
     if abs(current - timestamp) > WEBHOOK_TOLERANCE_SECONDS:
         raise WebhookRejected(
             f"stale webhook: timestamp is {current - timestamp:.0f}s from now "

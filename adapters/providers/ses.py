@@ -55,7 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from adapters.mime import mime_bytes
 from adapters.providers.base import Ambiguous, AuthFailed, BatchProvider, Retryable, RetryPolicy
 from adapters.providers.http import retry_after_seconds
-from mailers.clock import utcnow
+from mailers.clock import epoch, utcnow
 from mailers.config import ProviderAccountConfig
 from mailers.config import Settings as MailersSettings
 from mailers.errors import ConfigError, ProviderAuthError, ProviderUnavailable, WebhookRejected
@@ -881,7 +881,7 @@ def verify_webhook(
     sent = _timestamp(message["Timestamp"])
     if sent is None:
         raise WebhookRejected("SNS Timestamp is not an ISO 8601 time")
-    current = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    current = datetime.fromtimestamp(epoch() if now is None else now, UTC)
     age = (current.replace(tzinfo=None) - sent).total_seconds()
     if age > WEBHOOK_MAX_AGE_SECONDS:
         raise WebhookRejected(f"stale SNS message (sent {age:.0f} s ago)")

@@ -34,16 +34,15 @@ import json
 import re
 import secrets
 import threading
-import time
 import uuid
 from collections.abc import Collection, Mapping
-from datetime import UTC, datetime
 from email.utils import getaddresses, parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
 from adapters.simulator.outcomes import Outcome, outcomes, refuses
 from adapters.simulator.server import Request, Response, Simulator
+from mailers import clock
 from mailers.messages import MESSAGE_KEY_FIELD
 from mailers.webhooks import WebhookRequest
 
@@ -121,7 +120,7 @@ def webhook_request(
     HMAC-SHA256 (key: ``credentials["webhook_signing_key"]``) over the timestamp and token
     concatenated, hex, inside the JSON body next to ``event-data``.
     """
-    stamp = str(int(time.time() if timestamp is None else timestamp))
+    stamp = str(int(clock.epoch() if timestamp is None else timestamp))
     nonce = token or secrets.token_hex(25)  # "randomly generated string with length 50"
     key = credentials["webhook_signing_key"].encode()
     signature = hmac.new(key, (stamp + nonce).encode(), hashlib.sha256).hexdigest()
@@ -215,7 +214,7 @@ class _Mailgun:
 
         domain = request.params["domain"]
         to_header = ", ".join(value for name, value in fields if name == "to")
-        accepted_at = datetime.now(UTC)
+        accepted_at = clock.now()
         message_id = f"{accepted_at:%Y%m%d%H%M%S}.{uuid.uuid4().hex[:16]}@{domain}"
         headers = {name[2:]: value for name, value in fields if name.startswith("h:")}
         options = {name[2:]: value for name, value in fields if name.startswith("o:")}
@@ -312,7 +311,7 @@ def _events_query(query: Mapping[str, list[str]]) -> dict[str, Any]:
     if (one("ascending") or "no") != "yes" or one("end"):
         raise ValueError("the simulator implements ascending=yes without 'end' only")
     begin_text = one("begin")
-    begin = time.time() if begin_text is None else _epoch(begin_text)
+    begin = clock.epoch() if begin_text is None else _epoch(begin_text)
     limit = int(one("limit") or MAX_EVENTS_LIMIT)
     if not 1 <= limit <= MAX_EVENTS_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_EVENTS_LIMIT}")

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 
 from adapters.simulator.outcomes import outcomes, refuses
 from adapters.simulator.server import Request, Response, Simulator
+from mailers import clock
 from mailers.messages import MESSAGE_KEY_FIELD
 from mailers.webhooks import WebhookRequest
 
@@ -235,7 +236,7 @@ def register(sim: Simulator, *, credentials: dict[str, str]) -> None:
             return _error(422, 402, "Invalid JSON: a string is not valid Unicode.")
         if not all(_compatible(item) for item in batch):
             return _error(422, 403, "Incompatible JSON: a message does not match the schema.")
-        accepted_at = datetime.now(UTC)
+        accepted_at = clock.now()
         answers = [accept(item, accepted_at) for item in batch]
         sim.record_accepted(
             str((item.get("Metadata") or {}).get(MESSAGE_KEY_FIELD))

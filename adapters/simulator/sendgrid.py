@@ -30,10 +30,9 @@ import functools
 import hashlib
 import json
 import re
-import time
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -42,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from adapters.providers.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from adapters.simulator.outcomes import outcomes, refuses
 from adapters.simulator.server import Request, Response, Simulator
+from mailers import clock
 from mailers.messages import MESSAGE_KEY_FIELD
 from mailers.webhooks import WebhookRequest
 
@@ -123,7 +123,7 @@ def _send(sim: Simulator, state: dict[str, Any], request: Request) -> Response:
     if problems:
         return _errors(400, problems)
     x_message_id = _token(uuid.uuid4().bytes)
-    accepted_at = datetime.now(UTC)
+    accepted_at = clock.now()
     for p_index, personalization in enumerate(body["personalizations"]):
         for t_index, to in enumerate(personalization["to"]):
             message: dict[str, Any] = {
@@ -379,7 +379,7 @@ def webhook_request(
         body = json.dumps([dict(event_payload)]).encode()
     else:
         body = json.dumps([dict(event) for event in event_payload]).encode()
-    sent_at = str(int(time.time() if timestamp is None else timestamp))
+    sent_at = str(int(clock.epoch() if timestamp is None else timestamp))
     key = serialization.load_pem_private_key(
         credentials["webhook_private_key"].encode(), password=None
     )

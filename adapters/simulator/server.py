@@ -7,7 +7,8 @@ Provider modules register routes (:meth:`Simulator.route`) and keep their state 
   without processing the request; with ``after_processing=True`` the request is processed
   (messages stored) and the status replaces the answer, as a gateway's 500 or 504 can;
 * ``Fault(timeout=5)``: process the request, then hold the answer that long (a client
-  with a shorter read timeout sees a timeout after its request was accepted);
+  with a shorter read timeout sees a timeout after its request was accepted); stopping
+  the simulator ends a held request unanswered, so it cannot outlive its test;
 * ``Fault(drop=True)``: read the request, then close the connection without answering;
   with ``after_processing=True``, process it first;
 * ``Fault(latency=0.2)``: answer normally, that much later.
@@ -22,12 +23,12 @@ ledger with ("accepted at most once per key").
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
 import sys
 import threading
-import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -138,6 +139,7 @@ class Simulator:
         self._server = _Server((host, port), _handler_class(self))
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
         self.route("_simulator", "POST", r"/_simulator/faults", self._queue_fault)
 
     @property
@@ -147,13 +149,20 @@ class Simulator:
         return f"http://{name}:{port}"
 
     def start(self) -> Simulator:
+        # A short poll interval: shutdown() waits for the serving loop's next poll, so a
+        # simulator per test stays cheap to stop.
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="provider-simulator", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.01},
+            name="provider-simulator",
+            daemon=True,
         )
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop serving; held requests are dropped unprocessed, later ones refused."""
+        self._stopped.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -218,6 +227,9 @@ class Simulator:
             match = route.pattern.match(split.path)
             if route.method != method or match is None:
                 continue
+            if self._stopped.is_set():
+                _drop(handler)
+                return
             self.requests.append((route.provider, method, split.path))
             fault = self._next_fault(route.provider) if route.provider != "_simulator" else None
             if fault is not None and not fault.processes:
@@ -238,8 +250,10 @@ class Simulator:
                     hook(request, response)
             except Exception as err:  # a simulator bug answers 500, like a provider would
                 response = Response.json({"message": f"{type(err).__name__}: {err}"}, 500)
-            if fault is not None and (fault.timeout or fault.latency):
-                time.sleep(fault.timeout or fault.latency)
+            pause = (fault.timeout or fault.latency) if fault is not None else 0.0
+            if pause and self._stopped.wait(pause):
+                _drop(handler)
+                return
             if fault is not None and (fault.drop or fault.status):
                 _misbehave(handler, fault)
                 return
@@ -259,8 +273,7 @@ class _Server(ThreadingHTTPServer):
 def _misbehave(handler: BaseHTTPRequestHandler, fault: Fault) -> None:
     """Answer with the fault's status, or cut the connection without an answer."""
     if fault.drop:
-        handler.close_connection = True
-        handler.connection.shutdown(2)  # SHUT_RDWR: the client sees a dropped socket
+        _drop(handler)
         return
     headers = {"Content-Type": "application/json"}
     if fault.retry_after is not None:
@@ -277,6 +290,13 @@ def _fault_kind(fault: Fault) -> str:
     if fault.status:
         return f"{fault.status}_after" if fault.after_processing else str(fault.status)
     return "latency" if fault.latency else "none"
+
+
+def _drop(handler: BaseHTTPRequestHandler) -> None:
+    """Close the connection without answering: the client sees a dropped socket."""
+    handler.close_connection = True
+    with contextlib.suppress(OSError):  # the client may have gone already (it timed out)
+        handler.connection.shutdown(2)  # SHUT_RDWR
 
 
 def _write(handler: BaseHTTPRequestHandler, response: Response) -> None:

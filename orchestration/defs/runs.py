@@ -53,7 +53,7 @@ def run_send_window(context: dg.AssetExecutionContext, campaign: CampaignRef) ->
         records = context.instance.get_run_records(
             filters=dg.RunsFilter(run_ids=[context.run.run_id]), limit=1
         )
-        moment = records[0].create_timestamp if records else clock.now()
+        moment = clock.from_system(records[0].create_timestamp) if records else clock.now()
     return WindowRequest.current_of(campaign, send_window(campaign.config.schedule, moment))
 
 

@@ -19,6 +19,14 @@ from mailers.keys import message_key
 from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome, SendResult
 from mailers.webhooks import SeenTokens, WebhookRequest
 
+CLIENT_TIMEOUT = 2.0
+"""The read timeout adapters get in tests: far above a normal answer on a loaded machine."""
+
+HELD = 30.0
+"""How long an injected timeout holds a request: far past :data:`CLIENT_TIMEOUT`. The
+simulator a test owns drops the held request when it stops, so it never reaches another
+test."""
+
 
 class Harness(Protocol):
     """What a provider's test module supplies to the shared contract."""

@@ -8,6 +8,7 @@ import json
 import logging
 import re
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,6 +20,7 @@ from adapters.providers import mailgun
 from adapters.providers.mailgun import MailgunProvider, Settings, parse, poll_events
 from adapters.simulator import Fault, Simulator
 from adapters.simulator import mailgun as mailgun_sim
+from mailers import clock
 from mailers.config import ProviderAccountConfig
 from mailers.errors import (
     ConfigError,
@@ -32,6 +34,8 @@ from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome, S
 from mailers.secrets import SecretRef
 from mailers.webhooks import SeenTokens, WebhookRequest
 from tests.adapters.provider_contract import (
+    CLIENT_TIMEOUT,
+    HELD,
     ProviderContract,
     RecordingJournal,
     account_left_the_run,
@@ -77,7 +81,7 @@ class MailgunHarness:
         values: dict[str, Any] = {
             "domain": self.domain,
             "base_url": self.sim.base_url,
-            "timeout_seconds": 0.5,
+            "timeout_seconds": CLIENT_TIMEOUT,
             **overrides,
         }
         return Settings.model_validate(values)
@@ -104,7 +108,7 @@ class MailgunHarness:
         self.sim.inject("mailgun", Fault(status=429, retry_after=retry_after))
 
     def inject_timeout(self) -> None:
-        self.sim.inject("mailgun", Fault(timeout=1.5))
+        self.sim.inject("mailgun", Fault(timeout=HELD))
 
     def messages(self) -> list[dict[str, Any]]:
         """Messages the simulator accepted for this test's domain."""
@@ -156,18 +160,15 @@ class MailgunHarness:
         return self._resigned(body, "not-the-signing-key")
 
     def stale_webhook(self, body: bytes) -> WebhookRequest:
-        import time
-
-        return self._resigned(body, SIGNING_KEY, timestamp=time.time() - 600)
+        return self._resigned(body, SIGNING_KEY, timestamp=clock.epoch() - 600)
 
     def verify(self, request: WebhookRequest, guard: SeenTokens) -> None:
         mailgun.verify_webhook(request, account_config(), guard)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def sim() -> Iterator[Simulator]:
-    """One simulator for the module (stopping one takes half a second); tests are kept
-    apart by domain: each harness sends as its own Mailgun domain."""
+    """A Mailgun simulator of the test's own: no request or fault outlives its test."""
     with Simulator() as simulator:
         mailgun_sim.register(simulator, credentials=CREDENTIALS, domains=KNOWN_DOMAINS)
         yield simulator
@@ -412,7 +413,7 @@ def test_an_outage_mid_batch_keeps_the_accepted_and_resends_nothing(
 def test_a_timeout_mid_batch_leaves_only_that_message_in_doubt(
     harness: MailgunHarness,
 ) -> None:
-    harness.sim.inject("mailgun", Fault(), Fault(timeout=1.5))
+    harness.sim.inject("mailgun", Fault(), Fault(timeout=HELD))
     messages = [make_message(f"u{i}@example.com") for i in range(3)]
 
     results = harness.provider(concurrency=1).send_batch(messages)
@@ -427,7 +428,7 @@ def test_a_timeout_mid_batch_leaves_only_that_message_in_doubt(
 
 
 def test_a_timeout_on_every_call_is_unknown_for_the_batch(harness: MailgunHarness) -> None:
-    harness.sim.inject("mailgun", Fault(timeout=1.5), Fault(timeout=1.5))
+    harness.sim.inject("mailgun", Fault(timeout=HELD), Fault(timeout=HELD))
 
     results = harness.provider(concurrency=2).send_batch(
         [make_message("a@example.com"), make_message("b@example.com")]
@@ -489,11 +490,19 @@ def signed(event: dict[str, Any], **kwargs: Any) -> WebhookRequest:
 
 
 def test_webhook_timestamps_too_far_ahead_are_refused() -> None:
-    import time
-
-    request = signed({"event": "delivered"}, timestamp=time.time() + 900)
+    request = signed({"event": "delivered"}, timestamp=clock.epoch() + 900)
 
     with pytest.raises(WebhookRejected, match="future"):
+        mailgun.verify_webhook(request, account_config(), SeenTokens())
+
+
+def test_webhook_freshness_follows_mailers_clock(fixed_clock: clock.FixedClock) -> None:
+    fixed_clock.set(datetime(2031, 1, 6, 8, 0, tzinfo=UTC))
+    request = signed({"event": "delivered"})  # the simulator signs at Mailers' now
+
+    mailgun.verify_webhook(request, account_config(), SeenTokens())
+    fixed_clock.advance(mailgun.WEBHOOK_MAX_AGE_SECONDS + 1)
+    with pytest.raises(WebhookRejected, match="too old"):
         mailgun.verify_webhook(request, account_config(), SeenTokens())
 
 
@@ -758,6 +767,18 @@ def test_poll_events_resumes_from_its_cursor(harness: MailgunHarness) -> None:
     assert EventType.UNKNOWN not in {e.event_type for e in polled}  # 'accepted' filtered out
     webhooks = [e for b in harness.webhooks() for e in parse(b, "x")]
     assert sorted(e.event_id for e in polled) == sorted(e.event_id for e in webhooks)
+
+
+def test_polling_looks_back_from_mailers_clock(
+    harness: MailgunHarness, fixed_clock: clock.FixedClock
+) -> None:
+    fixed_clock.set(datetime(2021, 6, 1, 12, 0, tzinfo=UTC))  # years before the system's now
+    sent = [make_message(f"old{i}@example.com") for i in range(2)]
+    harness.provider().send_batch(sent)
+
+    payloads, _ = poll(harness, None)
+
+    assert keys_of(payloads) == {m.message_key for m in sent}
 
 
 def test_poll_pages_through_and_stops_at_its_page_budget(harness: MailgunHarness) -> None:

@@ -20,6 +20,7 @@ from adapters.providers.base import RetryPolicy
 from adapters.providers.postmark import PostmarkProvider, Settings, parse, poll_events
 from adapters.simulator import Fault, Simulator
 from adapters.simulator import postmark as postmark_sim
+from mailers import clock
 from mailers.config import ProviderAccountConfig
 from mailers.errors import (
     ConfigError,
@@ -33,6 +34,8 @@ from mailers.messages import MESSAGE_KEY_HEADER
 from mailers.secrets import SecretRef
 from mailers.webhooks import SeenTokens, WebhookRequest
 from tests.adapters.provider_contract import (
+    CLIENT_TIMEOUT,
+    HELD,
     ProviderContract,
     account_left_the_run,
     all_in_doubt,
@@ -76,7 +79,7 @@ class PostmarkHarness:
         self.parse = parse
 
     def settings(self, **overrides: Any) -> Settings:
-        return Settings(base_url=self.sim.base_url, timeout_seconds=0.5, **overrides)
+        return Settings(base_url=self.sim.base_url, timeout_seconds=CLIENT_TIMEOUT, **overrides)
 
     def provider(
         self, *, valid_credentials: bool = True, config: ProviderAccountConfig | None = None
@@ -96,7 +99,7 @@ class PostmarkHarness:
         self.sim.inject("postmark", Fault(status=429, retry_after=retry_after))
 
     def inject_timeout(self) -> None:
-        self.sim.inject("postmark", Fault(timeout=1.5))
+        self.sim.inject("postmark", Fault(timeout=HELD))
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -139,20 +142,12 @@ class PostmarkHarness:
         ).encode()
 
 
-@pytest.fixture(scope="module")
-def shared_sim() -> Iterator[Simulator]:
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    """A Postmark simulator of the test's own: no request or fault outlives its test."""
     with Simulator() as simulator:
         postmark_sim.register(simulator, credentials=CREDENTIALS)
         yield simulator
-
-
-@pytest.fixture
-def sim(shared_sim: Simulator) -> Simulator:
-    """The module's simulator with an empty Postmark store (one server: fast teardown)."""
-    for records in shared_sim.store["postmark"].values():
-        records.clear()
-    shared_sim.requests.clear()
-    return shared_sim
 
 
 @pytest.fixture
@@ -555,6 +550,16 @@ def test_a_record_without_any_timestamp_is_still_unknown_and_stable() -> None:
 
     assert first.event_type is EventType.UNKNOWN
     assert first.event_id == second.event_id
+
+
+def test_a_record_without_any_timestamp_is_dated_by_mailers_clock(
+    fixed_clock: clock.FixedClock,
+) -> None:
+    fixed_clock.set(datetime(2031, 1, 6, 8, 0, tzinfo=UTC))
+
+    [event] = parse(json.dumps({"Something": "else"}).encode(), ACCOUNT)
+
+    assert event.occurred_at == datetime(2031, 1, 6, 8, 0)
 
 
 def test_derived_event_ids_tell_events_apart() -> None:

@@ -6,6 +6,7 @@ import email
 import email.policy
 import json
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 
 from adapters.providers import sandbox
 from adapters.providers.sandbox import SandboxProvider, Settings, parse, planned_events
+from mailers import clock
 from mailers.events import BounceClass, CanonicalEvent, EventType
 from mailers.keys import message_key
 from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome
@@ -143,6 +145,22 @@ def test_eml_files_are_complete_rfc5322_messages(tmp_path: Path) -> None:
         html = parsed.get_body(preferencelist=("html",))
         assert text is not None and text.get_content().strip() == "Hello there"
         assert html is not None and html.get_content().strip() == "<p>Hello <b>there</b></p>"
+
+
+def test_sending_is_dated_by_mailers_clock(tmp_path: Path, fixed_clock: clock.FixedClock) -> None:
+    fixed_clock.set(datetime(2031, 12, 31, 23, 59, 30, tzinfo=UTC))
+    message = outbound("ann@example.com")
+
+    provider(tmp_path).send_batch([message])
+
+    raw = (tmp_path / "outbox" / ACCOUNT / f"{message.message_key}.eml").read_bytes()
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert parsed["Date"].datetime == fixed_clock.now()
+    [landing] = landing_files(tmp_path)
+    assert landing.name.startswith("20311231T235930000000-")
+    [delivered, *_] = [event for _, event in parsed_events(landing)]
+    assert delivered.event_type is EventType.DELIVERED
+    assert delivered.occurred_at == datetime(2031, 12, 31, 23, 59, 31)  # accepted + 1 s
 
 
 def test_message_without_unsubscribe_headers_has_none(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +34,7 @@ from adapters.providers.sendgrid import (
 )
 from adapters.simulator import Fault, Simulator
 from adapters.simulator import sendgrid as sendgrid_sim
+from mailers import clock
 from mailers.config import ProviderAccountConfig
 from mailers.errors import (
     ConfigError,
@@ -46,6 +46,8 @@ from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome
 from mailers.secrets import SecretRef
 from mailers.webhooks import SeenTokens, WebhookRequest
 from tests.adapters.provider_contract import (
+    CLIENT_TIMEOUT,
+    HELD,
     ProviderContract,
     account_left_the_run,
     all_in_doubt,
@@ -92,7 +94,7 @@ class SendGridHarness:
     ) -> SendGridProvider:
         provider = SendGridProvider(
             ACCOUNT,
-            Settings(base_url=self.sim.base_url, timeout_seconds=0.5),
+            Settings(base_url=self.sim.base_url, timeout_seconds=CLIENT_TIMEOUT),
             api_key=API_KEY if valid_credentials else "SG.wrong-key",
             max_batch_size=max_batch_size,
             retry=RetryPolicy(attempts=3, base_delay=0.5),
@@ -109,7 +111,7 @@ class SendGridHarness:
         self.sim.inject("sendgrid", Fault(status=429, retry_after=retry_after))
 
     def inject_timeout(self) -> None:
-        self.sim.inject("sendgrid", Fault(timeout=1.5))
+        self.sim.inject("sendgrid", Fault(timeout=HELD))
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -126,7 +128,7 @@ class SendGridHarness:
         return sendgrid_sim.webhook_request(body, {"webhook_private_key": other_private})
 
     def stale_webhook(self, body: bytes) -> WebhookRequest:
-        return sendgrid_sim.webhook_request(body, self.credentials, timestamp=time.time() - 3600)
+        return sendgrid_sim.webhook_request(body, self.credentials, timestamp=clock.epoch() - 3600)
 
     def verify(self, request: WebhookRequest, guard: SeenTokens) -> None:
         verify_webhook(request, self.config, guard)
@@ -146,9 +148,9 @@ class SendGridHarness:
         return (FIXTURES / "unknown_account_status_change.json").read_bytes()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def simulator() -> Iterator[Simulator]:
-    """One simulator for the module (stopping one costs half a second); reset per test."""
+    """A SendGrid simulator of the test's own: no request or fault outlives its test."""
     with Simulator() as sim:
         sendgrid_sim.register(sim, credentials={"api_key": API_KEY})
         yield sim
@@ -160,9 +162,6 @@ def harness(
 ) -> Iterator[SendGridHarness]:
     monkeypatch.setenv(API_KEY_ENV, API_KEY)
     monkeypatch.setenv(PUBLIC_KEY_ENV, webhook_keys[1])
-    simulator.store["sendgrid"]["messages"].clear()
-    simulator.store["sendgrid"]["events"].clear()
-    simulator.requests.clear()
     h = SendGridHarness(simulator, webhook_keys)
     yield h
     h.close()
@@ -367,7 +366,7 @@ def test_a_failure_after_accepted_requests_answers_for_those_only(
 def test_an_unexpected_status_takes_the_account_out(harness: SendGridHarness) -> None:
     provider = SendGridProvider(
         ACCOUNT,
-        Settings(base_url=f"{harness.sim.base_url}/wrong", timeout_seconds=0.5),
+        Settings(base_url=f"{harness.sim.base_url}/wrong", timeout_seconds=CLIENT_TIMEOUT),
         api_key=API_KEY,
     )
     try:
@@ -738,11 +737,23 @@ def test_malformed_requests_are_refused(
 
 def test_a_timestamp_from_the_future_is_refused(harness: SendGridHarness) -> None:
     request = sendgrid_sim.webhook_request(
-        fixture_body(), harness.credentials, timestamp=time.time() + 3600
+        fixture_body(), harness.credentials, timestamp=clock.epoch() + 3600
     )
 
     with pytest.raises(WebhookRejected, match="stale"):
         harness.verify(request, SeenTokens())
+
+
+def test_webhook_freshness_follows_mailers_clock(
+    harness: SendGridHarness, fixed_clock: clock.FixedClock
+) -> None:
+    fixed_clock.set(datetime(2031, 1, 6, 8, 0, tzinfo=UTC))
+    request = sendgrid_sim.webhook_request(fixture_body(), harness.credentials)  # signed now
+
+    verify_webhook(request, harness.config, SeenTokens())
+    fixed_clock.advance(sendgrid.WEBHOOK_TOLERANCE_SECONDS + 1)
+    with pytest.raises(WebhookRejected, match="stale"):
+        verify_webhook(request, harness.config, SeenTokens())
 
 
 def test_a_request_inside_the_window_verifies_at_a_given_now(harness: SendGridHarness) -> None:

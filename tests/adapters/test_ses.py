@@ -25,7 +25,6 @@ import email
 import json
 import logging
 import socket
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -52,6 +51,7 @@ from adapters.providers import ses
 from adapters.providers.ses import CertificateStore, SesProvider, Settings
 from adapters.simulator import Fault, Request, Response, Simulator
 from adapters.simulator.outcomes import refuses
+from mailers import clock
 from mailers.config import ProviderAccountConfig
 from mailers.errors import ConfigError, ProviderUnavailable, SecretMissing, WebhookRejected
 from mailers.events import BounceClass, EventType
@@ -61,6 +61,8 @@ from mailers.polling import PollTarget, poll_into_landing
 from mailers.secrets import SecretRef
 from mailers.webhooks import SeenTokens, WebhookRequest
 from tests.adapters.provider_contract import (
+    CLIENT_TIMEOUT,
+    HELD,
     ProviderContract,
     account_left_the_run,
     all_in_doubt,
@@ -105,7 +107,7 @@ def _key() -> rsa.RSAPrivateKey:
 
 def _certificate(key: rsa.RSAPrivateKey) -> bytes:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
-    now = datetime.now(UTC)
+    now = clock.now()
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -182,7 +184,7 @@ def envelope(record: dict[str, Any] | str, *, sent: datetime | None = None) -> d
         "MessageId": str(uuid.uuid5(uuid.NAMESPACE_URL, body)),
         "TopicArn": TOPIC_ARN,
         "Message": body,
-        "Timestamp": iso(sent or datetime.now(UTC)),
+        "Timestamp": iso(sent or clock.now()),
         "UnsubscribeURL": f"https://sns.{REGION}.amazonaws.com/?Action=Unsubscribe&x=1",
     }
 
@@ -367,19 +369,12 @@ class SesFront:
         self.sim.stop()
 
 
-@pytest.fixture(scope="module")
-def front_server(moto_url: str) -> Iterator[SesFront]:
-    front = SesFront(moto_url)
+@pytest.fixture
+def front(moto: str) -> Iterator[SesFront]:
+    """A front of the test's own (before a fresh moto): no request outlives its test."""
+    front = SesFront(moto)
     yield front
     front.stop()
-
-
-@pytest.fixture
-def front(front_server: SesFront, moto: str) -> SesFront:
-    """The front, with nothing recorded or queued from earlier tests."""
-    front_server.requests.clear()
-    front_server.answers.clear()
-    return front_server
 
 
 class SesHarness:
@@ -394,7 +389,6 @@ class SesHarness:
         self.slept: list[float] = []
         self.certificates = FakeCertificates()
         self.providers: list[SesProvider] = []
-        self.held_until = 0.0
 
     def config(self, *, valid_credentials: bool = True, **settings: Any) -> ProviderAccountConfig:
         key_id, secret = (
@@ -413,7 +407,7 @@ class SesHarness:
                 "region": REGION,
                 "endpoint_url": self.front.sim.base_url,
                 "configuration_set": "mailers-events",
-                "timeout_seconds": 0.5,
+                "timeout_seconds": CLIENT_TIMEOUT,
                 **settings,
             },
         )
@@ -433,10 +427,9 @@ class SesHarness:
         self.front.sim.inject("ses", Fault(status=429, retry_after=retry_after))
 
     def inject_timeout(self) -> None:
-        # Held twice the client's 0.5 s read timeout; the front then still forwards it
-        # (a slow SES that did accept it), so close() waits for that to finish.
-        self.front.sim.inject("ses", Fault(timeout=1.0))
-        self.held_until = time.monotonic() + 1.3
+        # Held far past the client's read timeout; the test's front drops it when it stops,
+        # so it never reaches moto during a later test.
+        self.front.sim.inject("ses", Fault(timeout=HELD))
 
     def delivered_keys(self) -> dict[str, str]:
         keys = {}
@@ -453,7 +446,7 @@ class SesHarness:
 
     def stale_webhook(self, body: bytes) -> WebhookRequest:
         message = json.loads(body)
-        message["Timestamp"] = iso(datetime.now(UTC) - timedelta(hours=2))
+        message["Timestamp"] = iso(clock.now() - timedelta(hours=2))
         return sns_request(sign(message))
 
     def verify(self, request: WebhookRequest, guard: SeenTokens) -> None:
@@ -470,7 +463,6 @@ class SesHarness:
     def close(self) -> None:
         for provider in self.providers:
             provider.close()
-        time.sleep(max(0.0, self.held_until - time.monotonic()))
 
 
 @pytest.fixture
@@ -1034,14 +1026,24 @@ def test_an_unfetchable_certificate_refuses_the_message() -> None:
         )
 
 
+def test_freshness_follows_mailers_clock(fixed_clock: clock.FixedClock) -> None:
+    fixed_clock.set(datetime(2031, 1, 6, 8, 0, tzinfo=UTC))
+    request = sns_request(sign(delivered_notification()))  # timestamped at Mailers' now
+
+    verify(request)
+    fixed_clock.advance(ses.WEBHOOK_MAX_AGE_SECONDS + 1)
+    with pytest.raises(WebhookRejected, match="stale"):
+        verify(request)
+
+
 def test_timestamps_from_the_future_and_the_past_are_refused() -> None:
-    future = sign(delivered_notification(Timestamp=iso(datetime.now(UTC) + timedelta(hours=1))))
+    future = sign(delivered_notification(Timestamp=iso(clock.now() + timedelta(hours=1))))
     with pytest.raises(WebhookRejected, match="future"):
         verify(sns_request(future))
-    old = sign(delivered_notification(Timestamp=iso(datetime.now(UTC) - timedelta(minutes=61))))
+    old = sign(delivered_notification(Timestamp=iso(clock.now() - timedelta(minutes=61))))
     with pytest.raises(WebhookRejected, match="stale"):
         verify(sns_request(old))
-    recent = sign(delivered_notification(Timestamp=iso(datetime.now(UTC) - timedelta(minutes=59))))
+    recent = sign(delivered_notification(Timestamp=iso(clock.now() - timedelta(minutes=59))))
     verify(sns_request(recent))
 
 
@@ -1082,7 +1084,7 @@ def confirmation(kind: str = "SubscriptionConfirmation", **changes: Any) -> dict
         "To confirm the subscription, visit the SubscribeURL included in this message.",
         "SubscribeURL": f"https://sns.{REGION}.amazonaws.com/?Action=ConfirmSubscription"
         f"&TopicArn={TOPIC_ARN}&Token={token}",
-        "Timestamp": iso(datetime.now(UTC)),
+        "Timestamp": iso(clock.now()),
     }
     message.update(changes)
     return message

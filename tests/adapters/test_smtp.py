@@ -33,6 +33,8 @@ from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome
 from mailers.secrets import SecretRef
 from mailers.webhooks import SeenTokens, WebhookRequest
 from tests.adapters.provider_contract import (
+    CLIENT_TIMEOUT,
+    HELD,
     ProviderContract,
     RecordingJournal,
     account_left_the_run,
@@ -45,8 +47,11 @@ USERNAME = "relay-user-7f3a"
 PASSWORD = "smtp-pass-9d1c-never-logged"
 WRONG_PASSWORD = "smtp-wrong-pass-4b2e"
 SERVER_NAME = "smtp.mailers.test"
-STALL = 1.5
-"""Seconds a stalled server holds the answer to the final '.' (client timeout: 0.5 s)."""
+STALL = HELD
+"""Seconds a stalled server holds the answer to the final '.': far past the client's
+timeout; stopping the server at the end of the test cancels the stall."""
+IDLE_TIMEOUT = 2.0
+"""Seconds after which the idle-session tests' server drops an idle session."""
 
 Action = str | float | None
 """A scripted server answer: a reply line, seconds to stall, or None (answer normally)."""
@@ -149,7 +154,7 @@ class Server:
             "host": "127.0.0.1",
             "port": self.port,
             "security": self.security,
-            "timeout_seconds": 0.5,
+            "timeout_seconds": CLIENT_TIMEOUT,
             "helo_name": "client.mailers.test",
         }
         values.update(overrides)
@@ -552,11 +557,11 @@ def test_sessions_are_used_in_parallel_up_to_the_pool_size(
 def test_a_session_the_server_closed_is_replaced(
     start_server: Callable[..., Server], providers: Callable[..., SMTPProvider]
 ) -> None:
-    server = start_server(timeout=0.2)  # the server drops sessions idle for 0.2 s
+    server = start_server(timeout=IDLE_TIMEOUT)  # the server drops idle sessions
     provider = providers(server.settings(pool_size=1))
     assert all(r.accepted for r in provider.send_batch(batch(2, "a")))
 
-    time.sleep(0.4)
+    time.sleep(IDLE_TIMEOUT + 1)
     results = provider.send_batch(batch(2, "b"))
 
     assert all(r.accepted for r in results)
@@ -570,14 +575,14 @@ def test_an_idle_session_is_checked_with_noop(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(smtp, "NOOP_AFTER_IDLE_SECONDS", 0.05)
-    server = start_server(timeout=0.2)
+    server = start_server(timeout=IDLE_TIMEOUT)
     provider = providers(server.settings(pool_size=1))
     provider.send_batch(batch(1, "a"))
     time.sleep(0.1)  # idle, still open: NOOP passes and the session is reused
     provider.send_batch(batch(1, "b"))
     assert server.recorder.sessions == 1
 
-    time.sleep(0.4)  # closed by the server: NOOP fails, a new session is opened
+    time.sleep(IDLE_TIMEOUT + 1)  # closed by the server: NOOP fails, a new one is opened
     assert provider.send_batch(batch(1, "c"))[0].accepted
     assert server.recorder.sessions == 2
 
