@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -18,6 +19,7 @@ import pytest
 
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.audience import AudienceSpec, resolve
+from mailers.clock import FixedClock, use_clock
 from mailers.config import Settings
 from mailers.ledger import LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter
 from orchestration.defs.build import build_definitions
@@ -28,6 +30,14 @@ from tests.conftest import eml_files, query
 from tests.test_render_failures import with_template
 
 WINDOW = "2026-11-23T08:00:00Z"
+IN_WINDOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+"""Now, for these runs: WINDOW is the current window (so no run here is a backfill)."""
+
+
+@pytest.fixture(autouse=True)
+def _in_window() -> Iterator[None]:
+    with use_clock(FixedClock(IN_WINDOW)):
+        yield
 
 
 def _run(
