@@ -270,7 +270,8 @@ def test_a_fault_mix_loses_nothing_and_sends_nothing_twice(
         left = {k for k, s in proj.statuses().items() if s == "unknown"}
         assert left == unknown and second.counts["still_unknown"] == len(left)
     print(
-        f"\n{primary}: {len(proj.audience_keys())} recipients, faults {dict(served)}, "
+        f"\n{primary}: {len(proj.audience_keys())} recipients, {len(proj.sim.accepted)} "
+        f"accepted, faults {dict(served)}, "
         f"unknown after the faulty run {first.counts['unknown']}, "
         f"then reconciled accepted/not sent {second.counts['reconciled_accepted']}/"
         f"{second.counts['reconciled_not_sent']}, "
@@ -289,8 +290,8 @@ def test_a_send_killed_at_a_random_moment_resumes_without_duplicates(
     primary = "postmark" if trial % 2 == 0 else "mailgun"
     in_flight = BATCH_SIZE["postmark"] if primary == "postmark" else 8  # Mailgun's concurrency
     proj: Project = project(primary)
-    audience_size = 3326
-    threshold = random.Random(trial).randrange(0, audience_size)
+    # Below the ~3,100 messages the simulator accepts in all, so every trial is a real kill.
+    threshold = random.Random(trial).randrange(0, 2800)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     child = subprocess.Popen(
         [sys.executable, "-c", SEND_SCRIPT, str(proj.settings.path), f"doomed-{trial}"],
@@ -308,7 +309,7 @@ def test_a_send_killed_at_a_random_moment_resumes_without_duplicates(
         child.send_signal(signal.SIGKILL)
     returncode = child.wait(timeout=60)
     stderr = child.stderr.read().decode() if child.stderr else ""
-    assert returncode in (-signal.SIGKILL, 0), stderr
+    assert returncode == -signal.SIGKILL, stderr
 
     before = proj.statuses()
     dispatching = {k for k, s in before.items() if s == "dispatching"}
@@ -328,8 +329,8 @@ def test_a_send_killed_at_a_random_moment_resumes_without_duplicates(
     statuses = assert_the_promise_holds(proj)
     assert "unknown" not in statuses.values()
     print(
-        f"\ntrial {trial} ({primary}): killed after {threshold} accepted "
-        f"(rc {returncode}), in doubt {len(dispatching)}, settled accepted "
+        f"\ntrial {trial} ({primary}): SIGKILL once {threshold} were accepted, "
+        f"in doubt {len(dispatching)}, settled accepted "
         f"{resumed.counts['reconciled_accepted']} / never sent "
         f"{resumed.counts['reconciled_not_sent']}, duplicates 0"
     )
