@@ -12,10 +12,12 @@
     │   ├── WindowClaimed        another run holds the window (names it, when its lease ends)
     │   └── ClaimLost            this run no longer holds its window: it stops sending
     ├── PollFailed               polling an events API from a stored cursor failed (names its file)
-    └── ProviderError            a provider account failed a whole batch
-        ├── ProviderUnavailable  nothing was handed over: safe to fail over or retry
-        │   └── ProviderAuthError  credentials or account config refused: stop using it
-        └── ProviderOutcomeUnknown  the request may have been accepted: never retried blindly
+    └── ProviderError            a provider account's read API failed (events polling)
+        └── ProviderUnavailable  the provider could not answer now: try again later
+            └── ProviderAuthError  credentials or account config refused: fix the account
+
+Sending raises none of these: ``Provider.send_batch`` reports an outcome per message
+(accepted, rejected, not sent, in doubt; see :mod:`mailers.providers`).
 
 Errors keep their cause (``raise X from err``) so the original traceback survives.
 """
@@ -80,7 +82,7 @@ class PollFailed(MailersError):
 
 
 class ProviderError(MailersError):
-    """A provider account failed a whole batch."""
+    """A provider account's API failed a read (an events page, a queue, a search)."""
 
     def __init__(self, account: str, message: str) -> None:
         super().__init__(f"provider account {account!r}: {message}")
@@ -89,24 +91,15 @@ class ProviderError(MailersError):
 
 
 class ProviderUnavailable(ProviderError):
-    """The provider did not accept the batch and provably processed none of it.
+    """The provider could not answer the read now (refused, throttled, timed out, garbled).
 
-    Connection refused, authentication failure, throttling before acceptance: the batch may
-    be sent again, through this account later or through a fallback account now.
+    Reads are safe to repeat: the poller reports it for this account and tries again on
+    its next run.
     """
 
 
 class ProviderAuthError(ProviderUnavailable):
     """The provider refused the account's credentials or configuration (401/403, bad key).
 
-    Nothing was sent; retrying will not help. The account is taken out of the run and its
-    traffic fails over; the message says which account and which setting to check.
-    """
-
-
-class ProviderOutcomeUnknown(ProviderError):
-    """The request reached the provider but no answer came back (a timeout, a cut socket).
-
-    Some or all messages may have been accepted. They are recorded as ``unknown`` and never
-    re-sent automatically; provider events carrying the message key settle them later.
+    Retrying will not help; the message says which account and which setting to check.
     """
