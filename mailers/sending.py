@@ -240,18 +240,16 @@ class CampaignSender:
     def _send_chunk(self, provider: Provider, chunk: Sequence[OutboundMessage]) -> None:
         journal = LedgerJournal(self.ledger, provider, chunk, self.before_dispatch)
         results = provider.send_batch(chunk, journal)
-        tally = Counter(str(_status(r)) for r in results)
+        # Messages the account failed to take are not counted here: the next account up
+        # (or _fail_over, when none is left) decides what they become.
+        moving = [r for r in results if r.account_unavailable]
+        tally = Counter(str(_status(r)) for r in results if not r.account_unavailable)
         self.report.counts.update(tally)
         self.report.accounts[provider.account] += tally[LedgerStatus.ACCEPTED]
-        failed_account = next((r for r in results if r.account_unavailable), None)
-        if failed_account is None:
+        if not moving:
             return
-        self.down[provider.account] = failed_account.reason or "unavailable"
-        by_key = {m.message_key: m for m in chunk}
-        moving = [by_key[r.message_key] for r in results if r.account_unavailable]
-        # They were counted not_sent here; the next account up decides what they become.
-        self.report.counts["not_sent"] -= len(moving)
-        self._fail_over(moving, already_recorded=True)
+        self.down[provider.account] = moving[0].reason or "unavailable"
+        self._fail_over([journal.messages[r.message_key] for r in moving], already_recorded=True)
 
     def _fail_over(self, chunk: Iterable[OutboundMessage], *, already_recorded: bool) -> None:
         """Send ``chunk`` through the next accounts up; record those no account can take."""
