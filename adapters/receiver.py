@@ -18,7 +18,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from adapters.providers import provider_module
+from adapters.providers.registry import provider_spec
 from mailers.config import Settings
 from mailers.errors import WebhookRejected
 from mailers.landing import land
@@ -75,11 +75,11 @@ class WebhookReceiver:
         account_config = config.provider_accounts.get(account) if config else None
         if account_config is None:
             return 404, "unknown account"
-        module = provider_module(account_config.kind)
-        if not hasattr(module, "verify_webhook"):
+        verify = provider_spec(account_config.kind).verify_webhook
+        if verify is None:
             return 404, f"provider kind {account_config.kind} has no webhooks"
         try:
-            module.verify_webhook(request, account_config, self.guard)
+            verify(request, account_config, self.guard)
             line = json.dumps(json.loads(request.body), separators=(",", ":")).encode()
         except (WebhookRejected, ValueError) as err:
             with self._lock:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from adapters.providers import check_account
+from adapters.providers.registry import check_account
 from mailers.config import Settings
 from mailers.config_loader import load_settings
 from mailers.errors import ConfigError

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from adapters.providers import build_providers, event_parser
+from adapters.providers.registry import build_providers, event_parser
 from adapters.settings import load
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.audience import AudienceSpec, disposition_counts, resolve

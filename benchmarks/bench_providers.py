@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from adapters.providers import mailgun, postmark, sendgrid
+from adapters.providers.postmark.sending import PostmarkProvider
 from adapters.simulator import Simulator
 from adapters.simulator import mailgun as mailgun_sim
 from adapters.simulator import postmark as postmark_sim
@@ -71,8 +72,8 @@ def main() -> None:
         mailgun_sim.register(sim, credentials={"api_key": "k", "webhook_signing_key": "s"})
         sendgrid_sim.register(sim, credentials={"api_key": "g"})
         providers = {
-            "postmark (batch of 500)": postmark.PostmarkProvider(
-                "pm", postmark.Settings(base_url=sim.base_url), server_token="t"
+            "postmark (batch of 500)": PostmarkProvider(
+                "pm", postmark.PostmarkSettings(base_url=sim.base_url), server_token="t"
             ),
             "mailgun (a call per message, 4 in flight)": mailgun.MailgunProvider(
                 "mg", mailgun.Settings(base_url=sim.base_url, domain="news.acme.test"), "k"

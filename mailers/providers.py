@@ -1,6 +1,6 @@
 """What a provider adapter offers the core: batch sending and event parsing.
 
-Each adapter module in ``adapters/providers/`` implements :class:`Provider` for one
+Each provider package in ``adapters/providers/`` implements :class:`Provider` for one
 provider kind. The contract for :meth:`Provider.send_batch`:
 
 * it returns one :class:`~mailers.messages.SendResult` per message, in order, and never
@@ -14,7 +14,7 @@ provider kind. The contract for :meth:`Provider.send_batch`:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from mailers.events import CanonicalEvent
@@ -24,10 +24,15 @@ from mailers.messages import OutboundMessage, SendResult
 class DispatchJournal(Protocol):
     """Where a provider records each call it makes, before and after making it."""
 
-    def handing_over(self, messages: Sequence[OutboundMessage]) -> None:
+    def handing_over(
+        self, messages: Sequence[OutboundMessage], idempotency_keys: Mapping[str, str]
+    ) -> None:
         """``messages`` are about to leave in one provider call (or one wave of calls).
 
-        Returns once that is durable; raising stops the send before the call is made.
+        ``idempotency_keys`` maps a message key to the idempotency key its call carries,
+        for providers that deduplicate by one (empty otherwise); a retry of the same call
+        carries the same key. Returns once that is durable; raising stops the send before
+        the call is made.
         """
         ...
 
@@ -35,7 +40,8 @@ class DispatchJournal(Protocol):
         """What the call(s) ended in, one result per message handed over.
 
         A ``not_sent`` result here may be followed by another :meth:`handing_over` of the
-        same message (a retry after a 429, a half of a split batch).
+        same message (a retry after a 429, a half of a split batch), and so may an
+        ``unknown`` one of an idempotent call (made again under the same key).
         """
         ...
 
@@ -43,7 +49,9 @@ class DispatchJournal(Protocol):
 class NoJournal:
     """A journal that records nothing (tests and tools that keep no ledger)."""
 
-    def handing_over(self, messages: Sequence[OutboundMessage]) -> None:
+    def handing_over(
+        self, messages: Sequence[OutboundMessage], idempotency_keys: Mapping[str, str]
+    ) -> None:
         """Record nothing."""
 
     def answered(self, results: Sequence[SendResult]) -> None:

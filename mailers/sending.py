@@ -318,11 +318,17 @@ class LedgerJournal:
         self.before_dispatch = before_dispatch
         self.batch_ids: dict[str, str] = {}
 
-    def handing_over(self, messages: Sequence[OutboundMessage]) -> None:
+    def handing_over(
+        self, messages: Sequence[OutboundMessage], idempotency_keys: Mapping[str, str]
+    ) -> None:
         if self.before_dispatch is not None:
             self.before_dispatch()
+        # A call's batch id is its idempotency key when the provider takes one, so the
+        # ledger shows which rows were one request and that a retry repeated it.
         batch_id = uuid.uuid4().hex
-        self.batch_ids.update((m.message_key, batch_id) for m in messages)
+        self.batch_ids.update(
+            (m.message_key, idempotency_keys.get(m.message_key, batch_id)) for m in messages
+        )
         self.ledger.record([self._entry(m, LedgerStatus.DISPATCHING) for m in messages])
 
     def answered(self, results: Sequence[SendResult]) -> None:

@@ -253,7 +253,7 @@ def reconcile(
     event or the provider's records prove it, or ``not_sent`` when the provider has no
     record of it (the next run of its window sends it). Exits 1 while any stays unknown.
     """
-    from adapters.providers.lookups import message_lookups
+    from adapters.providers.registry import message_lookups
 
     settings = _settings(config)
     try:

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from adapters import demo_data
-from adapters.providers import build_providers
+from adapters.providers.registry import build_providers
 from adapters.settings import load
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers import clock

@@ -30,8 +30,7 @@ from typing import Any
 
 import pytest
 
-from adapters.providers import build_providers
-from adapters.providers.lookups import message_lookups
+from adapters.providers.registry import build_providers, message_lookups
 from adapters.settings import load
 from adapters.simulator import mailgun as mailgun_sim
 from adapters.simulator import postmark as postmark_sim
@@ -82,7 +81,7 @@ BATCH_SIZE = {"postmark": 50, "sendgrid": 50, "mailgun": 1000}
 
 SEND_SCRIPT = """
 import sys
-from adapters.providers import build_providers
+from adapters.providers.registry import build_providers
 from adapters.settings import load
 from tests.test_crash_and_faults import send_once
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from adapters.providers import build_providers
+from adapters.providers.registry import build_providers
 from adapters.settings import load
 from mailers.addresses import is_valid, normalize
 from mailers.config import Settings
@@ -255,7 +255,7 @@ def test_a_stale_audience_table_never_leads_to_a_second_send(core_project) -> No
 KILL_SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
-    from adapters.providers import build_providers
+    from adapters.providers.registry import build_providers
     from adapters.settings import load
     from tests.conftest import send_window_once
 
@@ -264,8 +264,8 @@ KILL_SCRIPT = textwrap.dedent(
     class DiesBeforeTheOutcomeRow:
         def __init__(self, inner):
             self.inner = inner
-        def handing_over(self, messages):
-            self.inner.handing_over(messages)
+        def handing_over(self, messages, idempotency_keys):
+            self.inner.handing_over(messages, idempotency_keys)
         def answered(self, results):
             os.kill(os.getpid(), signal.SIGKILL)  # after handover, before the outcome row
 

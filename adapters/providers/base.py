@@ -1,9 +1,10 @@
-"""The send flow every provider shares; provider modules fill in one hook.
+"""The send flow every provider shares; provider packages fill in one hook.
 
 :meth:`BatchProvider.send_batch` cuts a batch into provider calls
 (:meth:`~BatchProvider._requests`: ``request_size`` messages each, or a provider's own
 grouping), makes up to ``concurrency`` calls at a time through the provider's
-:meth:`~BatchProvider._send_request`, and turns what each call raises into per-message
+:meth:`~BatchProvider._send_request` (or, for providers that take one message per call,
+:meth:`OneMessagePerCall._send_one`), and turns what each call raises into per-message
 outcomes. Every call is bracketed in the :class:`~mailers.providers.DispatchJournal`:
 ``handing_over`` before it leaves, ``answered`` as soon as it ends, so doubt after a crash
 is never larger than the calls in flight.
@@ -27,10 +28,18 @@ the hook raises             outcome of the call's messages
                             account leaves the run
 ==========================  ====================================================
 
-When the account leaves the run, every message not yet answered is ``not_sent`` with
+When the account leaves the run, every message not yet handed over is ``not_sent`` with
 ``account_unavailable`` set, so the core fails it over; nothing an earlier call of the
 batch got accepted is ever reported otherwise. ``send_batch`` itself never raises for
 what the provider did.
+
+A provider that deduplicates requests by an idempotency key (Resend's
+``Idempotency-Key``) returns one from :meth:`~BatchProvider._idempotency_key`. Then an
+``Ambiguous`` call is made again with the same key, up to the retry policy: the
+provider answers the first request's outcome instead of sending twice, so the doubt is
+settled. Until such a retry gets an answer its messages stay in doubt: a 429 or any
+other failure of a retry never makes them ``not_sent``, since the first request may have
+been accepted. The key is journalled with each call (the ledger's ``batch_id``).
 """
 
 from __future__ import annotations
@@ -43,48 +52,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from adapters.providers.hooks import Ambiguous, AuthFailed, BatchRejected, Retryable, RetryPolicy
 from mailers.messages import OutboundMessage, SendOutcome, SendResult
 from mailers.providers import DispatchJournal, NoJournal
-
-
-class Retryable(Exception):
-    """Nothing was accepted and trying again may work (429, 503, connection refused)."""
-
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-class BatchRejected(Exception):
-    """The provider refused the whole call because of (at least) one entry in it."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class AuthFailed(Exception):
-    """The provider refused the account's credentials or configuration."""
-
-
-class Ambiguous(Exception):
-    """The request may have been processed, but no usable answer came back."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard to retry a retryable failure within one send."""
-
-    attempts: int = 3
-    base_delay: float = 0.5
-    max_delay: float = 30.0
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds to wait before attempt ``attempt + 1``."""
-        if retry_after is not None:
-            return retry_after
-        return self.base_delay * 2 ** (attempt - 1)
 
 
 @dataclass
@@ -93,6 +63,8 @@ class _Call:
 
     messages: Sequence[OutboundMessage]
     attempt: int = 1
+    in_doubt: bool = False
+    """An earlier attempt got no usable answer (only idempotent calls are made again)."""
 
 
 _Answer = list[SendResult] | Exception
@@ -150,6 +122,13 @@ class BatchProvider(ABC):
     def _send_request(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         """Make one provider call carrying ``messages``; raise the hook exceptions above."""
 
+    def _idempotency_key(self, messages: Sequence[OutboundMessage]) -> str | None:
+        """The key the provider deduplicates this call by, or None if it offers none.
+
+        The same messages must always give the same key, so a retry is recognised.
+        """
+        return None
+
     def _requests(self, messages: Sequence[OutboundMessage]) -> list[Sequence[OutboundMessage]]:
         """How a batch is cut into provider calls (``request_size`` messages each)."""
         size = self.request_size
@@ -171,7 +150,9 @@ class BatchProvider(ABC):
         while state.pending and state.down is None:
             size = min(self.concurrency, len(state.pending))
             wave = [state.pending.popleft() for _ in range(size)]
-            journal.handing_over([m for call in wave for m in call.messages])
+            journal.handing_over(
+                [m for call in wave for m in call.messages], idempotency_keys=self._keys(wave)
+            )
             answers = self._make_calls(wave)
             state.again, state.wait = [], 0.0
             journal.answered(
@@ -185,10 +166,23 @@ class BatchProvider(ABC):
             if state.wait and state.pending and state.down is None:
                 self._sleep(state.wait)
         if state.pending:
-            never_sent = [m for call in state.pending for m in call.messages]
+            never_sent = [m for call in state.pending if not call.in_doubt for m in call.messages]
+            doubted = [m for call in state.pending if call.in_doubt for m in call.messages]
             reason = f"not sent: {state.down}"
-            journal.answered(state.settle(_not_sent(never_sent, reason, account_unavailable=True)))
+            journal.answered(
+                state.settle(_not_sent(never_sent, reason, account_unavailable=True))
+                + state.settle(_in_doubt(doubted, f"in doubt, not retried: {state.down}"))
+            )
         return [state.final[m.message_key] for m in messages]
+
+    def _keys(self, wave: Sequence[_Call]) -> dict[str, str]:
+        """Message key → the idempotency key of the call carrying it (if the provider has one)."""
+        keys: dict[str, str] = {}
+        for call in wave:
+            key = self._idempotency_key(call.messages)
+            if key is not None:
+                keys.update((m.message_key, key) for m in call.messages)
+        return keys
 
     def _sort(self, call: _Call, answer: _Answer, state: _State) -> list[SendResult]:
         """What one call's answer means for its messages (the rows to journal)."""
@@ -196,6 +190,14 @@ class BatchProvider(ABC):
             state.ambiguous_in_a_row = 0  # the provider answered something
         if isinstance(answer, list):
             return state.settle(_complete(call.messages, answer))
+        if isinstance(answer, Ambiguous):
+            state.ambiguous_in_a_row += 1
+            if state.ambiguous_in_a_row >= self.ambiguous_limit:
+                state.down = f"{state.ambiguous_in_a_row} calls in a row got no usable answer"
+        if call.in_doubt or (
+            isinstance(answer, Ambiguous) and self._idempotency_key(call.messages) is not None
+        ):
+            return self._retry_in_doubt(call, answer, state)
         if isinstance(answer, Retryable):
             delay = self.retry.delay(call.attempt, answer.retry_after)
             if call.attempt < self.retry.attempts and delay <= self.retry.max_delay:
@@ -216,12 +218,26 @@ class BatchProvider(ABC):
             state.down = str(answer)
             return state.settle(_not_sent(call.messages, state.down, account_unavailable=True))
         if isinstance(answer, Ambiguous):
-            state.ambiguous_in_a_row += 1
-            if state.ambiguous_in_a_row >= self.ambiguous_limit:
-                state.down = f"{state.ambiguous_in_a_row} calls in a row got no usable answer"
             return state.settle(_in_doubt(call.messages, f"{answer}; in doubt, not re-sent"))
         # A bug in the adapter, after the call may have left: in doubt.
         why = f"adapter error {type(answer).__name__}: {answer}"
+        return state.settle(_in_doubt(call.messages, why))
+
+    def _retry_in_doubt(self, call: _Call, answer: Exception, state: _State) -> list[SendResult]:
+        """An idempotent call without a usable answer: make it again under the same key.
+
+        Whatever a retry meets, its messages stay ``unknown`` until one is answered: the
+        first request may have been accepted.
+        """
+        retry_after = answer.retry_after if isinstance(answer, Retryable) else None
+        delay = self.retry.delay(call.attempt, retry_after)
+        reason = getattr(answer, "reason", None) or str(answer)
+        if call.attempt < self.retry.attempts and delay <= self.retry.max_delay:
+            state.again.append(_Call(call.messages, call.attempt + 1, in_doubt=True))
+            state.wait = max(state.wait, delay)
+            return _in_doubt(call.messages, f"{reason}; trying again under its idempotency key")
+        tries = "attempt" if call.attempt == 1 else "attempts"
+        why = f"{reason}; in doubt after {call.attempt} {tries} under its idempotency key"
         return state.settle(_in_doubt(call.messages, why))
 
     def _make_calls(self, wave: Sequence[_Call]) -> list[_Answer]:
@@ -243,6 +259,40 @@ class BatchProvider(ABC):
                     max_workers=self.concurrency, thread_name_prefix=f"{self.kind}-{self.account}"
                 )
             return self._executor
+
+
+class OneMessagePerCall(BatchProvider):
+    """A provider whose API takes one message per call (Mailgun, SMTP, SES).
+
+    Each message is its own call in the flow above, so a failure is that message's alone;
+    ``concurrency`` calls run at once.
+    """
+
+    def __init__(
+        self,
+        account: str,
+        *,
+        max_batch_size: int,
+        concurrency: int = 1,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(
+            account,
+            max_batch_size=max_batch_size,
+            retry=retry,
+            sleep=sleep,
+            request_size=1,
+            concurrency=concurrency,
+        )
+
+    @abstractmethod
+    def _send_one(self, message: OutboundMessage) -> SendResult:
+        """Hand one message over; raise the hook exceptions of the module docstring."""
+
+    def _send_request(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
+        [message] = messages  # request_size is 1
+        return [self._send_one(message)]
 
 
 def _complete(messages: Sequence[OutboundMessage], answer: list[SendResult]) -> list[SendResult]:

@@ -1,7 +1,11 @@
-"""HTTP plumbing shared by the HTTP API providers (Mailgun, Postmark, SendGrid).
+"""HTTP plumbing shared by the HTTP API providers (Mailgun, Postmark, SendGrid, Resend).
 
-One pooled :class:`httpx.Client` per provider account, and one mapping from transport
-failures and status codes to the hooks' exceptions (:mod:`adapters.providers.base`):
+:class:`HttpSettings` is the base of their settings models (``base_url``, checked by
+:func:`~adapters.providers.network.checked_base_url`, and ``timeout_seconds``);
+:class:`ApiClient` is one pooled :class:`httpx.Client` per provider account, with one
+mapping from transport failures and status codes to the hooks' exceptions
+(:mod:`adapters.providers.hooks`) for sends, and to the read errors pollers report
+(:meth:`ApiClient.read`):
 
 * connection refused / connect timeout / no pool slot: nothing was sent → ``Retryable``;
 * read or write timeout, connection dropped mid-request: the provider may have processed
@@ -17,15 +21,124 @@ failures and status codes to the hooks' exceptions (:mod:`adapters.providers.bas
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from adapters.providers.base import Ambiguous, AuthFailed, Retryable
+from adapters.providers.hooks import Ambiguous, AuthFailed, Retryable
+from adapters.providers.network import checked_base_url
 from mailers.clock import now
+from mailers.errors import ProviderAuthError, ProviderUnavailable
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+class HttpSettings(BaseModel):
+    """Settings every HTTP API provider has; a provider's model adds its own.
+
+    Subclasses set ``base_url``'s default to their API and may tighten its check.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    example_url: ClassVar[str] = "https://api.example.com"
+    """Shown in the error for a base URL that is not one."""
+
+    base_url: str = Field(description="API base URL (plain http only for a loopback simulator).")
+    timeout_seconds: float = Field(default=30.0, gt=0, le=300, description="Per-request timeout.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _https_unless_loopback(cls, value: str) -> str:
+        return checked_base_url(value, cls.example_url)
+
+    def timeout(self) -> httpx.Timeout:
+        """The request timeout, with connecting bounded to at most 5 s."""
+        return httpx.Timeout(self.timeout_seconds, connect=min(5.0, self.timeout_seconds))
+
+
+class ApiClient:
+    """One account's pooled connection to an HTTP API, reused for every call of a run."""
+
+    def __init__(
+        self,
+        account: str,
+        settings: HttpSettings,
+        *,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.account = account
+        self.client = make_client(
+            settings.base_url,
+            headers=headers,
+            auth=auth,
+            timeout=settings.timeout(),
+            transport=transport,
+        )
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled connections (safe to call twice)."""
+        self.client.close()
+
+    def send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """A call that may hand mail over: failures raise the hook exceptions (:func:`call`)."""
+        return call(self.client, method, url, **kwargs)
+
+    def read(
+        self,
+        method: str,
+        url: str,
+        what: str,
+        *,
+        explain: Callable[[httpx.Response], str] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """A read (polling, lookups): any failure is safe to try again on the next poll.
+
+        Refused credentials raise :class:`~mailers.errors.ProviderAuthError`, everything
+        else that is not a 2xx :class:`~mailers.errors.ProviderUnavailable`, naming
+        ``what`` was read, the account, and what ``explain`` makes of the error body;
+        the response is returned otherwise.
+        """
+        try:
+            response = call(self.client, method, url, **kwargs)
+        except AuthFailed as err:
+            raise ProviderAuthError(self.account, f"{what}: {err}") from err
+        except (Retryable, Ambiguous) as err:
+            raise ProviderUnavailable(self.account, f"{what}: {err}") from err
+        if response.status_code >= 300:
+            detail = explain(response) if explain else response.reason_phrase
+            raise ProviderUnavailable(
+                self.account, f"{what} answered {response.status_code}: {detail}"
+            )
+        return response
+
+    def read_json(
+        self,
+        method: str,
+        url: str,
+        what: str,
+        *,
+        explain: Callable[[httpx.Response], str] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """:meth:`read`, decoded as JSON; a body that is not JSON is ``ProviderUnavailable``."""
+        response = self.read(method, url, what, explain=explain, **kwargs)
+        try:
+            return response.json()
+        except ValueError as err:
+            raise ProviderUnavailable(self.account, f"{what} answered non-JSON") from err
 
 
 def make_client(

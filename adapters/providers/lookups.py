@@ -18,62 +18,19 @@ their doubt is settled by landed events only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, timedelta
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from pydantic import BaseModel
-
-from adapters.providers import mailgun, postmark
+from adapters.providers import mailgun
 from adapters.providers.http import make_client
-from mailers.config import ProviderAccountConfig, Settings
+from mailers.config import ProviderAccountConfig
 from mailers.messages import MESSAGE_KEY_FIELD
-from mailers.reconcile import InDoubt, MessageLookup, Sighting
+from mailers.reconcile import InDoubt, Sighting
 
 SEARCH_FROM_BEFORE = timedelta(minutes=2)
 """How far before the recorded hand-over to search (clocks differ a little)."""
-
-
-class PostmarkLookup:
-    """Postmark's outbound message search for one server."""
-
-    def __init__(
-        self, account: str, config: ProviderAccountConfig, settings: postmark.Settings
-    ) -> None:
-        self.account = account
-        self.settings = settings
-        self.absent_after = timedelta(seconds=config.reconcile_absent_after_seconds)
-        self._token = config.secret(postmark.SERVER_TOKEN, f"Postmark account {account!r}")
-
-    def lookup(self, messages: Sequence[InDoubt]) -> list[Sighting]:
-        sightings = []
-        with postmark._client(self.settings, self._token) as client:
-            for message in messages:
-                answer = postmark._get_json(
-                    self.account,
-                    client,
-                    "/messages/outbound",
-                    {
-                        "count": 50,
-                        "offset": 0,
-                        "recipient": message.recipient,
-                        f"metadata_{MESSAGE_KEY_FIELD}": message.message_key,
-                    },
-                )
-                found = [
-                    m
-                    for m in answer.get("Messages") or []
-                    if (m.get("Metadata") or {}).get(MESSAGE_KEY_FIELD) == message.message_key
-                ]
-                sightings.append(
-                    Sighting(
-                        message.message_key,
-                        accepted=bool(found),
-                        provider_message_id=found[0].get("MessageID") if found else None,
-                    )
-                )
-        return sightings
 
 
 class MailgunLookup:
@@ -126,23 +83,3 @@ class MailgunLookup:
                     )
             url = mailgun._same_origin(self.account, next_url, origin, "paging.next")
         raise RuntimeError(f"more than {self.settings.poll_max_pages} pages of accepted events")
-
-
-_Factory = Callable[[str, ProviderAccountConfig, Any], MessageLookup]
-
-LOOKUPS: Mapping[str, tuple[type[BaseModel], _Factory]] = {
-    postmark.KIND: (postmark.Settings, PostmarkLookup),
-    mailgun.KIND: (mailgun.Settings, MailgunLookup),
-}
-"""Provider kind → (its settings model, the lookup for one account)."""
-
-
-def message_lookups(settings: Settings, workspace: str) -> dict[str, MessageLookup]:
-    """A lookup for every account of ``workspace`` whose provider keeps searchable records."""
-    accounts = settings.config.workspaces[workspace].provider_accounts
-    found: dict[str, MessageLookup] = {}
-    for name, account in accounts.items():
-        if account.kind in LOOKUPS:
-            model, factory = LOOKUPS[account.kind]
-            found[name] = factory(name, account, model.model_validate(account.settings))
-    return found

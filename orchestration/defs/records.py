@@ -4,7 +4,7 @@ from collections.abc import Iterator, Sequence
 
 import dagster as dg
 
-from adapters.providers import event_parser, poll_targets
+from adapters.providers.registry import event_parser, poll_targets
 from mailers.audit import AUDIT_TABLE, AuditAction, AuditRecord
 from mailers.config import Settings
 from mailers.ingest import ingest

@@ -12,8 +12,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from adapters.providers import build_providers
-from adapters.providers.lookups import message_lookups
+from adapters.providers.registry import build_providers, message_lookups
 from adapters.settings import load
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.config import Settings

@@ -7,7 +7,7 @@ Everything here goes over real sockets to the simulator (or moto / aiosmtpd).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import pytest
@@ -122,9 +122,13 @@ class RecordingJournal:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[str]]] = []
+        self.idempotency_keys: list[dict[str, str]] = []
 
-    def handing_over(self, messages: Sequence[OutboundMessage]) -> None:
+    def handing_over(
+        self, messages: Sequence[OutboundMessage], idempotency_keys: Mapping[str, str]
+    ) -> None:
         self.calls.append(("handing_over", [m.message_key for m in messages]))
+        self.idempotency_keys.append(dict(idempotency_keys))
 
     def answered(self, results: Sequence[SendResult]) -> None:
         self.calls.append(("answered", [r.message_key for r in results]))

@@ -7,9 +7,11 @@ from collections.abc import Iterator
 import pytest
 
 from adapters.providers import mailgun, postmark
-from adapters.providers.lookups import MailgunLookup, PostmarkLookup, message_lookups
+from adapters.providers.lookups import MailgunLookup
 from adapters.providers.mailgun import MailgunProvider
-from adapters.providers.postmark import PostmarkProvider
+from adapters.providers.postmark.lookup import PostmarkLookup
+from adapters.providers.postmark.sending import PostmarkProvider
+from adapters.providers.registry import message_lookups
 from adapters.settings import load
 from adapters.simulator import mailgun as mailgun_sim
 from adapters.simulator import postmark as postmark_sim
@@ -51,7 +53,7 @@ def doubt(message: OutboundMessage, account: str) -> InDoubt:
 
 def test_postmark_finds_what_it_accepted_and_knows_what_it_never_got(sim: Simulator) -> None:
     sent, unsent = make_message("sent@example.com"), make_message("unsent@example.com")
-    settings = postmark.Settings(base_url=sim.base_url)
+    settings = postmark.PostmarkSettings(base_url=sim.base_url)
     provider = PostmarkProvider("pm", settings, POSTMARK["server_token"])
     [result] = provider.send_batch([sent])
     provider.close()

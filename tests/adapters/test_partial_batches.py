@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from adapters.providers.postmark import PostmarkProvider
-from adapters.providers.postmark import Settings as PostmarkSettings
+from adapters.providers.postmark import PostmarkSettings
+from adapters.providers.postmark.sending import PostmarkProvider
 from adapters.providers.sendgrid import SendGridProvider
 from adapters.providers.sendgrid import Settings as SendGridSettings
 from adapters.simulator import postmark as postmark_sim

@@ -16,8 +16,11 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.providers import postmark
-from adapters.providers.base import RetryPolicy
-from adapters.providers.postmark import PostmarkProvider, Settings, parse, poll_events
+from adapters.providers.hooks import RetryPolicy
+from adapters.providers.postmark import PostmarkSettings as Settings
+from adapters.providers.postmark import parse, poll_events
+from adapters.providers.postmark.sending import PostmarkProvider
+from adapters.providers.postmark.webhooks import REPLAY_TTL_SECONDS
 from adapters.simulator import Fault, Simulator
 from adapters.simulator import postmark as postmark_sim
 from mailers import clock
@@ -637,7 +640,7 @@ def test_a_replay_is_accepted_again_after_the_ttl(harness: PostmarkHarness) -> N
     harness.verify(request, guard)
     with pytest.raises(WebhookRejected, match="replayed"):
         harness.verify(request, guard)
-    clock[0] += postmark.REPLAY_TTL_SECONDS + 1
+    clock[0] += REPLAY_TTL_SECONDS + 1
     harness.verify(request, guard)
 
 

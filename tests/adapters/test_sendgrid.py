@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 from pydantic import ValidationError
 
 from adapters.providers import sendgrid
-from adapters.providers.base import RetryPolicy
+from adapters.providers.hooks import RetryPolicy
 from adapters.providers.sendgrid import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from adapters.providers import event_parser
+from adapters.providers.registry import event_parser
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.errors import WarehouseError
 from mailers.ingest import IngestReport, ingest, landed_files

@@ -1,0 +1,142 @@
+"""Every provider kind Mailers has: one :class:`~adapters.providers.spec.ProviderSpec` each.
+
+Adding a provider adds its package and one line to :data:`SPECS`. Everything else reads
+capabilities from the spec: building senders, checking an account's config, verifying
+and parsing webhooks, polling events APIs and reconciling against provider records.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
+
+from adapters.providers import postmark
+from adapters.providers.spec import Credentials, ProviderSpec
+from mailers.config import ProviderAccountConfig, Settings
+from mailers.errors import ConfigError
+from mailers.events import CanonicalEvent
+from mailers.polling import PollTarget
+from mailers.providers import Provider
+from mailers.reconcile import MessageLookup
+
+
+def _legacy(name: str) -> ProviderSpec[Any]:  # TRANSITION: removed once every package is in
+    module: ModuleType = importlib.import_module(f"adapters.providers.{name}")
+    return ProviderSpec(
+        kind=module.KIND,
+        max_batch_size=module.MAX_BATCH_SIZE,
+        settings=module.Settings,
+        credentials=Credentials(optional=("*",)),
+        build=module.build,
+        parse=module.parse,
+        verify_webhook=getattr(module, "verify_webhook", None),
+        poll=getattr(module, "poll_events", None),
+        lookup=_legacy_lookup(name),
+    )
+
+
+def _legacy_lookup(name: str) -> Any:  # TRANSITION
+    if name != "mailgun":
+        return None
+    from adapters.providers.lookups import MailgunLookup
+
+    return MailgunLookup
+
+
+SPECS: Mapping[str, ProviderSpec[Any]] = {
+    spec.kind: spec
+    for spec in (
+        _legacy("mailgun"),
+        postmark.SPEC,
+        _legacy("sandbox"),
+        _legacy("sendgrid"),
+        _legacy("ses"),
+        _legacy("smtp"),
+    )
+}
+"""Provider kind → its spec."""
+
+
+def provider_spec(kind: str) -> ProviderSpec[Any]:
+    """The spec of a provider kind; a ConfigError names the kinds there are."""
+    spec = SPECS.get(kind)
+    if spec is None:
+        known = ", ".join(sorted(SPECS))
+        raise ConfigError(f"unknown provider kind {kind!r} (available: {known})")
+    return spec
+
+
+def check_account(account: ProviderAccountConfig) -> list[str]:
+    """Problems with one account's kind, credentials and settings (empty when it is fine)."""
+    try:
+        spec = provider_spec(account.kind)
+    except ConfigError as err:
+        return [f"kind: {err}"]
+    return spec.problems(account)
+
+
+def build_providers(settings: Settings, workspace: str) -> Mapping[str, Provider]:
+    """Every provider account of a workspace, ready to send."""
+    accounts = settings.config.workspaces[workspace].provider_accounts
+    return {name: build_provider(name, account, settings) for name, account in accounts.items()}
+
+
+def build_provider(name: str, account: ProviderAccountConfig, settings: Settings) -> Provider:
+    """One provider account, ready to send; a missing SDK is a ConfigError naming the extra."""
+    spec = provider_spec(account.kind)
+    try:
+        return spec.build(name, account, spec.settings_of(account), settings)
+    except ImportError as err:
+        raise ConfigError(
+            f"provider kind {account.kind!r} needs an optional dependency: {err.name} "
+            f"(pip install 'mailers[{account.kind}]')"
+        ) from err
+
+
+def event_parser(kind: str) -> _SpecParser:
+    """The parser for events landed by a provider kind."""
+    return _SpecParser(provider_spec(kind))
+
+
+class _SpecParser:
+    """A spec's ``parse`` as a :class:`~mailers.providers.EventParser`."""
+
+    def __init__(self, spec: ProviderSpec[Any]) -> None:
+        self.spec = spec
+
+    def parse(self, payload: bytes, account: str) -> list[CanonicalEvent]:
+        return self.spec.parse(payload, account)
+
+
+def poll_targets(settings: Settings) -> list[PollTarget]:
+    """Every account configured with ``poll_events: true``, ready to poll."""
+    targets = []
+    for workspace in settings.config.workspaces.values():
+        for name, account in workspace.provider_accounts.items():
+            if not account.poll_events:
+                continue
+            spec = provider_spec(account.kind)
+
+            def fetch(
+                cursor: str | None,
+                spec: ProviderSpec[Any] = spec,
+                name: str = name,
+                account: ProviderAccountConfig = account,
+            ) -> tuple[list[bytes], str | None]:
+                return spec.poll_events(name, account, cursor)
+
+            targets.append(PollTarget(kind=account.kind, account=name, fetch=fetch))
+    return targets
+
+
+def message_lookups(settings: Settings, workspace: str) -> dict[str, MessageLookup]:
+    """A lookup for every account of ``workspace`` whose provider keeps searchable records."""
+    accounts = settings.config.workspaces[workspace].provider_accounts
+    found: dict[str, MessageLookup] = {}
+    for name, account in accounts.items():
+        lookup = provider_spec(account.kind).message_lookup(name, account)
+        if lookup is not None:
+            found[name] = lookup
+    return found

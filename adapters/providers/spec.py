@@ -1,0 +1,141 @@
+"""What a provider package declares about itself: its :class:`ProviderSpec`.
+
+The registry (:mod:`adapters.providers.registry`) holds one spec per provider kind, and
+everything that needs a provider (building senders, checking config, verifying and
+parsing webhooks, polling, reconciling) reads the capability from the spec: a provider
+without webhooks has ``verify_webhook=None``, one without an events API ``poll=None``.
+
+A spec is cheap to import: a package's ``__init__`` imports its settings, parser and
+verifier, and reaches the modules that need an SDK (boto3 for SES) only inside
+``build``/``poll``/``lookup``, so receiving SES webhooks never imports boto3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from mailers.config import ProviderAccountConfig, Settings
+from mailers.events import CanonicalEvent
+from mailers.providers import Provider
+from mailers.reconcile import MessageLookup
+from mailers.webhooks import ReplayGuard, WebhookRequest
+
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+SettingsIn = TypeVar("SettingsIn", bound=BaseModel, contravariant=True)
+
+Parse = Callable[[bytes, str], list[CanonicalEvent]]
+"""``parse(payload, account)``: canonical events from one landed payload."""
+
+
+class Builder(Protocol[SettingsIn]):
+    """Builds one account's sender from its config."""
+
+    def __call__(
+        self, account: str, config: ProviderAccountConfig, settings: SettingsIn, app: Settings
+    ) -> Provider: ...
+
+
+class WebhookVerifier(Protocol):
+    """Refuses (``WebhookRejected``) a forged, stale or replayed webhook request."""
+
+    def __call__(
+        self, request: WebhookRequest, config: ProviderAccountConfig, guard: ReplayGuard
+    ) -> None: ...
+
+
+class Poller(Protocol[SettingsIn]):
+    """New event payloads of one account since ``cursor``, and the cursor after them."""
+
+    def __call__(
+        self,
+        account: str,
+        config: ProviderAccountConfig,
+        settings: SettingsIn,
+        cursor: str | None,
+    ) -> tuple[list[bytes], str | None]: ...
+
+
+class LookupFactory(Protocol[SettingsIn]):
+    """The provider's searchable record of accepted messages, for one account."""
+
+    def __call__(
+        self, account: str, config: ProviderAccountConfig, settings: SettingsIn
+    ) -> MessageLookup: ...
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """The ``credentials:`` keys an account of this kind reads (env var references)."""
+
+    required: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+
+    @property
+    def known(self) -> frozenset[str]:
+        """Every key the provider reads."""
+        return frozenset(self.required + self.optional)
+
+
+@dataclass(frozen=True)
+class ProviderSpec(Generic[SettingsT]):
+    """One provider kind's capabilities, declared by its package."""
+
+    kind: str
+    max_batch_size: int
+    """The most messages one ``send_batch`` takes (the provider's batch API limit)."""
+    settings: type[SettingsT]
+    """The ``settings:`` model, named ``<Kind>Settings`` (``extra="forbid"``)."""
+    credentials: Credentials
+    build: Builder[SettingsT]
+    parse: Parse
+    verify_webhook: WebhookVerifier | None = None
+    poll: Poller[SettingsT] | None = None
+    lookup: LookupFactory[SettingsT] | None = None
+    idempotent: bool = False
+    """The provider deduplicates a request by an idempotency key we send, so a call
+    without a usable answer is made again safely (see :mod:`adapters.providers.base`)."""
+
+    def settings_of(self, config: ProviderAccountConfig) -> SettingsT:
+        """The account's validated settings (raises ``ValidationError``)."""
+        return self.settings.model_validate(config.settings)
+
+    def problems(self, config: ProviderAccountConfig) -> list[str]:
+        """What is wrong with an account of this kind (empty when nothing is)."""
+        found = [
+            f"credentials.{key}: unknown key (provider kind {self.kind!r} reads "
+            f"{', '.join(sorted(self.credentials.known)) or 'no credentials'})"
+            for key in sorted(set(config.credentials) - self.credentials.known)
+            if "*" not in self.credentials.known  # TRANSITION
+        ]
+        if config.poll_events and self.poll is None:
+            found.append(f"poll_events: provider kind {self.kind!r} has no events API to poll")
+        try:
+            self.settings_of(config)
+        except ValidationError as err:
+            found += [_settings_error(e) for e in err.errors()]
+        return found
+
+    def poll_events(
+        self, account: str, config: ProviderAccountConfig, cursor: str | None
+    ) -> tuple[list[bytes], str | None]:
+        """Poll one account (a ``ValueError`` for a kind without an events API)."""
+        if self.poll is None:
+            raise ValueError(f"provider kind {self.kind!r} has no events API to poll")
+        return self.poll(account, config, self.settings_of(config), cursor)
+
+    def message_lookup(self, account: str, config: ProviderAccountConfig) -> MessageLookup | None:
+        """The account's lookup for reconciliation, if the provider keeps searchable records."""
+        if self.lookup is None:
+            return None
+        return self.lookup(account, config, self.settings_of(config))
+
+
+def _settings_error(error: ErrorDetails) -> str:
+    where = ".".join(["settings", *(str(part) for part in error["loc"])])
+    what = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+    return f"{where}: {what.removeprefix('Value error, ')}"
