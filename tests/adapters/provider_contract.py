@@ -7,14 +7,18 @@ Everything here goes over real sockets to the simulator (or moto / aiosmtpd).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import pytest
 
 from adapters.providers.base import BatchProvider
+from adapters.providers.registry import SPECS
+from adapters.providers.spec import ProviderSpec
 from mailers.errors import WebhookRejected
-from mailers.events import CanonicalEvent, EventType
+from mailers.events import BounceClass, CanonicalEvent, EventType
 from mailers.keys import message_key
 from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome, SendResult
 from mailers.webhooks import SeenTokens, WebhookRequest
@@ -79,6 +83,15 @@ class Harness(Protocol):
         ...
 
     parse: Callable[[bytes, str], list[CanonicalEvent]]
+
+    spec: ProviderSpec[Any]
+    """The package's declared spec (what the registry holds)."""
+
+    fixtures: Path | None
+    """The directory of recorded provider payloads (``None``: the provider has none)."""
+
+    fixture_types: Mapping[str, tuple[EventType, BounceClass | None]]
+    """Recorded fixture name (file stem) → the canonical type it must parse to."""
 
 
 def make_message(recipient: str, window: str = "w1") -> OutboundMessage:
@@ -223,3 +236,30 @@ class ProviderContract:
         events = harness.parse(body, "acct")
         assert events and all(e.event_type == EventType.UNKNOWN for e in events)
         assert all(e.raw_payload for e in events)
+
+    def test_the_spec_is_registered_and_says_what_the_package_does(self, harness) -> None:
+        spec = harness.spec
+        assert SPECS[spec.kind] is spec
+        assert spec.settings.__name__.lower() == f"{spec.kind}settings"
+        assert (spec.verify_webhook is not None) == harness.supports_webhooks
+        provider = harness.provider()
+        assert provider.kind == spec.kind
+        assert provider.max_batch_size <= spec.max_batch_size
+
+    def test_recorded_fixtures_parse_to_their_canonical_type(self, harness) -> None:
+        if harness.fixtures is None:
+            pytest.skip("this provider has no recorded payloads")
+        assert {p.stem for p in harness.fixtures.glob("*.json")} == set(harness.fixture_types)
+        assert (harness.fixtures / "README.md").is_file()  # cites the provider's documentation
+        for name, expected in harness.fixture_types.items():
+            body = (harness.fixtures / f"{name}.json").read_bytes()
+            events = harness.parse(body, "acct")
+            assert events, name
+            assert {(e.event_type, e.bounce_class) for e in events} == {expected}, name
+            for event in events:
+                assert event.provider == harness.spec.kind, name
+                assert event.provider_account == "acct", name
+                assert event.occurred_at.tzinfo is None, name
+                assert event.raw_payload and json.loads(event.raw_payload), name
+            again = harness.parse(body, "acct")
+            assert [e.event_id for e in again] == [e.event_id for e in events], name

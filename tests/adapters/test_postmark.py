@@ -68,10 +68,26 @@ def account_config(*, token_env: str = ENV["server_token"], **extra: Any) -> Pro
     return ProviderAccountConfig(kind="postmark", credentials=credentials, **extra)
 
 
+FIXTURE_TYPES = {
+    "delivered": (EventType.DELIVERED, None),
+    "hard_bounce": (EventType.BOUNCED, BounceClass.HARD),
+    "soft_bounce": (EventType.BOUNCED, BounceClass.SOFT),
+    "deferral": (EventType.DEFERRED, None),
+    "complaint": (EventType.COMPLAINED, None),
+    "open": (EventType.OPENED, None),
+    "click": (EventType.CLICKED, None),
+    "unsubscribe": (EventType.UNSUBSCRIBED, None),
+    "unknown": (EventType.UNKNOWN, None),
+}
+
+
 class PostmarkHarness:
     """The shared contract's view of Postmark (see provider_contract.Harness)."""
 
     supports_webhooks = True
+    spec = postmark.SPEC
+    fixtures = FIXTURES
+    fixture_types = FIXTURE_TYPES
 
     def __init__(self, sim: Simulator) -> None:
         self.secrets = [*CREDENTIALS.values(), WRONG_TOKEN]
@@ -447,37 +463,16 @@ def test_default_settings_point_at_the_real_api() -> None:
 
 # --- parsing ------------------------------------------------------------------------------
 
-FIXTURE_TYPES = {
-    "delivered": (EventType.DELIVERED, None),
-    "hard_bounce": (EventType.BOUNCED, BounceClass.HARD),
-    "soft_bounce": (EventType.BOUNCED, BounceClass.SOFT),
-    "deferral": (EventType.DEFERRED, None),
-    "complaint": (EventType.COMPLAINED, None),
-    "open": (EventType.OPENED, None),
-    "click": (EventType.CLICKED, None),
-    "unsubscribe": (EventType.UNSUBSCRIBED, None),
-    "unknown": (EventType.UNKNOWN, None),
-}
-
 
 def fixture(name: str) -> bytes:
     return (FIXTURES / f"{name}.json").read_bytes()
 
 
-@pytest.mark.parametrize(("name", "expected"), FIXTURE_TYPES.items())
-def test_recorded_fixtures_parse_to_their_canonical_type(
-    name: str, expected: tuple[EventType, BounceClass | None]
-) -> None:
-    [event] = parse(fixture(name), ACCOUNT)
-
-    assert (event.event_type, event.bounce_class) == expected
-    assert event.provider == "postmark"
-    assert event.provider_account == ACCOUNT
-    assert event.occurred_at.tzinfo is None
-    assert event.provider_message_id
-    assert event.recipient
-    assert json.loads(event.raw_payload) == json.loads(fixture(name))
-    assert parse(fixture(name), ACCOUNT)[0].event_id == event.event_id
+def test_recorded_fixtures_carry_a_message_id_and_recipient() -> None:
+    for name in FIXTURE_TYPES:
+        [event] = parse(fixture(name), ACCOUNT)
+        assert event.provider_message_id, name
+        assert event.recipient, name
 
 
 def test_fixture_fields_are_carried() -> None:
