@@ -134,9 +134,6 @@ def outcome(row: dict[str, Any]) -> tuple[str, str | None, str | None]:
     return row["mailers_disposition"], row["mailers_skip_reason"], row["mailers_recipient"]
 
 
-# --- dispositions ---------------------------------------------------------------------
-
-
 def test_each_row_gets_its_disposition(warehouse: DuckDBWarehouse) -> None:
     rows = audience(warehouse)
 
@@ -263,9 +260,6 @@ def test_sql_normalization_agrees_with_python(warehouse: DuckDBWarehouse, raw: s
     assert outcome(row) == ("send", None, normalize(raw))
 
 
-# --- segment shape errors -------------------------------------------------------------
-
-
 def test_segment_without_email_column(warehouse: DuckDBWarehouse) -> None:
     warehouse.execute("create table segments.seg_no_email (address varchar, first_name varchar)")
     spec = AudienceSpec("acme", "pro_tips", "lifecycle", WINDOW, "seg_no_email")
@@ -295,9 +289,6 @@ def test_segment_with_reserved_column_is_refused(warehouse: DuckDBWarehouse) -> 
 
     assert "seg_reserved" in str(info.value)
     assert "mailers_x" in str(info.value)
-
-
-# --- settledness ------------------------------------------------------------------------
 
 
 def record(

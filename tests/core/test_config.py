@@ -32,9 +32,6 @@ def config_error(path: Path) -> str:
     return str(info.value)
 
 
-# --- the shipped example ---------------------------------------------------------------
-
-
 def test_example_config_loads_with_both_workspaces() -> None:
     settings = load(EXAMPLE_CONFIG, environ={})
 
@@ -88,9 +85,6 @@ def test_copied_example_loads(config_copy: Path) -> None:
     settings = load(config_copy, environ={})
     assert settings.templates_dir == config_copy.parent / "templates"
     assert settings.data_dir == (config_copy.parent / ".." / ".mailers" / "sandbox").resolve()
-
-
-# --- errors name file, key path and problem --------------------------------------------
 
 
 def test_unknown_key(edit_config: ConfigEditor) -> None:
@@ -380,9 +374,6 @@ def test_invalid_names_are_refused(edit_config: ConfigEditor) -> None:
     assert "workspaces.Bad-Name" in message
 
 
-# --- environment overrides ------------------------------------------------------------
-
-
 def test_mailers_config_env_selects_the_file(config_copy: Path) -> None:
     settings = load(None, environ={"MAILERS_CONFIG": str(config_copy)})
 
@@ -426,9 +417,6 @@ def test_mailers_data_dir_env_overrides_data_dir(config_copy: Path, tmp_path: Pa
     assert settings.landing_dir == data / "landing"
 
 
-# --- the config hash ---------------------------------------------------------------------
-
-
 def test_config_hash_is_stable(config_copy: Path) -> None:
     assert load(config_copy).config_hash == load(config_copy).config_hash
 
@@ -448,9 +436,6 @@ def test_config_hash_changes_when_the_config_changes(
     edit_config(lambda d: pro_tips(d).update(description="changed"))
 
     assert load(config_copy).config_hash != before
-
-
-# --- secrets --------------------------------------------------------------------------
 
 
 def test_secret_ref_resolves_from_environ() -> None:

@@ -95,9 +95,6 @@ def suppressions(warehouse: DuckDBWarehouse) -> list[dict[str, Any]]:
     ).to_pylist()
 
 
-# --- loading events ---------------------------------------------------------------------
-
-
 def test_events_land_with_their_fields(warehouse: DuckDBWarehouse, landing: Path) -> None:
     land(
         landing,
@@ -173,9 +170,6 @@ def test_repeated_event_in_a_later_run_is_a_duplicate(
     assert report.counts["suppressions_added"] == 0
     assert len(events(warehouse)) == 1
     assert len(suppressions(warehouse)) == 1
-
-
-# --- suppressions from feedback -----------------------------------------------------------
 
 
 def test_hard_bounce_suppresses_globally(warehouse: DuckDBWarehouse, landing: Path) -> None:
@@ -352,9 +346,6 @@ def test_suppressing_event_without_any_address_adds_nothing(
     assert report.counts["suppressions_added"] == 0
 
 
-# --- nothing is dropped -------------------------------------------------------------------
-
-
 def test_line_that_is_not_json_becomes_an_unknown_event(
     warehouse: DuckDBWarehouse, landing: Path
 ) -> None:
@@ -403,9 +394,6 @@ def test_json_line_that_is_not_an_object_becomes_unknown(
     report = run(warehouse, landing)
 
     assert report.by_type == {"delivered": 1, "unknown": 1}
-
-
-# --- each file exactly once ---------------------------------------------------------------
 
 
 def test_rerun_loads_nothing_new(warehouse: DuckDBWarehouse, landing: Path) -> None:

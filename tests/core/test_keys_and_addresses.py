@@ -78,9 +78,6 @@ def sql_verdicts(warehouse: DuckDBWarehouse, addresses: list[str]) -> list[bool]
     return [row["ok"] for row in rows]
 
 
-# --- message keys -----------------------------------------------------------------------
-
-
 def test_message_key_is_md5_hex() -> None:
     key = message_key("acme", "pro_tips", "ann@example.com", "once")
 
@@ -130,9 +127,6 @@ def test_bucket_salts_give_independent_draws() -> None:
     assert bucket(keys[0], "route") != bucket(keys[0], "engage") != bucket(keys[0])
 
 
-# --- normalization and syntax -------------------------------------------------------
-
-
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
@@ -161,9 +155,6 @@ def test_length_limit_is_254() -> None:
     assert len(TOO_LONG) > MAX_ADDRESS_LENGTH
     assert re.match(ADDRESS_PATTERN, TOO_LONG)  # only the length rule rejects it
     assert len(VALID[-1]) <= MAX_ADDRESS_LENGTH
-
-
-# --- Python and SQL agree ---------------------------------------------------------------
 
 
 def test_sql_regex_agrees_with_python(warehouse: DuckDBWarehouse) -> None:

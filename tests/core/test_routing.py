@@ -30,9 +30,6 @@ def weighted(**weights: int) -> Router:
     return Router(WeightedRouting(strategy="weighted", weights=weights))
 
 
-# --- failover -----------------------------------------------------------------------
-
-
 def test_failover_chain_is_configured_order() -> None:
     router = failover("primary", "secondary", "tertiary")
 
@@ -55,9 +52,6 @@ def test_failover_returns_none_when_every_account_is_down() -> None:
     router = failover("primary", "secondary")
 
     assert router.route(keys(1)[0], down={"primary", "secondary"}) is None
-
-
-# --- weighted -----------------------------------------------------------------------
 
 
 def test_weighted_split_matches_weights(many_keys: list[str]) -> None:
