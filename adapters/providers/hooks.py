@@ -42,4 +42,4 @@ class RetryPolicy:
         """Seconds to wait before attempt ``attempt + 1``."""
         if retry_after is not None:
             return retry_after
-        return self.base_delay * 2 ** (attempt - 1)
+        return self.base_delay * 2.0 ** (attempt - 1)
