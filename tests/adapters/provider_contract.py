@@ -245,6 +245,8 @@ class ProviderContract:
         provider = harness.provider()
         assert provider.kind == spec.kind
         assert provider.max_batch_size <= spec.max_batch_size
+        takes_a_key = provider._idempotency_key([make_message("idem@example.com")]) is not None
+        assert takes_a_key == spec.idempotent
 
     def test_recorded_fixtures_parse_to_their_canonical_type(self, harness) -> None:
         if harness.fixtures is None:
