@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from mailers.clock import utcnow
 from mailers.events import EVENTS_SCHEMA, EVENTS_TABLE, CanonicalEvent, EventType, derive_event_id
-from mailers.ledger import LEDGER_TABLE
+from mailers.ledger import attributed_events_sql
 from mailers.providers import EventParser
 from mailers.suppression import SUPPRESSING_EVENTS, SUPPRESSIONS_TABLE
 from mailers.tables import LANDED_FILES_SCHEMA, LANDED_FILES_TABLE
@@ -126,10 +126,13 @@ def _events_table(events: list[CanonicalEvent], source_file: str) -> pa.Table:
 
 
 def _suppressions_sql(warehouse: Warehouse, staged: str) -> str:
-    """Set-based insert of the suppressions implied by newly staged events."""
+    """Set-based insert of the suppressions implied by newly staged events.
+
+    An event's address, workspace and stream are its own, else those of the message it is
+    about (:func:`~mailers.ledger.attributed_events_sql`).
+    """
     d = warehouse.dialect
     events = warehouse.relation(MAILERS_SCHEMA, EVENTS_TABLE)
-    ledger = warehouse.relation(MAILERS_SCHEMA, LEDGER_TABLE)
     suppressions = warehouse.relation(MAILERS_SCHEMA, SUPPRESSIONS_TABLE)
     whens_source, whens_scope = [], []
     for (event_type, bounce_class), (source, scope) in SUPPRESSING_EVENTS.items():
@@ -138,16 +141,19 @@ def _suppressions_sql(warehouse: Warehouse, staged: str) -> str:
             cond += f" and n.bounce_class = '{bounce_class}'"
         whens_source.append(f"when {cond} then '{source}'")
         whens_scope.append(f"when {cond} then '{scope}'")
+    fresh = (
+        f"(select * from {staged} as s "
+        f"where not exists (select 1 from {events} e where e.event_id = s.event_id))"
+    )
     return f"""
 insert into {suppressions}
     (suppression_id, address, scope, workspace, stream, source, reason, event_id, created_at)
 select
     {d.md5_hex("n.event_id || '|suppression'")},
-    lower(coalesce(n.recipient, m.recipient, p.recipient)),
+    lower(n.recipient),
     scope,
-    case when scope = 'global' then null
-         else coalesce(n.workspace, m.workspace, p.workspace) end,
-    case when scope = 'stream' then coalesce(n.stream, m.stream, p.stream) end,
+    case when scope = 'global' then null else n.workspace end,
+    case when scope = 'stream' then n.stream end,
     source,
     n.reason,
     n.event_id,
@@ -156,26 +162,9 @@ from (
     select n.*,
         case {" ".join(whens_source)} end as source,
         case {" ".join(whens_scope)} end as scope
-    from {staged} as n
-    where not exists (select 1 from {events} e where e.event_id = n.event_id)
+    from ({attributed_events_sql(warehouse, fresh)}) as n
 ) as n
-left join (
-    select message_key, max(recipient) as recipient, max(workspace) as workspace,
-           max(stream) as stream
-    from {ledger}
-    group by message_key
-) as m on m.message_key = n.message_key
--- Events without our key (some polled APIs drop metadata) find their message by the
--- provider's message id instead.
-left join (
-    select provider, provider_message_id, max(recipient) as recipient,
-           max(workspace) as workspace, max(stream) as stream
-    from {ledger}
-    where provider_message_id is not null
-    group by provider, provider_message_id
-) as p on n.message_key is null and p.provider = n.provider
-      and p.provider_message_id = n.provider_message_id
-where n.source is not null and coalesce(n.recipient, m.recipient, p.recipient) is not null
+where n.source is not null and n.recipient is not null
 """
 
 

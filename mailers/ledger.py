@@ -14,6 +14,11 @@ Each message has a deterministic key (workspace, campaign, recipient, send windo
 * ``unknown``        the outcome is ambiguous (timeout after the request left, or a run that
                      died between ``dispatching`` and its outcome); never retried blindly.
 
+A message's *latest* row is the one :func:`recency_order` puts first (the latest
+``recorded_at``; rows of one instant by :data:`STATUS_PRECEDENCE`, then ``ledger_id``), and
+:func:`attributed_events_sql` ties provider events to messages: dbt's models follow the
+same two rules.
+
 A message whose latest row is ``render_failed`` or ``not_sent`` is *retryable*; every other
 status settles the message for its send window, so re-running a send never sends it twice.
 """
@@ -30,6 +35,7 @@ import pyarrow as pa
 
 from mailers.clock import stamp
 from mailers.config import CampaignRef
+from mailers.events import EVENTS_SCHEMA
 from mailers.warehouse import MAILERS_SCHEMA, Warehouse
 
 LEDGER_TABLE = "send_ledger"
@@ -254,24 +260,112 @@ class LedgerWriter:
         )
 
 
-def latest_rows_sql(warehouse: Warehouse, where: str = "true") -> str:
-    """A query of the latest ledger row of every message matching ``where``.
+STATUS_PRECEDENCE: tuple[LedgerStatus, ...] = (
+    LedgerStatus.DISPATCHING,
+    LedgerStatus.RENDER_FAILED,
+    LedgerStatus.NOT_SENT,
+    LedgerStatus.UNKNOWN,
+    LedgerStatus.SKIPPED,
+    LedgerStatus.REJECTED,
+    LedgerStatus.ACCEPTED,
+)
+"""The order of a message's rows recorded in the same instant, earliest first.
 
-    Rows of one message are ordered by time; at equal times an outcome counts as later
-    than the ``dispatching`` row it answers.
+:func:`stamp` orders the rows of one process, so only rows of two processes tie. Then a
+dispatch precedes its outcome; a retryable outcome is superseded by an ambiguous one and
+that by a settled one (a message that may have gone out is never made retryable by a tie);
+of the settled ones, ``accepted`` (the provider has it) wins over ``rejected`` over
+``skipped``. dbt's ``ledger_recency_order`` macro ranks the statuses the same way.
+"""
+
+
+def recency_order() -> str:
+    """The ``order by`` that puts a message's latest ledger row first.
+
+    Latest ``recorded_at``; at equal times the later status of :data:`STATUS_PRECEDENCE`;
+    rows alike in both (two runs recording the same status at once), the greatest
+    ``ledger_id``: arbitrary, but the same on every read and in dbt's
+    ``int_message_ledger_latest``.
     """
+    ranks = " ".join(
+        f"when {sql_text(status)} then {rank}" for rank, status in enumerate(STATUS_PRECEDENCE)
+    )
+    return f"recorded_at desc, case status {ranks} end desc, ledger_id desc"
+
+
+def latest_rows_sql(warehouse: Warehouse, where: str = "true") -> str:
+    """A query of the latest ledger row (by :func:`recency_order`) of every message matching
+    ``where``, with a ``recency`` column (always 1)."""
     ledger = warehouse.relation(MAILERS_SCHEMA, LEDGER_TABLE)
     return f"""
         select * from (
             select *, row_number() over (
-                partition by message_key
-                order by recorded_at desc,
-                    case status when 'dispatching' then 0 else 1 end desc
+                partition by message_key order by {recency_order()}
             ) as recency
             from {ledger}
             where {where}
         ) as ranked
         where recency = 1"""
+
+
+FILLED_FROM_MESSAGE = ("workspace", "stream", "campaign", "recipient")
+"""Event columns that, when the event lacks them, are taken from its message's latest row."""
+
+
+def attributed_events_sql(warehouse: Warehouse, events: str) -> str:
+    """A query of ``events`` (a relation, or a parenthesized query, of events' columns), each
+    tied to the message it is about; dbt's ``fct_email_events`` ties events the same way.
+
+    * An event carrying a ``message_key`` is about that message, whatever its provider
+      message id says and even when the ledger has no row of that key.
+    * An event without one is about the message whose ledger rows carry its
+      ``provider_message_id`` for the same provider and provider account (an id is unique
+      only within the account that issued it), when exactly one message carries it: an id
+      several messages share identifies none of them, and the event stays unattributed.
+
+    Columns: those of ``events``, ``message_key`` being the message's key (null when
+    unattributed); ``message_key_source``, ``'event'`` or ``'provider_message_id'`` (null
+    when unattributed); and :data:`FILLED_FROM_MESSAGE` the event's own, else those of its
+    message's latest ledger row (:func:`latest_rows_sql`).
+    """
+    ledger = warehouse.relation(MAILERS_SCHEMA, LEDGER_TABLE)
+    columns = ", ".join(
+        f"coalesce(matched.{name}, latest.{name}) as {name}"
+        if name in FILLED_FROM_MESSAGE
+        else f"matched.{name}"
+        for name in EVENTS_SCHEMA.names
+    )
+    carried = ", ".join(f"e.{name}" for name in EVENTS_SCHEMA.names if name != "message_key")
+    # Only ids some keyless event asks about are counted; all their rows, so sharing shows.
+    return f"""
+        with provider_message_ids as (
+            select provider, provider_account, provider_message_id,
+                min(message_key) as message_key
+            from {ledger}
+            where provider_message_id in (
+                select provider_message_id from {events} as asked where asked.message_key is null
+            )
+            group by provider, provider_account, provider_message_id
+            having count(distinct message_key) = 1
+        ),
+        matched as (
+            select {carried},
+                coalesce(e.message_key, ids.message_key) as message_key,
+                case
+                    when e.message_key is not null then 'event'
+                    when ids.message_key is not null then 'provider_message_id'
+                end as message_key_source
+            from {events} as e
+            left join provider_message_ids as ids
+                on e.message_key is null
+                and ids.provider = e.provider
+                and ids.provider_account = e.provider_account
+                and ids.provider_message_id = e.provider_message_id
+        )
+        select {columns}, matched.message_key_source
+        from matched
+        left join ({latest_rows_sql(warehouse, "message_key in (select message_key from matched)")})
+            as latest on latest.message_key = matched.message_key"""
 
 
 def sql_text(value: str) -> str:

@@ -37,6 +37,7 @@ from mailers.ledger import (
     LedgerEntry,
     LedgerStatus,
     LedgerWriter,
+    attributed_events_sql,
     latest_rows_sql,
     sql_text,
 )
@@ -140,12 +141,22 @@ class ReconcileReport:
 def in_doubt(warehouse: Warehouse, where: str = "true") -> list[InDoubt]:
     """Messages in doubt matching ``where`` (on ledger columns), with what events proved.
 
-    A landed event for the message key makes its ``event_outcome`` ``accepted``, or
-    ``rejected`` when any of its events is a refusal (never read as acceptance).
+    A landed event about the message (:func:`~mailers.ledger.attributed_events_sql`) makes
+    its ``event_outcome`` ``accepted``, or ``rejected`` when any of its events is a refusal
+    (never read as acceptance).
     """
     ledger = warehouse.relation(MAILERS_SCHEMA, LEDGER_TABLE)
     events = warehouse.relation(MAILERS_SCHEMA, EVENTS_TABLE)
     unknown = sql_text(LedgerStatus.UNKNOWN)
+    # Only the events that can be about these messages: their key, or an id their rows carry.
+    candidates = f"""(
+        select * from {events}
+        where message_key in (select message_key from unknown)
+           or (message_key is null and provider_message_id in (
+                select provider_message_id from {ledger}
+                where message_key in (select message_key from unknown)
+           ))
+    )"""
     table = warehouse.query(
         f"""
         with unknown as (
@@ -164,7 +175,7 @@ def in_doubt(warehouse: Warehouse, where: str = "true") -> list[InDoubt]:
                 min(case when event_type = {sql_text(EventType.REJECTED)} then 0 else 1 end)
                     as rank,
                 max(provider_message_id) as event_message_id
-            from {events}
+            from ({attributed_events_sql(warehouse, candidates)}) as attributed
             where message_key in (select message_key from unknown)
               and event_type <> {sql_text(EventType.UNKNOWN)}
             group by message_key

@@ -277,10 +277,10 @@ def test_suppression_context_comes_from_the_ledger_when_the_event_lacks_it(
     ]
 
 
-def test_an_event_without_our_key_finds_its_message_by_provider_message_id(
-    warehouse: DuckDBWarehouse, landing: Path
+def accepted_with_id(
+    warehouse: DuckDBWarehouse, recipient: str, provider_message_id: str, account: str = ACCOUNT
 ) -> None:
-    recipient = "polled@example.com"
+    """A ledger row of an accepted message of globex that carries the provider's id."""
     ledger = LedgerWriter(
         warehouse,
         LedgerContext("globex", "lifecycle", "launch_newsletter", "once", "run-1"),
@@ -292,10 +292,18 @@ def test_an_event_without_our_key_finds_its_message_by_provider_message_id(
                 LedgerStatus.ACCEPTED,
                 recipient=recipient,
                 provider="sandbox",
-                provider_message_id="sbx-p-msg@sandbox.mailers.test",
+                provider_account=account,
+                provider_message_id=provider_message_id,
             )
         ]
     )
+
+
+def test_an_event_without_our_key_finds_its_message_by_provider_message_id(
+    warehouse: DuckDBWarehouse, landing: Path
+) -> None:
+    recipient = "polled@example.com"
+    accepted_with_id(warehouse, recipient, "sbx-p-msg@sandbox.mailers.test")
     # A polled complaint: no metadata and no recipient, only the provider's message id.
     land(landing, "1.jsonl", event("sbx-p", "complaint", None, metadata={}))
 
@@ -311,6 +319,26 @@ def test_an_event_without_our_key_finds_its_message_by_provider_message_id(
             "event_id": "sbx-p",
         }
     ]
+
+
+def test_a_provider_message_id_of_two_messages_or_another_account_suppresses_nobody(
+    warehouse: DuckDBWarehouse, landing: Path
+) -> None:
+    shared = "sbx-p-msg@sandbox.mailers.test"
+    accepted_with_id(warehouse, "one@example.com", shared)
+    accepted_with_id(warehouse, "two@example.com", shared)
+    accepted_with_id(warehouse, "elsewhere@example.com", "sbx-q-msg@sandbox.mailers.test", "b")
+    land(
+        landing,
+        "1.jsonl",
+        event("sbx-p", "complaint", None, metadata={}),
+        event("sbx-q", "complaint", None, metadata={}),
+    )
+
+    report = run(warehouse, landing)
+
+    assert report.counts["events_new"] == 2
+    assert suppressions(warehouse) == []
 
 
 @pytest.mark.parametrize("name", ["soft_bounce", "deferral", "delivered", "open", "click"])

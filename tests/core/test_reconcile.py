@@ -74,16 +74,24 @@ def in_doubt(
         )
 
 
-def land_event(warehouse: DuckDBWarehouse, key: str, event_type: EventType, pmid: str) -> None:
+def land_event(
+    warehouse: DuckDBWarehouse,
+    key: str,
+    event_type: EventType,
+    pmid: str,
+    *,
+    account: str = "acct",
+    carries_key: bool = True,
+) -> None:
     row = {name: None for name in EVENTS_SCHEMA.names}
     row.update(
         event_id=f"{key}-{event_type}",
         event_type=str(event_type),
         occurred_at=DISPATCHED,
         provider="postmark",
-        provider_account="acct",
+        provider_account=account,
         provider_message_id=pmid,
-        message_key=key,
+        message_key=key if carries_key else None,
         raw_payload="{}",
         ingested_at=DISPATCHED,
     )
@@ -112,6 +120,37 @@ def test_a_landed_event_proves_acceptance_and_a_rejection_is_not_read_as_one(
     }
     assert report.from_events == 2
     assert report.still_unknown == {"acct": 1}
+
+
+def test_an_event_without_our_key_settles_the_message_whose_rows_carry_its_id(
+    warehouse: DuckDBWarehouse,
+) -> None:
+    writer = LedgerWriter(warehouse, CONTEXT)
+    for status in (LedgerStatus.DISPATCHING, LedgerStatus.UNKNOWN):
+        writer.record(
+            [
+                LedgerEntry(
+                    key,
+                    status,
+                    provider="postmark",
+                    provider_account="acct",
+                    provider_message_id=f"pm-{key}",
+                )
+                for key in ("ours", "theirs")
+            ]
+        )
+    land_event(warehouse, "ours", EventType.DELIVERED, "pm-ours", carries_key=False)
+    land_event(
+        warehouse, "theirs", EventType.DELIVERED, "pm-theirs", account="other", carries_key=False
+    )
+
+    report = reconcile(warehouse, {}, run_id="rec")
+
+    assert latest(warehouse) == {
+        "ours": ("accepted", "pm-ours"),
+        "theirs": ("unknown", "pm-theirs"),
+    }
+    assert report.from_events == 1
 
 
 def test_the_providers_records_settle_found_and_absent_messages(

@@ -6,51 +6,29 @@ ledger as (
 
 ),
 
-sequenced as (
-
-    select
-        *,
-        -- breaks ties between rows recorded in the same instant: a dispatch precedes its
-        -- outcome, and a settled outcome supersedes a retryable or an ambiguous one
-        case status
-            when 'dispatching' then 1
-            when 'render_failed' then 2
-            when 'not_sent' then 2
-            when 'unknown' then 3
-            else 4
-        end as status_rank
-
-    from ledger
-
-),
-
 ranked as (
 
     select
         *,
         row_number() over (
             partition by message_key
-            order by recorded_at desc, status_rank desc, ledger_id desc
+            order by {{ ledger_recency_order() }}
         ) as recency_rank,
         -- routing of the latest attempt, even when a later row (a skip on retry) carries none
         row_number() over (
             partition by message_key
             order by
                 case when provider_account is null then 1 else 0 end,
-                recorded_at desc,
-                status_rank desc,
-                ledger_id desc
+                {{ ledger_recency_order() }}
         ) as routing_rank,
         row_number() over (
             partition by message_key
             order by
                 case when provider_message_id is null then 1 else 0 end,
-                recorded_at desc,
-                status_rank desc,
-                ledger_id desc
+                {{ ledger_recency_order() }}
         ) as provider_message_rank
 
-    from sequenced
+    from ledger
 
 ),
 
@@ -58,6 +36,7 @@ messages as (
 
     select
         message_key,
+        max(case when recency_rank = 1 then ledger_id end) as ledger_id,
         max(case when recency_rank = 1 then workspace end) as workspace,
         max(case when recency_rank = 1 then stream end) as stream,
         max(case when recency_rank = 1 then campaign end) as campaign,

@@ -18,16 +18,22 @@ messages as (
 
 ),
 
--- an id shared by several messages identifies none of them, so it is left unmatched
+-- a provider message id is unique only within the account that issued it, and an id shared
+-- by several messages identifies none of them, so it is left unmatched
 provider_message_ids as (
 
     select
+        provider,
+        provider_account,
         provider_message_id,
         min(message_key) as message_key
 
     from ledger
     where provider_message_id is not null
-    group by provider_message_id
+    group by
+        provider,
+        provider_account,
+        provider_message_id
     having count(distinct message_key) = 1
 
 ),
@@ -44,8 +50,10 @@ matched as (
 
     from events
     left join provider_message_ids
-        on events.provider_message_id = provider_message_ids.provider_message_id
-        and events.message_key is null
+        on events.message_key is null
+        and events.provider = provider_message_ids.provider
+        and events.provider_account = provider_message_ids.provider_account
+        and events.provider_message_id = provider_message_ids.provider_message_id
 
 ),
 
