@@ -76,7 +76,7 @@ def main() -> None:
                 "pm", postmark.PostmarkSettings(base_url=sim.base_url), server_token="t"
             ),
             "mailgun (a call per message, 4 in flight)": mailgun.MailgunProvider(
-                "mg", mailgun.Settings(base_url=sim.base_url, domain="news.acme.test"), "k"
+                "mg", mailgun.MailgunSettings(base_url=sim.base_url, domain="news.acme.test"), "k"
             ),
             "sendgrid (shared body: 1,000 per request)": sendgrid.SendGridProvider(
                 "sg", sendgrid.Settings(base_url=sim.base_url), api_key="g"

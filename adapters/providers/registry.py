@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from adapters.providers import postmark
+from adapters.providers import mailgun, postmark
 from adapters.providers.spec import Credentials, ProviderSpec
 from mailers.config import ProviderAccountConfig, Settings
 from mailers.errors import ConfigError
@@ -33,22 +33,14 @@ def _legacy(name: str) -> ProviderSpec[Any]:  # TRANSITION: removed once every p
         parse=module.parse,
         verify_webhook=getattr(module, "verify_webhook", None),
         poll=getattr(module, "poll_events", None),
-        lookup=_legacy_lookup(name),
+        lookup=None,
     )
-
-
-def _legacy_lookup(name: str) -> Any:  # TRANSITION
-    if name != "mailgun":
-        return None
-    from adapters.providers.lookups import MailgunLookup
-
-    return MailgunLookup
 
 
 SPECS: Mapping[str, ProviderSpec[Any]] = {
     spec.kind: spec
     for spec in (
-        _legacy("mailgun"),
+        mailgun.SPEC,
         postmark.SPEC,
         _legacy("sandbox"),
         _legacy("sendgrid"),

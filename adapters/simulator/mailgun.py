@@ -43,7 +43,7 @@ from urllib.parse import parse_qsl
 from adapters.simulator.outcomes import Outcome, outcomes, refuses
 from adapters.simulator.server import Request, Response, Simulator
 from mailers import clock
-from mailers.messages import MESSAGE_KEY_FIELD
+from mailers.messages import MESSAGE_KEY_FIELD, MessageRef
 from mailers.webhooks import WebhookRequest
 
 NAME = "mailgun"
@@ -380,7 +380,7 @@ def _events_for(record: dict[str, Any], *, test_mode: bool) -> list[dict[str, An
     accepted = Outcome("accepted", record["accepted_at"])
     if test_mode:  # accepted, never delivered
         return [_event(record, accepted)]
-    key = record["variables"].get("mailers_message_key") or record["id"]
+    key = MessageRef.from_metadata(record["variables"]).message_key or record["id"]
     planned = outcomes(key, record["recipient"], record["accepted_at"])
     return [_event(record, outcome) for outcome in [accepted, *planned]]
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from adapters.providers import mailgun, postmark
-from adapters.providers.lookups import MailgunLookup
-from adapters.providers.mailgun import MailgunProvider
+from adapters.providers.mailgun.lookup import MailgunLookup
+from adapters.providers.mailgun.sending import MailgunProvider
 from adapters.providers.postmark.lookup import PostmarkLookup
 from adapters.providers.postmark.sending import PostmarkProvider
 from adapters.providers.registry import message_lookups
@@ -75,7 +75,7 @@ def test_mailgun_finds_the_accepted_event_by_our_key(sim: Simulator) -> None:
     sent, unsent = make_message("sent@example.com"), make_message("unsent@example.com")
     # Same recipient, other window: an accepted event for the address that is not this key.
     other_window = make_message("unsent@example.com", window="w0")
-    settings = mailgun.Settings(base_url=sim.base_url, domain=DOMAIN)
+    settings = mailgun.MailgunSettings(base_url=sim.base_url, domain=DOMAIN)
     provider = MailgunProvider("mg", settings, MAILGUN["api_key"])
     [result, _] = provider.send_batch([sent, other_window])
     provider.close()

@@ -17,7 +17,8 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.providers import mailgun
-from adapters.providers.mailgun import MailgunProvider, Settings, parse, poll_events
+from adapters.providers.mailgun import MailgunProvider, parse, poll_events
+from adapters.providers.mailgun import MailgunSettings as Settings
 from adapters.simulator import Fault, Simulator
 from adapters.simulator import mailgun as mailgun_sim
 from mailers import clock
@@ -53,6 +54,20 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mailgun"
 FIXTURE_KEY = "8f6931e16608fcb6afaa5a53de4b1130"
 
 
+FIXTURE_TYPES = {
+    "delivered": (EventType.DELIVERED, None),
+    "failed_permanent": (EventType.BOUNCED, BounceClass.HARD),
+    "failed_too_old": (EventType.BOUNCED, BounceClass.SOFT),
+    "failed_temporary": (EventType.DEFERRED, None),
+    "complained": (EventType.COMPLAINED, None),
+    "opened": (EventType.OPENED, None),
+    "clicked": (EventType.CLICKED, None),
+    "unsubscribed": (EventType.UNSUBSCRIBED, None),
+    "rejected": (EventType.REJECTED, None),
+    "accepted": (EventType.UNKNOWN, None),
+}
+
+
 def account_config(**settings: Any) -> ProviderAccountConfig:
     return ProviderAccountConfig(
         kind="mailgun",
@@ -68,6 +83,9 @@ class MailgunHarness:
     """The shared contract's harness, over a live simulator."""
 
     supports_webhooks = True
+    spec = mailgun.SPEC
+    fixtures = FIXTURES
+    fixture_types = FIXTURE_TYPES
     secrets: ClassVar[list[str]] = [API_KEY, SIGNING_KEY]
     parse = staticmethod(parse)
 
@@ -291,7 +309,7 @@ def test_build_without_the_api_key_names_what_is_missing(
     with pytest.raises(SecretMissing, match=r"MAILGUN_TEST_API_KEY.*acme_mailgun.*api_key"):
         mailgun.build(ACCOUNT, account_config(), Settings(domain=DOMAIN), None)  # type: ignore[arg-type]
     bare = ProviderAccountConfig(kind="mailgun", settings={"domain": DOMAIN})
-    with pytest.raises(ConfigError, match=r"credentials\.api_key is missing"):
+    with pytest.raises(ConfigError, match=r"credentials\.api_key is required"):
         mailgun.build(ACCOUNT, bare, Settings(domain=DOMAIN), None)  # type: ignore[arg-type]
 
 
@@ -611,33 +629,13 @@ def test_simulated_webhooks_verify_and_parse(harness: MailgunHarness) -> None:
 
 # --- parsing -----------------------------------------------------------------------------
 
-FIXTURE_TYPES = {
-    "delivered": (EventType.DELIVERED, None),
-    "failed_permanent": (EventType.BOUNCED, BounceClass.HARD),
-    "failed_too_old": (EventType.BOUNCED, BounceClass.SOFT),
-    "failed_temporary": (EventType.DEFERRED, None),
-    "complained": (EventType.COMPLAINED, None),
-    "opened": (EventType.OPENED, None),
-    "clicked": (EventType.CLICKED, None),
-    "unsubscribed": (EventType.UNSUBSCRIBED, None),
-    "rejected": (EventType.REJECTED, None),
-    "accepted": (EventType.UNKNOWN, None),
-}
 
-
-def test_every_fixture_has_an_expected_type() -> None:
-    assert {p.stem for p in FIXTURES.glob("*.json")} == set(FIXTURE_TYPES)
-
-
-@pytest.mark.parametrize(("name", "expected"), sorted(FIXTURE_TYPES.items()))
-def test_recorded_fixtures_parse_to_their_canonical_type(
-    name: str, expected: tuple[EventType, BounceClass | None]
-) -> None:
+@pytest.mark.parametrize("name", sorted(FIXTURE_TYPES))
+def test_recorded_fixtures_carry_the_message_its_event_and_its_mailgun_id(name: str) -> None:
     body = fixture(name)
 
     [event] = parse(body, ACCOUNT)
 
-    assert (event.event_type, event.bounce_class) == expected
     event_data = json.loads(body)["event-data"]
     assert json.loads(event.raw_payload) == event_data
     assert event.event_id == f"mailgun:20261123:{event_data['id']}"
@@ -645,8 +643,6 @@ def test_recorded_fixtures_parse_to_their_canonical_type(
     assert (event.workspace, event.stream, event.campaign) == ("acme", "lifecycle", "pro_tips")
     assert event.recipient == "alice@example.com"
     assert event.provider_message_id == "20261123080000.5d3c0a1b2e4f6a7b@mg.acme.test"
-    assert event.occurred_at.tzinfo is None
-    assert (event.provider, event.provider_account) == ("mailgun", ACCOUNT)
 
 
 def test_fixture_details_reasons_urls_and_times() -> None:
