@@ -96,6 +96,9 @@ class ProviderSpec(Generic[SettingsT]):
     verify_webhook: WebhookVerifier | None = None
     poll: Poller[SettingsT] | None = None
     lookup: LookupFactory[SettingsT] | None = None
+    """Search of the provider's records by our message key. Providers without one
+    (SendGrid without its paid activity feed, SES, SMTP) have their doubt settled by
+    landed events only (:mod:`mailers.reconcile`)."""
     idempotent: bool = False
     """The provider deduplicates a request by an idempotency key we send, so a call
     without a usable answer is made again safely (see :mod:`adapters.providers.base`)."""
