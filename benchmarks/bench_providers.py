@@ -79,7 +79,7 @@ def main() -> None:
                 "mg", mailgun.MailgunSettings(base_url=sim.base_url, domain="news.acme.test"), "k"
             ),
             "sendgrid (shared body: 1,000 per request)": sendgrid.SendGridProvider(
-                "sg", sendgrid.Settings(base_url=sim.base_url), api_key="g"
+                "sg", sendgrid.SendGridSettings(base_url=sim.base_url), api_key="g"
             ),
         }
         for name, provider in providers.items():

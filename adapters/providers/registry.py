@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from adapters.providers import mailgun, postmark
+from adapters.providers import mailgun, postmark, sendgrid
 from adapters.providers.spec import Credentials, ProviderSpec
 from mailers.config import ProviderAccountConfig, Settings
 from mailers.errors import ConfigError
@@ -43,7 +43,7 @@ SPECS: Mapping[str, ProviderSpec[Any]] = {
         mailgun.SPEC,
         postmark.SPEC,
         _legacy("sandbox"),
-        _legacy("sendgrid"),
+        sendgrid.SPEC,
         _legacy("ses"),
         _legacy("smtp"),
     )

@@ -38,11 +38,11 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from adapters.providers.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from adapters.providers.sendgrid.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from adapters.simulator.outcomes import outcomes, refuses
 from adapters.simulator.server import Request, Response, Simulator
 from mailers import clock
-from mailers.messages import MESSAGE_KEY_FIELD
+from mailers.messages import MESSAGE_KEY_FIELD, MessageRef
 from mailers.webhooks import WebhookRequest
 
 PROVIDER = "sendgrid"
@@ -288,7 +288,7 @@ def _token(data: bytes) -> str:
 
 
 def _events_for(message: dict[str, Any]) -> list[dict[str, Any]]:
-    key = message["custom_args"].get("mailers_message_key") or message["sg_message_id"]
+    key = MessageRef.from_metadata(message["custom_args"]).message_key or message["sg_message_id"]
     return [
         sendgrid_event(
             outcome.name,

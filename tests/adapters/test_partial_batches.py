@@ -15,8 +15,7 @@ import pytest
 
 from adapters.providers.postmark import PostmarkSettings
 from adapters.providers.postmark.sending import PostmarkProvider
-from adapters.providers.sendgrid import SendGridProvider
-from adapters.providers.sendgrid import Settings as SendGridSettings
+from adapters.providers.sendgrid import SendGridProvider, SendGridSettings
 from adapters.simulator import postmark as postmark_sim
 from adapters.simulator import sendgrid as sendgrid_sim
 from adapters.simulator.server import Fault, Simulator
