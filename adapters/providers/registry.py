@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from adapters.providers import mailgun, postmark, sendgrid
+from adapters.providers import mailgun, postmark, sendgrid, ses
 from adapters.providers.spec import Credentials, ProviderSpec
 from mailers.config import ProviderAccountConfig, Settings
 from mailers.errors import ConfigError
@@ -44,7 +44,7 @@ SPECS: Mapping[str, ProviderSpec[Any]] = {
         postmark.SPEC,
         _legacy("sandbox"),
         sendgrid.SPEC,
-        _legacy("ses"),
+        ses.SPEC,
         _legacy("smtp"),
     )
 }

@@ -41,7 +41,11 @@ class Builder(Protocol[SettingsIn]):
 
 
 class WebhookVerifier(Protocol):
-    """Refuses (``WebhookRejected``) a forged, stale or replayed webhook request."""
+    """Refuses (``WebhookRejected``) a forged, stale or replayed webhook request.
+
+    It may also answer a provider's handshake before returning (SES confirms an SNS
+    subscription to an allow-listed topic).
+    """
 
     def __call__(
         self, request: WebhookRequest, config: ProviderAccountConfig, guard: ReplayGuard

@@ -24,7 +24,10 @@ import base64
 import email
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -33,8 +36,10 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
+import httpx
 import pytest
 from botocore.config import Config
 from cryptography import x509
@@ -48,11 +53,17 @@ from moto.server import ThreadedMotoServer
 from pydantic import ValidationError
 
 from adapters.providers import ses
-from adapters.providers.ses import CertificateStore, SesProvider, Settings
+from adapters.providers.ses import SesSettings as Settings
+from adapters.providers.ses import webhooks
+from adapters.providers.ses.sending import SesProvider
+from adapters.providers.ses.sns import CertificateStore, https_get, string_to_sign
+from adapters.providers.ses.webhooks import SubscriptionConfirmations
+from adapters.receiver import WebhookReceiver
 from adapters.simulator import Fault, Request, Response, Simulator
 from adapters.simulator.outcomes import refuses
 from mailers import clock
-from mailers.config import ProviderAccountConfig
+from mailers.config import MailersConfig, ProviderAccountConfig
+from mailers.config import Settings as MailersSettings
 from mailers.errors import ConfigError, ProviderUnavailable, SecretMissing, WebhookRejected
 from mailers.events import BounceClass, EventType
 from mailers.keys import message_key
@@ -74,7 +85,22 @@ REGION = "us-east-1"
 SENDING_DOMAIN = "news.acme.test"
 TOPIC_ARN = f"arn:aws:sns:{REGION}:123456789012:ses-events"
 CERT_URL = f"https://sns.{REGION}.amazonaws.com/SimpleNotificationService-0123456789abcdef.pem"
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "ses"
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO / "tests" / "fixtures" / "ses"
+FIXTURE_TYPES = {
+    "delivered": (EventType.DELIVERED, None),
+    "hard_bounce": (EventType.BOUNCED, BounceClass.HARD),
+    "soft_bounce": (EventType.BOUNCED, BounceClass.SOFT),
+    "deferral": (EventType.DEFERRED, None),
+    "complaint": (EventType.COMPLAINED, None),
+    "open": (EventType.OPENED, None),
+    "click": (EventType.CLICKED, None),
+    "unsubscribe": (EventType.UNSUBSCRIBED, None),
+    "reject": (EventType.REJECTED, None),
+    "rendering_failure": (EventType.FAILED, None),
+    "send": (EventType.UNKNOWN, None),
+    "unknown": (EventType.UNKNOWN, None),
+}
 
 VALID_KEY_ID = "AKIAMAILERSVALID0001"
 VALID_SECRET = "mailers-test-secret-access-key-valid-0001"
@@ -382,6 +408,9 @@ class SesHarness:
 
     secrets = SECRETS
     supports_webhooks = True
+    spec = ses.SPEC
+    fixtures = FIXTURES
+    fixture_types = FIXTURE_TYPES
     parse = staticmethod(ses.parse)
 
     def __init__(self, front: SesFront) -> None:
@@ -714,41 +743,23 @@ def test_invalid_settings_are_refused(settings: dict[str, Any]) -> None:
 # --- parsing ---------------------------------------------------------------------------------
 
 FIXTURE_KEY = message_key("acme", "pro_tips", "recipient@example.com", "w1")
-EXPECTED = {
-    "delivered": (EventType.DELIVERED, None),
-    "hard_bounce": (EventType.BOUNCED, BounceClass.HARD),
-    "soft_bounce": (EventType.BOUNCED, BounceClass.SOFT),
-    "deferral": (EventType.DEFERRED, None),
-    "complaint": (EventType.COMPLAINED, None),
-    "open": (EventType.OPENED, None),
-    "click": (EventType.CLICKED, None),
-    "unsubscribe": (EventType.UNSUBSCRIBED, None),
-    "reject": (EventType.REJECTED, None),
-    "rendering_failure": (EventType.FAILED, None),
-    "send": (EventType.UNKNOWN, None),
-    "unknown": (EventType.UNKNOWN, None),
-}
 
 
 def fixture(name: str) -> bytes:
     return (FIXTURES / f"{name}.json").read_bytes()
 
 
-def test_every_fixture_is_covered() -> None:
-    assert {p.stem for p in FIXTURES.glob("*.json")} == set(EXPECTED)
-
-
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_recorded_fixtures_parse_to_canonical_events(name: str) -> None:
+@pytest.mark.parametrize("name", sorted(FIXTURE_TYPES))
+def test_recorded_fixtures_carry_the_message_its_recipient_and_the_ses_record(
+    name: str,
+) -> None:
     payload = fixture(name)
-    sns = json.loads(payload)
+    notification = json.loads(payload)
 
     [event] = ses.parse(payload, ACCOUNT)
 
-    assert (event.event_type, event.bounce_class) == EXPECTED[name]
-    assert event.provider == "ses" and event.provider_account == ACCOUNT
     assert event.recipient == "recipient@example.com"
-    assert event.provider_message_id == json.loads(sns["Message"])["mail"]["messageId"]
+    assert event.provider_message_id == json.loads(notification["Message"])["mail"]["messageId"]
     assert (event.message_key, event.workspace, event.stream, event.campaign) == (
         FIXTURE_KEY,
         "acme",
@@ -756,10 +767,8 @@ def test_recorded_fixtures_parse_to_canonical_events(name: str) -> None:
         "pro_tips",
     )
     assert event.sending_domain == "example.com"
-    assert event.occurred_at.tzinfo is None
-    assert event.raw_payload == sns["Message"]
+    assert event.raw_payload == notification["Message"]
     assert event.event_id.startswith("ses:")
-    assert ses.parse(payload, ACCOUNT)[0].event_id == event.event_id
 
 
 def test_fixture_details_reasons_times_and_urls() -> None:
@@ -901,6 +910,7 @@ def verify(
     request: WebhookRequest,
     certificates: FakeCertificates | None = None,
     guard: SeenTokens | None = None,
+    sns: FakeSns | None = None,
     **settings: Any,
 ) -> None:
     ses.verify_webhook(
@@ -908,6 +918,7 @@ def verify(
         webhook_config(**settings),
         guard or SeenTokens(),
         certificates=(certificates or FakeCertificates()).store,
+        confirmations=(sns or FakeSns()).confirmations,
     )
 
 
@@ -922,7 +933,7 @@ def test_the_documented_string_to_sign() -> None:
         "TopicArn": "arn:aws:sns:us-east-2:123456789012:s4-MySNSTopic-1G1WEFCOXTC0P",
         "UnsubscribeURL": "https://sns.us-east-2.amazonaws.com/?Action=Unsubscribe",
     }
-    assert ses.string_to_sign(message) == (
+    assert string_to_sign(message) == (
         b"Message\nMy Test Message\nMessageId\n4d4dc071-ddbf-465d-bba8-08f81c89da64\n"
         b"Subject\nMy subject\nTimestamp\n2012-06-05T04:37:04.321Z\n"
         b"TopicArn\narn:aws:sns:us-east-2:123456789012:s4-MySNSTopic-1G1WEFCOXTC0P\n"
@@ -1031,7 +1042,7 @@ def test_freshness_follows_mailers_clock(fixed_clock: clock.FixedClock) -> None:
     request = sns_request(sign(delivered_notification()))  # timestamped at Mailers' now
 
     verify(request)
-    fixed_clock.advance(ses.WEBHOOK_MAX_AGE_SECONDS + 1)
+    fixed_clock.advance(webhooks.WEBHOOK_MAX_AGE_SECONDS + 1)
     with pytest.raises(WebhookRejected, match="stale"):
         verify(request)
 
@@ -1073,45 +1084,280 @@ def test_messages_from_unexpected_topics_are_refused() -> None:
     verify(sns_request(message), events_topic_arns=[TOPIC_ARN])
 
 
+TOKEN = "2336412f37fb687f5d51e6e241d09c805a5a57b30d712f794cc5f6a988666d92768dd60a747ba6f3"
+CONFIRMED = (
+    b'<ConfirmSubscriptionResponse xmlns="http://sns.amazonaws.com/doc/2010-03-31/">'
+    b"<ConfirmSubscriptionResult><SubscriptionArn>"
+    + f"{TOPIC_ARN}:0f1e2d3c".encode()
+    + b"</SubscriptionArn></ConfirmSubscriptionResult></ConfirmSubscriptionResponse>"
+)
+"""SNS's answer to a visit of a SubscribeURL (the ConfirmSubscription action's response)."""
+
+
 def confirmation(kind: str = "SubscriptionConfirmation", **changes: Any) -> dict[str, Any]:
-    token = "2336412f37fb687f5d51e6e241d09c805a5a57b30d712f794cc5f6a988666d92768dd60a747ba6f3"
     message = {
         "Type": kind,
         "MessageId": str(uuid.uuid4()),
-        "Token": token,
+        "Token": TOKEN,
         "TopicArn": TOPIC_ARN,
         "Message": f"You have chosen to subscribe to the topic {TOPIC_ARN}.\n"
         "To confirm the subscription, visit the SubscribeURL included in this message.",
         "SubscribeURL": f"https://sns.{REGION}.amazonaws.com/?Action=ConfirmSubscription"
-        f"&TopicArn={TOPIC_ARN}&Token={token}",
+        f"&TopicArn={TOPIC_ARN}&Token={TOKEN}",
         "Timestamp": iso(clock.now()),
     }
     message.update(changes)
     return message
 
 
-def test_a_subscription_confirmation_verifies_and_yields_its_url() -> None:
+class FakeSns:
+    """An injected SubscribeURL fetcher: records every visit, answers as SNS does (after
+    ``failures`` visits that fail)."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.failures = failures
+        self.visited: list[str] = []
+        self.confirmations = SubscriptionConfirmations(self.fetch)
+
+    def fetch(self, url: str) -> bytes:
+        self.visited.append(url)
+        if self.failures:
+            self.failures -= 1
+            raise OSError("connection reset by peer")
+        return CONFIRMED
+
+
+def test_a_listed_topics_confirmation_is_confirmed_once_and_recorded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    sns, guard = FakeSns(), SeenTokens()
     message = sign(confirmation())
     request = sns_request(message)
 
-    verify(request)
+    verify(request, guard=guard, sns=sns, events_topic_arns=[TOPIC_ARN])
 
-    assert ses.subscription_confirmation_url(request) == message["SubscribeURL"]
+    assert sns.visited == [message["SubscribeURL"]]
+    assert sns.confirmations.confirmed_topics == [TOPIC_ARN]
+    assert f"confirmed the SNS subscription to {TOPIC_ARN}" in caplog.text
+    assert TOKEN not in caplog.text
     assert ses.parse(request.body, ACCOUNT) == []
-    notification = sns_request(sign(delivered_notification()))
-    assert ses.subscription_confirmation_url(notification) is None
+    # SNS retrying it (same MessageId) is a replay; a receiver that forgot the MessageId
+    # still does not confirm twice.
+    with pytest.raises(WebhookRejected, match="replayed"):
+        verify(request, guard=guard, sns=sns, events_topic_arns=[TOPIC_ARN])
+    verify(request, sns=sns, events_topic_arns=[TOPIC_ARN])
+    verify(sns_request(sign(delivered_notification())), sns=sns, events_topic_arns=[TOPIC_ARN])
+    assert sns.visited == [message["SubscribeURL"]]
 
 
-def test_confirmations_are_signature_checked_too() -> None:
-    unsubscribe = sign(confirmation("UnsubscribeConfirmation"))
-    verify(sns_request(unsubscribe))
+def test_a_failed_confirmation_is_tried_again_when_sns_retries() -> None:
+    sns, guard = FakeSns(failures=1), SeenTokens()
+    request = sns_request(sign(confirmation()))
 
+    with pytest.raises(WebhookRejected, match="could not confirm") as failed:
+        verify(request, guard=guard, sns=sns, events_topic_arns=[TOPIC_ARN])
+    assert sns.confirmations.confirmed_topics == []
+    assert TOKEN not in str(failed.value)
+    verify(request, guard=guard, sns=sns, events_topic_arns=[TOPIC_ARN])  # the MessageId was kept
+
+    assert len(sns.visited) == 2
+    assert sns.confirmations.confirmed_topics == [TOPIC_ARN]
+
+
+@pytest.mark.parametrize(
+    ("listed", "why"),
+    [
+        ([], "events_topic_arns is empty"),
+        ([TOPIC_ARN + "-other"], "not in events_topic_arns"),
+    ],
+)
+def test_a_confirmation_of_an_unlisted_topic_is_refused_and_not_confirmed(
+    listed: list[str], why: str
+) -> None:
+    sns, certificates = FakeSns(), FakeCertificates()
+
+    with pytest.raises(WebhookRejected, match=why):
+        verify(sns_request(sign(confirmation())), certificates, sns=sns, events_topic_arns=listed)
+
+    assert sns.visited == [] and certificates.fetched == []
+    assert sns.confirmations.confirmed_topics == []
+
+
+def test_a_forged_or_tampered_confirmation_is_not_confirmed() -> None:
+    sns = FakeSns()
+    forged = sign(confirmation(), ATTACKER_KEY)
     tampered = sign(confirmation())
-    tampered["SubscribeURL"] = "https://evil.test/?Action=ConfirmSubscription"
-    with pytest.raises(WebhookRejected, match="signature"):
-        verify(sns_request(tampered))
+    tampered["SubscribeURL"] = tampered["SubscribeURL"].replace(TOKEN, "f" * len(TOKEN))
+
+    for message in (forged, tampered):
+        with pytest.raises(WebhookRejected, match="signature"):
+            verify(sns_request(message), sns=sns, events_topic_arns=[TOPIC_ARN])
+
+    assert sns.visited == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.test/?Action=ConfirmSubscription",
+        f"http://sns.{REGION}.amazonaws.com/?Action=ConfirmSubscription",
+        f"https://sns.{REGION}.amazonaws.com.evil.test/?Action=ConfirmSubscription",
+        f"https://sns.{REGION}.amazonaws.com:8443/?Action=ConfirmSubscription",
+        f"https://user@sns.{REGION}.amazonaws.com/?Action=ConfirmSubscription",
+        "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription",  # other region
+        f"https://sns.{REGION}.amazonaws.com/?Action=Unsubscribe",
+    ],
+)
+def test_a_subscribe_url_off_sns_is_refused_before_anything_is_fetched(url: str) -> None:
+    sns, certificates = FakeSns(), FakeCertificates()
+    # Signed with the real key: only the URL is wrong, and it is never visited.
+    message = sign(confirmation(SubscribeURL=url))
+
     with pytest.raises(WebhookRejected, match="SubscribeURL"):
-        ses.subscription_confirmation_url(sns_request(tampered))
+        verify(sns_request(message), certificates, sns=sns, events_topic_arns=[TOPIC_ARN])
+
+    assert sns.visited == [] and certificates.fetched == []
+
+
+def test_an_unsubscribe_confirmation_is_signature_checked_and_visits_nothing() -> None:
+    sns = FakeSns()
+    verify(sns_request(sign(confirmation("UnsubscribeConfirmation"))), sns=sns)
+
+    tampered = sign(confirmation("UnsubscribeConfirmation"))
+    tampered["Token"] = "f" * len(TOKEN)
+    with pytest.raises(WebhookRejected, match="signature"):
+        verify(sns_request(tampered), sns=sns)
+    assert sns.visited == []
+
+
+def receiver_settings(root: Path, **settings: Any) -> MailersSettings:
+    """A config with one SES account, for the webhook receiver."""
+    config = MailersConfig.model_validate(
+        {
+            "unsubscribe": {"base_url": "https://u.test", "signing_key": {"env": "UNUSED"}},
+            "workspaces": {
+                "acme": {
+                    "provider_accounts": {
+                        ACCOUNT: {"kind": "ses", "settings": {"region": REGION, **settings}}
+                    },
+                    "identities": {
+                        "news": {
+                            "from_address": "news@news.acme.test",
+                            "provider_accounts": [ACCOUNT],
+                        }
+                    },
+                    "streams": {
+                        "lifecycle": {"routing": {"strategy": "failover", "accounts": [ACCOUNT]}}
+                    },
+                }
+            },
+        }
+    )
+    return MailersSettings(
+        config=config, path=root / "mailers.yaml", config_hash="-", data_dir=root
+    )
+
+
+def test_the_receiver_confirms_a_listed_topic_at_a_loopback_sns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    visits: list[dict[str, list[str]]] = []
+
+    def confirm_subscription(request: Request) -> Response:
+        visits.append(request.query)
+        return Response(200, CONFIRMED, {"Content-Type": "text/xml"})
+
+    with Simulator() as standin:
+        standin.route("sns", "GET", r"/", confirm_subscription)
+
+        def at_the_standin(url: str) -> bytes:  # the real GET, SNS's https origin swapped
+            parts = urlsplit(url)
+            return https_get(f"{standin.base_url}{parts.path}?{parts.query}")
+
+        monkeypatch.setattr(
+            webhooks, "DEFAULT_CONFIRMATIONS", SubscriptionConfirmations(at_the_standin)
+        )
+        monkeypatch.setattr(webhooks, "DEFAULT_CERTIFICATES", FakeCertificates().store)
+        settings = receiver_settings(tmp_path, events_topic_arns=[TOPIC_ARN])
+        with WebhookReceiver(settings) as receiver:
+            url = receiver.url_for("acme", ACCOUNT)
+            listed = sns_request(sign(confirmation()))
+            answers = [httpx.post(url, content=listed.body, headers=dict(listed.headers))]
+            answers.append(httpx.post(url, content=listed.body, headers=dict(listed.headers)))
+            other = sns_request(sign(confirmation(TopicArn=TOPIC_ARN + "-other")))
+            answers.append(httpx.post(url, content=other.body, headers=dict(other.headers)))
+
+    assert [a.status_code for a in answers] == [200, 401, 401]  # confirmed, replay, unlisted
+    assert visits == [
+        {"Action": ["ConfirmSubscription"], "TopicArn": [TOPIC_ARN], "Token": [TOKEN]}
+    ]
+    assert webhooks.DEFAULT_CONFIRMATIONS.confirmed_topics == [TOPIC_ARN]
+    assert (receiver.landed, receiver.rejected) == (1, 2)
+
+
+WITHOUT_THE_SDK = """
+import json, sys
+from adapters.providers import registry, ses
+from adapters.providers.ses.sns import CertificateStore
+from adapters.providers.ses.webhooks import SubscriptionConfirmations
+from mailers.config import ProviderAccountConfig
+from mailers.errors import ConfigError
+from mailers.webhooks import SeenTokens, WebhookRequest
+
+given = json.load(sys.stdin)
+spec = registry.provider_spec("ses")
+assert spec.parse(given["fixture"].encode(), "acct")
+config = ProviderAccountConfig(kind="ses", settings=given["settings"])
+visited = []
+for body in given["bodies"]:
+    ses.verify_webhook(
+        WebhookRequest(body=body.encode()),
+        config,
+        SeenTokens(),
+        certificates=CertificateStore(lambda url: given["certificate"].encode()),
+        confirmations=SubscriptionConfirmations(lambda url: visited.append(url) or b""),
+    )
+assert len(visited) == 1, visited
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore"))
+assert not loaded, loaded
+
+sys.modules["boto3"] = sys.modules["botocore"] = None  # as if the SDK were not installed
+for needs_the_sdk in (
+    lambda: ses.build("acct", config, spec.settings_of(config), None),
+    lambda: ses.poll_events("acct", config, spec.settings_of(config), None),
+):
+    try:
+        needs_the_sdk()
+    except ConfigError as err:
+        assert "boto3" in str(err) and "mailers[ses]" in str(err), err
+    else:
+        raise AssertionError("built without boto3")
+"""
+
+
+def test_receiving_parsing_and_verifying_never_import_the_aws_sdk() -> None:
+    given = {
+        "fixture": fixture("delivered").decode(),
+        "settings": {"region": REGION, "events_topic_arns": [TOPIC_ARN]},
+        "bodies": [
+            json.dumps(sign(delivered_notification())),
+            json.dumps(sign(confirmation())),
+        ],
+        "certificate": SNS_CERT.decode(),
+    }
+
+    done = subprocess.run(
+        [sys.executable, "-c", WITHOUT_THE_SDK],
+        input=json.dumps(given),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},  # the suite's clock too
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr
 
 
 # --- polling (SQS) -----------------------------------------------------------------------------
