@@ -147,6 +147,19 @@ class RecordingJournal:
         self.calls.append(("answered", [r.message_key for r in results]))
 
 
+class ThrottledAfterFirstCall(RecordingJournal):
+    """Once the first call is answered, the provider throttles for longer than the flow waits."""
+
+    def __init__(self, harness: Harness) -> None:
+        super().__init__()
+        self.harness = harness
+
+    def answered(self, results: Sequence[SendResult]) -> None:
+        if not any(kind == "answered" for kind, _ in self.calls):
+            self.harness.inject_rate_limit(retry_after=3600)
+        super().answered(results)
+
+
 class ProviderContract:
     """Shared behaviour; subclasses get every test by providing a ``harness`` fixture."""
 
@@ -196,6 +209,27 @@ class ProviderContract:
         assert journal.calls[0][0] == "handing_over"
         answered = {key for kind, keys in journal.calls if kind == "answered" for key in keys}
         assert answered == {r.message_key for r in results}
+
+    def test_a_later_call_that_fails_never_undoes_an_accepted_one(self, harness) -> None:
+        """The partial-batch rule: each call keeps its own outcome (issue 6's duplicates)."""
+        messages = [make_message(f"part{i}@example.com") for i in range(6)]
+        provider = harness.provider()
+        provider.max_batch_size = 2
+        provider.request_size = min(provider.request_size, 2)  # 1 stays 1 (per-message APIs)
+        provider.concurrency = 1
+        journal = ThrottledAfterFirstCall(harness)
+        results = provider.send_batch(messages, journal)
+
+        first = set(journal.calls[0][1])
+        assert 0 < len(first) < len(messages)
+        for result in results:
+            if result.message_key in first:
+                assert result.accepted, result
+            else:
+                assert result.outcome == SendOutcome.NOT_SENT and result.account_unavailable
+        delivered = harness.delivered_keys()
+        assert first <= delivered.keys()
+        assert not ({m.message_key for m in messages} - first) & delivered.keys()
 
     def test_a_signed_webhook_verifies_once_and_a_replay_is_refused(self, harness) -> None:
         if not harness.supports_webhooks:
