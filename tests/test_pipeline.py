@@ -119,7 +119,7 @@ def _failures(result: dg.ExecuteInProcessResult) -> str:
 def _expected_events(settings: Settings, ledger: list[dict[str, Any]]) -> dict[str, list[str]]:
     """Sandbox events of every accepted message, from the sandbox's published rule."""
     accounts = {
-        name: sandbox.Settings.model_validate(account.settings)
+        name: sandbox.SandboxSettings.model_validate(account.settings)
         for workspace in settings.config.workspaces.values()
         for name, account in workspace.provider_accounts.items()
     }

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from adapters.providers import mailgun, postmark, sendgrid, ses
+from adapters.providers import mailgun, postmark, sandbox, sendgrid, ses, smtp
 from adapters.providers.spec import Credentials, ProviderSpec
 from mailers.config import ProviderAccountConfig, Settings
 from mailers.errors import ConfigError
@@ -42,10 +42,10 @@ SPECS: Mapping[str, ProviderSpec[Any]] = {
     for spec in (
         mailgun.SPEC,
         postmark.SPEC,
-        _legacy("sandbox"),
+        sandbox.SPEC,
         sendgrid.SPEC,
         ses.SPEC,
-        _legacy("smtp"),
+        smtp.SPEC,
     )
 }
 """Provider kind → its spec."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from adapters.providers.sandbox import EVENT_OFFSETS, REJECT_DOMAIN, Settings, planned_events
+from adapters.providers.sandbox import EVENT_OFFSETS, SandboxSettings, is_rejected, planned_events
 
 
 @dataclass(frozen=True)
@@ -22,13 +22,13 @@ class Outcome:
 
 
 def outcomes(
-    message_key: str, recipient: str, accepted_at: datetime, rule: Settings | None = None
+    message_key: str, recipient: str, accepted_at: datetime, rule: SandboxSettings | None = None
 ) -> list[Outcome]:
     """The outcomes of one accepted message, in order (sandbox rule, default rates)."""
-    names = planned_events(message_key, recipient, rule or Settings())
+    names = planned_events(message_key, recipient, rule or SandboxSettings())
     return [Outcome(name, accepted_at + EVENT_OFFSETS[name]) for name in names]
 
 
 def refuses(recipient: str) -> bool:
     """Whether providers refuse this recipient at send time (the sandbox's reject domain)."""
-    return recipient.rsplit("@", 1)[-1].lower() == REJECT_DOMAIN
+    return is_rejected(recipient)

@@ -83,6 +83,7 @@ class MailgunHarness:
     """The shared contract's harness, over a live simulator."""
 
     supports_webhooks = True
+    rate_limits_lift = True
     spec = mailgun.SPEC
     fixtures = FIXTURES
     fixture_types = FIXTURE_TYPES

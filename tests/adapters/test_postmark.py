@@ -85,6 +85,7 @@ class PostmarkHarness:
     """The shared contract's view of Postmark (see provider_contract.Harness)."""
 
     supports_webhooks = True
+    rate_limits_lift = True
     spec = postmark.SPEC
     fixtures = FIXTURES
     fixture_types = FIXTURE_TYPES

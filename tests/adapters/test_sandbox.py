@@ -1,4 +1,5 @@
-"""The sandbox provider: real .eml files, deterministic feedback events, drill faults."""
+"""The sandbox provider: real .eml files, deterministic feedback events, drill faults; and
+the shared provider contract, with faults injected through the sandbox's own settings."""
 
 from __future__ import annotations
 
@@ -8,16 +9,19 @@ import json
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from adapters.providers import sandbox
-from adapters.providers.sandbox import SandboxProvider, Settings, parse, planned_events
+from adapters.providers.sandbox import SandboxProvider, parse, planned_events
+from adapters.providers.sandbox import SandboxSettings as Settings
 from mailers import clock
 from mailers.events import BounceClass, CanonicalEvent, EventType
 from mailers.keys import message_key
 from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome
+from tests.adapters.provider_contract import NoWebhooks, ProviderContract
 
 ACCOUNT = "acme_sandbox_a"
 RECIPIENTS = [
@@ -91,6 +95,61 @@ def landing_files(tmp_path: Path) -> list[Path]:
 def parsed_events(path: Path) -> list[tuple[str, CanonicalEvent]]:
     lines = path.read_text().splitlines()
     return [(line, event) for line in lines for event in parse(line.encode(), ACCOUNT)]
+
+
+class SandboxHarness(NoWebhooks):
+    """The shared contract's view of the sandbox: its outbox and landing zone in ``root``.
+
+    Faults are the sandbox's ``fault:`` setting, switched on every provider built so far and
+    every one built after. They never lift and the sandbox never retries, so nothing sleeps.
+    """
+
+    rate_limits_lift = False
+    spec = sandbox.SPEC
+    fixtures = None
+    parse = staticmethod(parse)
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.secrets: list[str] = []  # the sandbox reads no credentials
+        self.fixture_types: dict[str, Any] = {}  # no recorded payloads
+        self.slept: list[float] = []
+        self.fault = "none"
+        self.built: list[SandboxProvider] = []
+
+    def provider(self, *, valid_credentials: bool = True) -> SandboxProvider:
+        sender = provider(self.root, fault=self.fault)
+        self.built.append(sender)
+        return sender
+
+    def _inject(self, fault: str) -> None:
+        self.fault = fault
+        for sender in self.built:
+            sender.settings = sender.settings.model_copy(update={"fault": fault})
+
+    def inject_rate_limit(self, retry_after: float) -> None:
+        # The sandbox answers no 429. "unavailable" is its fault that, like a rate limit past
+        # the retry policy, takes the account out of the run ("throttled" keeps it up).
+        self._inject("unavailable")
+
+    def inject_timeout(self) -> None:
+        self._inject("timeout")
+
+    def delivered_keys(self) -> dict[str, str]:
+        delivered = {}
+        for path in (self.root / "outbox" / ACCOUNT).glob("*.eml"):
+            parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            delivered[str(parsed[MESSAGE_KEY_HEADER])] = str(parsed["To"])
+        return delivered
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> SandboxHarness:
+    return SandboxHarness(tmp_path)
+
+
+class TestSandboxContract(ProviderContract):
+    """Every shared provider test that applies to the sandbox."""
 
 
 # --- sending ---------------------------------------------------------------------------

@@ -88,6 +88,7 @@ class SendGridHarness:
     """The shared contract's harness for SendGrid (see ``provider_contract.Harness``)."""
 
     supports_webhooks = True
+    rate_limits_lift = True
     spec = sendgrid.SPEC
     fixtures = FIXTURES
     fixture_types = FIXTURE_TYPES

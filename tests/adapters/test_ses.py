@@ -408,6 +408,7 @@ class SesHarness:
 
     secrets = SECRETS
     supports_webhooks = True
+    rate_limits_lift = True
     spec = ses.SPEC
     fixtures = FIXTURES
     fixture_types = FIXTURE_TYPES

@@ -25,22 +25,29 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from pydantic import ValidationError
 
 from adapters.providers import smtp
-from adapters.providers.smtp import DEFERRED, MAX_BATCH_SIZE, Settings, SMTPProvider
+from adapters.providers.smtp import DEFERRED, MAX_BATCH_SIZE, SMTPProvider
+from adapters.providers.smtp import SmtpSettings as Settings
+from adapters.providers.smtp import pool as smtp_pool
+from adapters.providers.smtp.replies import retry_hint
+from adapters.receiver import WebhookReceiver
+from adapters.settings import load
 from mailers.config import ProviderAccountConfig
-from mailers.errors import ConfigError, SecretMissing, WebhookRejected
+from mailers.errors import ConfigError, SecretMissing
 from mailers.events import EventType
 from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome
 from mailers.secrets import SecretRef
-from mailers.webhooks import SeenTokens, WebhookRequest
+from mailers.webhooks import WebhookRequest
 from tests.adapters.provider_contract import (
     CLIENT_TIMEOUT,
     HELD,
+    NoWebhooks,
     ProviderContract,
     RecordingJournal,
     account_left_the_run,
     all_in_doubt,
     make_message,
 )
+from tests.conftest import write_config
 
 ACCOUNT = "acme_smtp"
 USERNAME = "relay-user-7f3a"
@@ -249,16 +256,19 @@ def batch(count: int, prefix: str = "user") -> list[OutboundMessage]:
 # --- the shared contract ----------------------------------------------------------------
 
 
-class SMTPHarness:
+class SMTPHarness(NoWebhooks):
     """The contract's harness: a STARTTLS + AUTH submission server with a private CA."""
 
-    supports_webhooks = False
+    rate_limits_lift = True
     parse = staticmethod(smtp.parse)
+    spec = smtp.SPEC
+    fixtures = None
 
     def __init__(self, server: Server, ca_file: str) -> None:
         self.server = server
         self.ca_file = ca_file
         self.secrets = [USERNAME, PASSWORD, WRONG_PASSWORD]
+        self.fixture_types: dict[str, Any] = {}  # no recorded payloads
         self.slept: list[float] = []
         self.made: list[SMTPProvider] = []
 
@@ -289,24 +299,6 @@ class SMTPHarness:
         return {
             str(r.parsed[MESSAGE_KEY_HEADER]): r.rcpt_tos[0] for r in self.server.recorder.received
         }
-
-    def signed_webhook(self, body: bytes) -> WebhookRequest:
-        raise NotImplementedError("smtp has no webhooks")
-
-    def forged_webhook(self, body: bytes) -> WebhookRequest:
-        raise NotImplementedError("smtp has no webhooks")
-
-    def stale_webhook(self, body: bytes) -> WebhookRequest | None:
-        return None
-
-    def verify(self, request: WebhookRequest, guard: SeenTokens) -> None:
-        smtp.verify_webhook(request, ProviderAccountConfig(kind="smtp"), guard)
-
-    def event_body(self, event: str, recipient: str, key: str) -> bytes:
-        return json.dumps({"event": event, "recipient": recipient, "key": key}).encode()
-
-    def unknown_event_body(self) -> bytes:
-        return b'{"event": "anything"}'
 
 
 @pytest.fixture
@@ -393,15 +385,23 @@ def test_build_defaults_to_the_module_batch_size() -> None:
 
 
 @pytest.mark.parametrize(
-    "credentials",
-    [{"username": "SMTP_TEST_USER"}, {"password": "SMTP_TEST_PASS"}, {"api_key": "SMTP_X"}],
+    "credentials", [{"username": "SMTP_TEST_USER"}, {"password": "SMTP_TEST_PASS"}]
 )
-def test_build_refuses_incomplete_or_unknown_credentials(credentials: dict[str, str]) -> None:
+def test_build_refuses_incomplete_credentials(credentials: dict[str, str]) -> None:
     config = ProviderAccountConfig(
         kind="smtp", credentials={k: SecretRef(env=v) for k, v in credentials.items()}
     )
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="give both 'username' and 'password'"):
         smtp.build(ACCOUNT, config, Settings(host="h"), None)  # type: ignore[arg-type]
+
+
+def test_the_spec_refuses_unknown_credentials() -> None:
+    config = ProviderAccountConfig(
+        kind="smtp", credentials={"api_key": SecretRef(env="SMTP_X")}, settings={"host": "h"}
+    )
+    assert smtp.SPEC.problems(config) == [
+        "credentials.api_key: unknown key (provider kind 'smtp' reads password, username)"
+    ]
 
 
 def test_build_names_a_missing_secret_without_a_value(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -574,7 +574,7 @@ def test_an_idle_session_is_checked_with_noop(
     providers: Callable[..., SMTPProvider],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(smtp, "NOOP_AFTER_IDLE_SECONDS", 0.05)
+    monkeypatch.setattr(smtp_pool, "NOOP_AFTER_IDLE_SECONDS", 0.05)
     server = start_server(timeout=IDLE_TIMEOUT)
     provider = providers(server.settings(pool_size=1))
     provider.send_batch(batch(1, "a"))
@@ -904,7 +904,7 @@ def test_a_server_reply_echoing_a_credential_is_masked(
     server = start_server()
     server.recorder.script("DATA", f"554 5.7.1 account {USERNAME} is suspended")
     provider = providers(server.settings())
-    provider._secrets = [USERNAME, PASSWORD]  # as if logged in (this server takes no AUTH)
+    provider._mask.secrets = [USERNAME, PASSWORD]  # as if logged in (this server takes no AUTH)
 
     [result] = provider.send_batch(batch(1))
 
@@ -929,11 +929,19 @@ def test_parse_keeps_anything_landed_as_unknown() -> None:
     assert smtp.parse(b"\n", ACCOUNT) == []
 
 
-def test_webhooks_are_always_refused() -> None:
-    with pytest.raises(WebhookRejected, match="no webhooks"):
-        smtp.verify_webhook(
-            WebhookRequest(body=b"{}"), ProviderAccountConfig(kind="smtp"), SeenTokens()
+def test_the_receiver_answers_404_for_an_smtp_account(tmp_path: Path) -> None:
+    def add_smtp_account(config: dict[str, Any]) -> None:
+        accounts = config["workspaces"]["acme"]["provider_accounts"]
+        accounts[ACCOUNT] = {"kind": "smtp", "settings": {"host": "smtp.example.com"}}
+
+    with WebhookReceiver(load(write_config(tmp_path, add_smtp_account))) as receiver:
+        status, reason = receiver.handle(
+            f"/webhooks/acme/{ACCOUNT}", WebhookRequest(body=b'{"event": "delivered"}')
         )
+
+    assert (status, reason) == (404, "provider kind smtp has no webhooks")
+    assert (receiver.landed, receiver.rejected) == (0, 0)
+    assert smtp.SPEC.verify_webhook is None
 
 
 @pytest.mark.parametrize(
@@ -947,7 +955,7 @@ def test_webhooks_are_always_refused() -> None:
     ],
 )
 def test_retry_hints_in_reply_text(text: str, seconds: float | None) -> None:
-    assert smtp._retry_hint(text) == seconds
+    assert retry_hint(text) == seconds
 
 
 def _fields(message: OutboundMessage) -> dict[str, Any]:

@@ -45,7 +45,7 @@ def event(
     metadata: dict[str, str] | None = None,
     detail: str | None = None,
 ) -> dict[str, Any]:
-    """A payload in the sandbox's landing format (see sandbox._events_for)."""
+    """A payload in the sandbox's landing format (see sandbox.events.event_payloads)."""
     if metadata is None:
         metadata = {
             "mailers_message_key": key_for(recipient or ""),
