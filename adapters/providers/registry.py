@@ -7,35 +7,17 @@ and parsing webhooks, polling events APIs and reconciling against provider recor
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
-from types import ModuleType
 from typing import Any
 
 from adapters.providers import mailgun, postmark, sandbox, sendgrid, ses, smtp
-from adapters.providers.spec import Credentials, ProviderSpec
+from adapters.providers.spec import ProviderSpec
 from mailers.config import ProviderAccountConfig, Settings
 from mailers.errors import ConfigError
 from mailers.events import CanonicalEvent
 from mailers.polling import PollTarget
 from mailers.providers import Provider
 from mailers.reconcile import MessageLookup
-
-
-def _legacy(name: str) -> ProviderSpec[Any]:  # TRANSITION: removed once every package is in
-    module: ModuleType = importlib.import_module(f"adapters.providers.{name}")
-    return ProviderSpec(
-        kind=module.KIND,
-        max_batch_size=module.MAX_BATCH_SIZE,
-        settings=module.Settings,
-        credentials=Credentials(optional=("*",)),
-        build=module.build,
-        parse=module.parse,
-        verify_webhook=getattr(module, "verify_webhook", None),
-        poll=getattr(module, "poll_events", None),
-        lookup=None,
-    )
-
 
 SPECS: Mapping[str, ProviderSpec[Any]] = {
     spec.kind: spec

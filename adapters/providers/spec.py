@@ -117,7 +117,6 @@ class ProviderSpec(Generic[SettingsT]):
             f"credentials.{key}: unknown key (provider kind {self.kind!r} reads "
             f"{', '.join(sorted(self.credentials.known)) or 'no credentials'})"
             for key in sorted(set(config.credentials) - self.credentials.known)
-            if "*" not in self.credentials.known  # TRANSITION
         ]
         if config.poll_events and self.poll is None:
             found.append(f"poll_events: provider kind {self.kind!r} has no events API to poll")
