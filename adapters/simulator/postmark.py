@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 from adapters.simulator.outcomes import outcomes, refuses
 from adapters.simulator.server import Request, Response, Simulator
 from mailers import clock
-from mailers.messages import MESSAGE_KEY_FIELD
+from mailers.messages import MESSAGE_KEY_FIELD, MessageRef
 from mailers.webhooks import WebhookRequest
 
 PROVIDER = "postmark"
@@ -277,7 +277,7 @@ def register(sim: Simulator, *, credentials: dict[str, str]) -> None:
                 "accepted_at": accepted_at,
             }
         )
-        key = metadata.get("mailers_message_key") or message_id
+        key = MessageRef.from_metadata(metadata).message_key or message_id
         for outcome in outcomes(key, recipient, accepted_at):
             record = webhook_record(
                 outcome.name,
