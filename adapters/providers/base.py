@@ -4,10 +4,11 @@
 (:meth:`~BatchProvider._requests`: ``request_size`` messages each, or a provider's own
 grouping), makes up to ``concurrency`` calls at a time through the provider's
 :meth:`~BatchProvider._send_request` (or, for providers that take one message per call,
-:meth:`OneMessagePerCall._send_one`), and turns what each call raises into per-message
-outcomes. Every call is bracketed in the :class:`~mailers.providers.DispatchJournal`:
-``handing_over`` before it leaves, ``answered`` as soon as it ends, so doubt after a crash
-is never larger than the calls in flight.
+``_send_one`` of :class:`~adapters.providers.per_message.OneMessagePerCall`), and turns
+what each call raises into per-message outcomes. Every call is bracketed in the
+:class:`~mailers.providers.DispatchJournal`: ``handing_over`` before it leaves,
+``answered`` as soon as it ends, so doubt after a crash is never larger than the calls in
+flight.
 
 ==========================  ====================================================
 the hook raises             outcome of the call's messages
@@ -259,40 +260,6 @@ class BatchProvider(ABC):
                     max_workers=self.concurrency, thread_name_prefix=f"{self.kind}-{self.account}"
                 )
             return self._executor
-
-
-class OneMessagePerCall(BatchProvider):
-    """A provider whose API takes one message per call (Mailgun, SMTP, SES).
-
-    Each message is its own call in the flow above, so a failure is that message's alone;
-    ``concurrency`` calls run at once.
-    """
-
-    def __init__(
-        self,
-        account: str,
-        *,
-        max_batch_size: int,
-        concurrency: int = 1,
-        retry: RetryPolicy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        super().__init__(
-            account,
-            max_batch_size=max_batch_size,
-            retry=retry,
-            sleep=sleep,
-            request_size=1,
-            concurrency=concurrency,
-        )
-
-    @abstractmethod
-    def _send_one(self, message: OutboundMessage) -> SendResult:
-        """Hand one message over; raise the hook exceptions of the module docstring."""
-
-    def _send_request(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
-        [message] = messages  # request_size is 1
-        return [self._send_one(message)]
 
 
 def _complete(messages: Sequence[OutboundMessage], answer: list[SendResult]) -> list[SendResult]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from adapters.providers.base import BatchProvider, OneMessagePerCall
+from adapters.providers.base import BatchProvider
 from adapters.providers.hooks import Ambiguous, Retryable, RetryPolicy
+from adapters.providers.per_message import OneMessagePerCall
 from mailers.messages import OutboundMessage, SendOutcome, SendResult
 from tests.adapters.provider_contract import RecordingJournal, make_message
 

@@ -36,10 +36,10 @@ from email.utils import formataddr
 
 import httpx
 
-from adapters.providers.base import OneMessagePerCall
 from adapters.providers.hooks import Ambiguous, AuthFailed, BatchRejected, RetryPolicy
 from adapters.providers.mailgun.api import api_key, client, domain_path, error_message
 from adapters.providers.mailgun.settings import KIND, MAX_BATCH_SIZE, MailgunSettings
+from adapters.providers.per_message import OneMessagePerCall
 from mailers.config import ProviderAccountConfig, Settings
 from mailers.messages import OutboundMessage, SendResult
 

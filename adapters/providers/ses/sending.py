@@ -31,9 +31,9 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from adapters.mime import mime_bytes
-from adapters.providers.base import OneMessagePerCall
 from adapters.providers.hooks import Ambiguous, AuthFailed, Retryable, RetryPolicy
 from adapters.providers.http import retry_after_seconds
+from adapters.providers.per_message import OneMessagePerCall
 from adapters.providers.ses.client import AUTH_ERRORS, AwsError, client
 from adapters.providers.ses.redaction import REDACTOR
 from adapters.providers.ses.settings import (

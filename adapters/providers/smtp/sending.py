@@ -28,7 +28,7 @@ final ``.``, before the answer         have taken it; recorded ``unknown``, neve
 =====================================  ==================================================
 
 Each message is one call of the shared flow
-(:class:`~adapters.providers.base.OneMessagePerCall`), up to ``pool_size`` of them in
+(:class:`~adapters.providers.per_message.OneMessagePerCall`), up to ``pool_size`` of them in
 flight at once, each journaled before and after. The wait hint is a "try again in N
 seconds" in the reply text, which is not standard SMTP but which some relays send. A
 message in doubt is in doubt alone; after ``ambiguous_limit`` of them in a row (a stalled
@@ -48,8 +48,8 @@ import time
 from collections.abc import Callable
 
 from adapters.mime import mime_bytes
-from adapters.providers.base import OneMessagePerCall
 from adapters.providers.hooks import Ambiguous, AuthFailed, Retryable, RetryPolicy
+from adapters.providers.per_message import OneMessagePerCall
 from adapters.providers.smtp.pool import Connection, Lane, Pool
 from adapters.providers.smtp.replies import (
     AUTH_REQUIRED,
