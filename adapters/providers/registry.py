@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
-from adapters.providers import mailgun, postmark, sendgrid, ses
+from adapters.providers import mailgun, postmark, resend, sendgrid, ses
 from adapters.providers.spec import Credentials, ProviderSpec
 from mailers.config import ProviderAccountConfig, Settings
 from mailers.errors import ConfigError
@@ -42,6 +42,7 @@ SPECS: Mapping[str, ProviderSpec[Any]] = {
     for spec in (
         mailgun.SPEC,
         postmark.SPEC,
+        resend.SPEC,
         _legacy("sandbox"),
         sendgrid.SPEC,
         ses.SPEC,
