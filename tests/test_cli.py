@@ -46,6 +46,8 @@ SHIPPED_SECRETS = {
     "ACME_MAILGUN_WEBHOOK_SIGNING_KEY": "s3cret-mailgun-signing",
     "GLOBEX_SENDGRID_API_KEY": "s3cret-sendgrid-key",
     "GLOBEX_SENDGRID_WEBHOOK_PUBLIC_KEY": "s3cret-sendgrid-public",
+    "GLOBEX_RESEND_API_KEY": "s3cret-resend-key",
+    "GLOBEX_RESEND_WEBHOOK_SECRET": "s3cret-resend-secret",
 }
 """Every variable the shipped mailers.yaml references, as a user would export them."""
 

@@ -34,6 +34,7 @@ from adapters.providers.registry import build_providers, message_lookups
 from adapters.settings import load
 from adapters.simulator import mailgun as mailgun_sim
 from adapters.simulator import postmark as postmark_sim
+from adapters.simulator import resend as resend_sim
 from adapters.simulator import sendgrid as sendgrid_sim
 from adapters.simulator.server import Fault, FaultMix, Simulator
 from adapters.warehouses.duckdb import DuckDBWarehouse
@@ -52,13 +53,20 @@ CREDENTIALS = {
     "postmark": {"server_token": "pm-server-token-crash"},
     "mailgun": {"api_key": "key-mailgun-crash", "webhook_signing_key": "mg-signing-crash"},
     "sendgrid": {"api_key": "SG.crash-suite-key"},
+    "resend": {"api_key": "re_crash_suite_key"},
 }
 ENV = {
     "CRASH_POSTMARK_TOKEN": CREDENTIALS["postmark"]["server_token"],
     "CRASH_MAILGUN_KEY": CREDENTIALS["mailgun"]["api_key"],
     "CRASH_SENDGRID_KEY": CREDENTIALS["sendgrid"]["api_key"],
+    "CRASH_RESEND_KEY": CREDENTIALS["resend"]["api_key"],
 }
-SIMULATORS = {"postmark": postmark_sim, "mailgun": mailgun_sim, "sendgrid": sendgrid_sim}
+SIMULATORS = {
+    "postmark": postmark_sim,
+    "mailgun": mailgun_sim,
+    "sendgrid": sendgrid_sim,
+    "resend": resend_sim,
+}
 CLIENT_TIMEOUT = 1.5
 """The adapters' read timeout; a simulated timeout holds its answer well past it."""
 
@@ -76,7 +84,7 @@ FAULT_MIX = FaultMix(
 """The issue's mix: 5% 429, 4% 503, 1% 500, 1% read timeouts, 1% dropped connections."""
 
 AMBIGUOUS_FAULTS = {"500_after", "timeout", "drop", "drop_after"}
-BATCH_SIZE = {"postmark": 50, "sendgrid": 50, "mailgun": 1000}
+BATCH_SIZE = {"postmark": 50, "sendgrid": 50, "resend": 50, "mailgun": 1000}
 """Small batches for the batch providers, so the mix hits many requests."""
 
 SEND_SCRIPT = """
@@ -150,6 +158,12 @@ def _accounts(base_url: str, primary: str, backup: str | None) -> dict[str, Any]
             "credentials": {"api_key": {"env": "CRASH_SENDGRID_KEY"}},
             "settings": settings,
             "batch_size": BATCH_SIZE["sendgrid"],
+        },
+        "globex_resend": {
+            "kind": "resend",
+            "credentials": {"api_key": {"env": "CRASH_RESEND_KEY"}},
+            "settings": settings,
+            "batch_size": BATCH_SIZE["resend"],
         },
     }
     used = [f"globex_{primary}", *([f"globex_{backup}"] if backup else [])]
@@ -225,7 +239,12 @@ def assert_the_promise_holds(project: Project) -> dict[str, str]:
 
 @pytest.mark.parametrize(
     ("primary", "backup"),
-    [("postmark", "mailgun"), ("mailgun", "postmark"), ("sendgrid", "postmark")],
+    [
+        ("postmark", "mailgun"),
+        ("mailgun", "postmark"),
+        ("sendgrid", "postmark"),
+        ("resend", "postmark"),
+    ],
 )
 def test_a_fault_mix_loses_nothing_and_sends_nothing_twice(
     project: Any, primary: str, backup: str
@@ -252,6 +271,8 @@ def test_a_fault_mix_loses_nothing_and_sends_nothing_twice(
     # know yet is in doubt, never "not sent".
     assert accepted_ledger <= accepted_sim
     assert accepted_sim - accepted_ledger <= unknown
+    if primary == "resend":  # every call in doubt was made again under its key and answered
+        assert first.counts["unknown"] == 0, served
 
     proj.sim.mix(primary, None)
     second = send_once(
@@ -264,7 +285,7 @@ def test_a_fault_mix_loses_nothing_and_sends_nothing_twice(
         assert second.counts["still_unknown"] == 0, (left, second.reconciled)
         statuses = assert_the_promise_holds(proj)
         assert "unknown" not in statuses.values()
-    else:  # SendGrid cannot be asked: the doubt stays, reported, and is never re-sent
+    else:  # SendGrid and Resend cannot be asked: doubt stays, reported, never re-sent
         assert max(proj.sim.accepted.values()) == 1
         left = {k for k, s in proj.statuses().items() if s == "unknown"}
         assert left == unknown and second.counts["still_unknown"] == len(left)

@@ -115,7 +115,7 @@ def test_dev_serves_the_ui_and_the_simulator_on_the_ports_it_is_given(
 
     output = _wait_for(log, f"Dagster UI on http://127.0.0.1:{ui_port}", process, 300)
     assert (
-        f"provider simulator (mailgun, postmark, sendgrid) on http://127.0.0.1:{simulator_port}"
+        f"provider simulator (mailgun, postmark, resend, sendgrid) on http://127.0.0.1:{simulator_port}"
         in output
     )
     assert httpx.get(f"http://127.0.0.1:{ui_port}/server_info", timeout=10).status_code == 200

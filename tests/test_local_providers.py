@@ -1,7 +1,7 @@
 """The example config end to end against the provider simulator over loopback.
 
-Postmark and SendGrid post signed webhooks to the receiver, Mailgun is polled through its
-events API; all three arrive in the same marts. Forged webhooks are refused unlanded.
+Postmark, SendGrid and Resend post signed webhooks to the receiver, Mailgun is polled through
+its events API; all four arrive in the same marts. Forged webhooks are refused unlanded.
 """
 
 from __future__ import annotations
@@ -75,10 +75,10 @@ def test_every_provider_reports_deliveries_into_the_marts(simulated: Any) -> Non
         "sum(opens) as opens from marts.fct_deliverability_daily group by all",
     )
     by_account = {row["provider_account"]: row for row in rows}
-    assert set(by_account) == {"acme_postmark", "acme_mailgun", "globex_sendgrid"}
+    assert set(by_account) == {"acme_postmark", "acme_mailgun", "globex_sendgrid", "globex_resend"}
     for row in by_account.values():
         assert row["sent"] > 0 and 0 < row["delivered"] <= row["sent"] and row["opens"] > 0
-    assert {row["provider"] for row in rows} == {"postmark", "mailgun", "sendgrid"}
+    assert {row["provider"] for row in rows} == {"postmark", "mailgun", "sendgrid", "resend"}
 
 
 def test_webhooks_were_verified_and_landed_and_mailgun_was_polled(simulated: Any) -> None:
@@ -88,6 +88,7 @@ def test_webhooks_were_verified_and_landed_and_mailgun_was_polled(simulated: Any
     assert kinds == {
         ("postmark", "acme_postmark"),
         ("sendgrid", "globex_sendgrid"),
+        ("resend", "globex_resend"),
         ("mailgun", "acme_mailgun"),
     }
     assert read_cursor(settings.landing_dir, "mailgun", "acme_mailgun")
@@ -117,19 +118,40 @@ def test_every_accepted_message_carried_its_key_to_the_provider(simulated: Any) 
         "select provider, count(*) as n from mailers.send_ledger where status = 'accepted' "
         "group by provider",
     )
-    assert {row["provider"] for row in accepted} == {"postmark", "mailgun", "sendgrid"}
-    postmark_messages = local.simulator.store["postmark"]["messages"]
-    keys = {m["metadata"]["mailers_message_key"] for m in postmark_messages}
-    assert all(m["headers"]["X-Mailers-Message-Key"] in keys for m in postmark_messages)
-    ledger = {
-        row["message_key"]
-        for row in query(
-            settings,
-            "select message_key from mailers.send_ledger where status = 'accepted' "
-            "and provider = 'postmark'",
-        )
+    assert {row["provider"] for row in accepted} == {"postmark", "mailgun", "sendgrid", "resend"}
+    store = local.simulator.store
+    carried = {
+        "postmark": [(m["metadata"], m["headers"]) for m in store["postmark"]["messages"]],
+        "resend": [(m["tags"], m["headers"]) for m in store["resend"]["messages"]],
     }
-    assert keys == ledger
+    for provider, messages in carried.items():
+        keys = {metadata["mailers_message_key"] for metadata, _ in messages}
+        assert all(headers["X-Mailers-Message-Key"] in keys for _, headers in messages)
+        ledger = {
+            row["message_key"]
+            for row in query(
+                settings,
+                "select message_key from mailers.send_ledger where status = 'accepted' "
+                f"and provider = '{provider}'",
+            )
+        }
+        assert keys == ledger, provider
+    assert max(local.simulator.accepted.values()) == 1
+
+
+def test_resend_calls_carried_their_idempotency_key_into_the_ledger(simulated: Any) -> None:
+    settings, local, _ = simulated
+    sent = {
+        m["tags"]["mailers_message_key"]: m["idempotency_key"]
+        for m in local.simulator.store["resend"]["messages"]
+    }
+    rows = query(
+        settings,
+        "select message_key, batch_id from mailers.send_ledger where provider = 'resend' "
+        "and status = 'accepted'",
+    )
+    assert rows and {row["message_key"]: row["batch_id"] for row in rows} == sent
+    assert all(key.startswith("mailers-") for key in sent.values())
 
 
 def test_credentials_never_reach_the_warehouse(simulated: Any) -> None:

@@ -40,7 +40,10 @@ A provider that deduplicates requests by an idempotency key (Resend's
 provider answers the first request's outcome instead of sending twice, so the doubt is
 settled. Until such a retry gets an answer its messages stay in doubt: a 429 or any
 other failure of a retry never makes them ``not_sent``, since the first request may have
-been accepted. The key is journalled with each call (the ledger's ``batch_id``).
+been accepted. A retry refused for what it carries (``BatchRejected``) is an answer: had
+the first request been accepted, the provider would have answered that instead, so the
+call is halved as any refused call is. The key is journalled with each call (the
+ledger's ``batch_id``).
 """
 
 from __future__ import annotations
@@ -195,7 +198,7 @@ class BatchProvider(ABC):
             state.ambiguous_in_a_row += 1
             if state.ambiguous_in_a_row >= self.ambiguous_limit:
                 state.down = f"{state.ambiguous_in_a_row} calls in a row got no usable answer"
-        if call.in_doubt or (
+        if (call.in_doubt and not isinstance(answer, BatchRejected)) or (
             isinstance(answer, Ambiguous) and self._idempotency_key(call.messages) is not None
         ):
             return self._retry_in_doubt(call, answer, state)

@@ -16,7 +16,9 @@ mapping from transport failures and status codes to the hooks' exceptions
   gateway or the provider failed somewhere, possibly after storing it → ``Ambiguous``,
   recorded ``unknown`` and reconciled, never blindly re-sent;
 * 401 / 403 → ``AuthFailed``. Other statuses are left to the provider module, which knows
-  whether a 4xx means "one bad entry" (``BatchRejected``) or something else.
+  whether a 4xx means "one bad entry" (``BatchRejected``) or something else; a provider
+  that means one of the statuses above its own way reads the answer first
+  (``ApiClient.send(..., check=...)``).
 """
 
 from __future__ import annotations
@@ -91,9 +93,20 @@ class ApiClient:
         """Close the pooled connections (safe to call twice)."""
         self.client.close()
 
-    def send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """A call that may hand mail over: failures raise the hook exceptions (:func:`call`)."""
-        return call(self.client, method, url, **kwargs)
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        check: Callable[[httpx.Response], None] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """A call that may hand mail over: failures raise the hook exceptions (:func:`call`).
+
+        ``check`` sees every answer before the common status mapping, for a status the
+        provider means its own way (Resend's quota 429s take the account out of the run).
+        """
+        return call(self.client, method, url, check=check, **kwargs)
 
     def read(
         self,
@@ -160,8 +173,18 @@ def make_client(
     )
 
 
-def call(client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Response:
-    """Make one request; transport failures become the base class's hook exceptions."""
+def call(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    check: Callable[[httpx.Response], None] | None = None,
+    **kwargs: Any,
+) -> httpx.Response:
+    """Make one request; transport failures become the base class's hook exceptions.
+
+    ``check``, when given, may raise for an answer before :func:`check_common_status` does.
+    """
     try:
         response = client.request(method, url, **kwargs)
     except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as err:
@@ -176,6 +199,8 @@ def call(client: httpx.Client, method: str, url: str, **kwargs: Any) -> httpx.Re
             f"{method} {url}: {type(err).__name__} after the request was sent; "
             "the provider may have accepted it"
         ) from err
+    if check is not None:
+        check(response)
     check_common_status(response)
     return response
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from adapters.providers import mailgun, postmark, sandbox, sendgrid, ses, smtp
+from adapters.providers import mailgun, postmark, resend, sandbox, sendgrid, ses, smtp
 from adapters.providers.spec import ProviderSpec
 from mailers.config import ProviderAccountConfig, Settings
 from mailers.errors import ConfigError
@@ -24,6 +24,7 @@ SPECS: Mapping[str, ProviderSpec[Any]] = {
     for spec in (
         mailgun.SPEC,
         postmark.SPEC,
+        resend.SPEC,
         sandbox.SPEC,
         sendgrid.SPEC,
         ses.SPEC,

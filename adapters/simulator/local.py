@@ -10,7 +10,8 @@ way that provider signs them, to the receiver, which verifies and lands them. Ac
 
 Credentials come from the environment like any account's. For the demo only,
 :func:`demo_credentials` fills the variables that are unset with throwaway values (and a
-fresh signing key pair for SendGrid) so the simulator and the adapters agree.
+fresh signing key pair for SendGrid, a ``whsec_`` secret for Resend) so the simulator and
+the adapters agree.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from urllib.parse import urlsplit
 import httpx
 
 from adapters.receiver import WebhookReceiver
-from adapters.simulator import mailgun, postmark, sendgrid
+from adapters.simulator import mailgun, postmark, resend, sendgrid
 from adapters.simulator.server import Request, Response, Simulator
 from mailers.config import MailersConfig, ProviderAccountConfig, Settings
 from mailers.errors import ConfigError
 from mailers.webhooks import WebhookRequest
 
-SIMULATED_KINDS = {"postmark": postmark, "mailgun": mailgun, "sendgrid": sendgrid}
+SIMULATED_KINDS = {"postmark": postmark, "mailgun": mailgun, "sendgrid": sendgrid, "resend": resend}
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -94,6 +95,8 @@ def demo_credentials(settings: Settings) -> dict[str, str]:
                 private_pem, public_b64 = sendgrid.generate_webhook_keys()
                 private[account.name] = private_pem
                 os.environ[ref.env] = public_b64
+            elif account.kind == "resend" and key == "webhook_secret":
+                os.environ[ref.env] = resend.generate_webhook_secret()
             else:
                 os.environ[ref.env] = f"demo-{secrets.token_hex(12)}"
     return private
@@ -188,4 +191,6 @@ def _webhooks(kind: str, events: list[Any], credentials: dict[str, str]) -> list
             sendgrid.webhook_request(events[start : start + 100], credentials)
             for start in range(0, len(events), 100)
         ]
+    if kind == "resend":
+        return [resend.webhook_request(event, credentials) for event in events]
     return [postmark.webhook_request(event, credentials) for event in events]

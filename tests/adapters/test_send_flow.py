@@ -10,7 +10,7 @@ import hashlib
 from collections.abc import Sequence
 
 from adapters.providers.base import BatchProvider
-from adapters.providers.hooks import Ambiguous, Retryable, RetryPolicy
+from adapters.providers.hooks import Ambiguous, BatchRejected, Retryable, RetryPolicy
 from adapters.providers.per_message import OneMessagePerCall
 from mailers.messages import OutboundMessage, SendOutcome, SendResult
 from tests.adapters.provider_contract import RecordingJournal, make_message
@@ -72,6 +72,16 @@ def test_a_retry_of_an_ambiguous_call_that_is_throttled_stays_in_doubt() -> None
     assert len(provider.calls) == 3
     assert all(r.outcome == SendOutcome.UNKNOWN and not r.accepted for r in results)
     assert not any(r.account_unavailable for r in results)
+
+
+def test_a_retry_refused_for_its_content_is_an_answer_and_the_call_is_halved() -> None:
+    provider = Scripted([Ambiguous("500"), BatchRejected("one bad entry")], idempotent=True)
+    messages = batch(2)
+    results = provider.send_batch(messages)
+
+    assert all(r.accepted for r in results)
+    keys = [m.message_key for m in messages]
+    assert provider.calls == [keys, keys, keys[:1], keys[1:]]
 
 
 def test_without_idempotency_an_ambiguous_call_is_never_made_again() -> None:

@@ -251,7 +251,7 @@ def test_unknown_provider_kind_lists_available_kinds(edit_config: ConfigEditor) 
     assert str(path) in message
     assert "workspaces.acme.provider_accounts.acme_sandbox_a" in message
     assert "unknown provider kind 'pony'" in message
-    assert "available: mailgun, postmark, sandbox, sendgrid, ses, smtp" in message
+    assert "available: mailgun, postmark, resend, sandbox, sendgrid, ses, smtp" in message
 
 
 def test_core_loader_without_account_check_accepts_unknown_kind(

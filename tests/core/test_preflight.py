@@ -39,7 +39,7 @@ def test_every_reference_is_listed_with_where_it_is_used(shipped: Settings) -> N
     assert refs[
         "workspaces.globex.provider_accounts.globex_sendgrid.credentials.webhook_public_key"
     ].needed
-    assert len(refs) == 1 + 3 + 2 + 2
+    assert len(refs) == 1 + 3 + 2 + 2 + 2
     assert all(ref.needed for ref in refs.values())
 
 
