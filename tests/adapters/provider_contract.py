@@ -11,18 +11,21 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pytest
 
 from adapters.providers.base import BatchProvider
 from adapters.providers.registry import SPECS
 from adapters.providers.spec import ProviderSpec
+from adapters.simulator.server import Fault, Simulator
 from mailers.errors import WebhookRejected
 from mailers.events import BounceClass, CanonicalEvent, EventType
 from mailers.keys import message_key
 from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome, SendResult
 from mailers.webhooks import SeenTokens, WebhookRequest
+
+P = TypeVar("P", bound=BatchProvider)
 
 CLIENT_TIMEOUT = 2.0
 """The read timeout adapters get in tests: far above a normal answer on a loaded machine."""
@@ -174,6 +177,38 @@ class RecordingJournal:
 
     def answered(self, results: Sequence[SendResult]) -> None:
         self.calls.append(("answered", [r.message_key for r in results]))
+
+
+class SimulatorHarness:
+    """Harness plumbing for providers tested against ``adapters.simulator`` (``kind``)."""
+
+    kind: str
+    rate_limits_lift = True
+    supports_webhooks = True
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.slept: list[float] = []
+        self.built: list[BatchProvider] = []
+
+    def track(self, provider: P) -> P:
+        """Remember a built provider, so :meth:`close` releases it."""
+        self.built.append(provider)
+        return provider
+
+    def close(self) -> None:
+        for provider in self.built:
+            provider.close()
+
+    def inject_rate_limit(self, retry_after: float) -> None:
+        self.sim.inject(self.kind, Fault(status=429, retry_after=retry_after))
+
+    def inject_timeout(self) -> None:
+        self.sim.inject(self.kind, Fault(timeout=HELD))
+
+    def stored(self) -> list[dict[str, Any]]:
+        """What the simulator accepted for this kind."""
+        return list(self.sim.store[self.kind]["messages"])
 
 
 class ThrottledAfterFirstCall(RecordingJournal):

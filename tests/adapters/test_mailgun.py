@@ -39,6 +39,7 @@ from tests.adapters.provider_contract import (
     HELD,
     ProviderContract,
     RecordingJournal,
+    SimulatorHarness,
     account_left_the_run,
     all_in_doubt,
     make_message,
@@ -79,11 +80,10 @@ def account_config(**settings: Any) -> ProviderAccountConfig:
     )
 
 
-class MailgunHarness:
+class MailgunHarness(SimulatorHarness):
     """The shared contract's harness, over a live simulator."""
 
-    supports_webhooks = True
-    rate_limits_lift = True
+    kind = "mailgun"
     spec = mailgun.SPEC
     fixtures = FIXTURES
     fixture_types = FIXTURE_TYPES
@@ -91,10 +91,8 @@ class MailgunHarness:
     parse = staticmethod(parse)
 
     def __init__(self, sim: Simulator, domain: str) -> None:
-        self.sim = sim
+        super().__init__(sim)
         self.domain = domain
-        self.slept: list[float] = []
-        self._providers: list[MailgunProvider] = []
 
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -116,23 +114,11 @@ class MailgunHarness:
             max_batch_size=max_batch_size,
             sleep=self.slept.append,
         )
-        self._providers.append(provider)
-        return provider
-
-    def close(self) -> None:
-        for provider in self._providers:
-            provider.close()
-
-    def inject_rate_limit(self, retry_after: float) -> None:
-        self.sim.inject("mailgun", Fault(status=429, retry_after=retry_after))
-
-    def inject_timeout(self) -> None:
-        self.sim.inject("mailgun", Fault(timeout=HELD))
+        return self.track(provider)
 
     def messages(self) -> list[dict[str, Any]]:
         """Messages the simulator accepted for this test's domain."""
-        stored = list(self.sim.store["mailgun"]["messages"])
-        return [m for m in stored if m["domain"] == self.domain]
+        return [m for m in self.stored() if m["domain"] == self.domain]
 
     def webhooks(self) -> list[bytes]:
         """Signed webhook bodies of this test's domain's events."""

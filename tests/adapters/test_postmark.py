@@ -38,8 +38,8 @@ from mailers.secrets import SecretRef
 from mailers.webhooks import SeenTokens, WebhookRequest
 from tests.adapters.provider_contract import (
     CLIENT_TIMEOUT,
-    HELD,
     ProviderContract,
+    SimulatorHarness,
     account_left_the_run,
     all_in_doubt,
     make_message,
@@ -81,20 +81,17 @@ FIXTURE_TYPES = {
 }
 
 
-class PostmarkHarness:
+class PostmarkHarness(SimulatorHarness):
     """The shared contract's view of Postmark (see provider_contract.Harness)."""
 
-    supports_webhooks = True
-    rate_limits_lift = True
+    kind = "postmark"
     spec = postmark.SPEC
     fixtures = FIXTURES
     fixture_types = FIXTURE_TYPES
 
     def __init__(self, sim: Simulator) -> None:
         self.secrets = [*CREDENTIALS.values(), WRONG_TOKEN]
-        self.sim = sim
-        self.slept: list[float] = []
-        self.built: list[PostmarkProvider] = []
+        super().__init__(sim)
         self.config = account_config()
         self.parse = parse
 
@@ -108,22 +105,11 @@ class PostmarkHarness:
             token_env=ENV["server_token"] if valid_credentials else WRONG_ENV
         )
         provider = postmark.build(ACCOUNT, config, self.settings(), None, sleep=self.slept.append)
-        self.built.append(provider)
-        return provider
-
-    def close(self) -> None:
-        for provider in self.built:
-            provider.close()
-
-    def inject_rate_limit(self, retry_after: float) -> None:
-        self.sim.inject("postmark", Fault(status=429, retry_after=retry_after))
-
-    def inject_timeout(self) -> None:
-        self.sim.inject("postmark", Fault(timeout=HELD))
+        return self.track(provider)
 
     @property
     def messages(self) -> list[dict[str, Any]]:
-        return list(self.sim.store["postmark"]["messages"])
+        return self.stored()
 
     def delivered_keys(self) -> dict[str, str]:
         return {m["metadata"]["mailers_message_key"]: m["recipient"] for m in self.messages}

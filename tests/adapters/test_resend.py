@@ -33,6 +33,7 @@ from tests.adapters.provider_contract import (
     HELD,
     ProviderContract,
     RecordingJournal,
+    SimulatorHarness,
     account_left_the_run,
     all_in_doubt,
     make_message,
@@ -78,19 +79,17 @@ def account_config(*, key_env: str = ENV["api_key"], **extra: Any) -> ProviderAc
     return ProviderAccountConfig(kind="resend", credentials=credentials, **extra)
 
 
-class ResendHarness:
+class ResendHarness(SimulatorHarness):
     """The shared contract's view of Resend (see provider_contract.Harness)."""
 
-    supports_webhooks = True
+    kind = "resend"
     spec = resend.SPEC
     fixtures = FIXTURES
     fixture_types = FIXTURE_TYPES
 
     def __init__(self, sim: Simulator) -> None:
         self.secrets = [*CREDENTIALS.values(), CREDENTIALS["webhook_secret"][6:], WRONG_KEY]
-        self.sim = sim
-        self.slept: list[float] = []
-        self.built: list[ResendProvider] = []
+        super().__init__(sim)
         self.config = account_config()
         self.parse = parse
 
@@ -104,22 +103,11 @@ class ResendHarness:
             key_env=ENV["api_key"] if valid_credentials else WRONG_ENV
         )
         provider = resend.build(ACCOUNT, config, self.settings(), None, sleep=self.slept.append)
-        self.built.append(provider)
-        return provider
-
-    def close(self) -> None:
-        for provider in self.built:
-            provider.close()
-
-    def inject_rate_limit(self, retry_after: float) -> None:
-        self.sim.inject("resend", Fault(status=429, retry_after=retry_after))
-
-    def inject_timeout(self) -> None:
-        self.sim.inject("resend", Fault(timeout=HELD))
+        return self.track(provider)
 
     @property
     def messages(self) -> list[dict[str, Any]]:
-        return list(self.sim.store["resend"]["messages"])
+        return self.stored()
 
     def delivered_keys(self) -> dict[str, str]:
         return {m["tags"]["mailers_message_key"]: m["recipient"] for m in self.messages}

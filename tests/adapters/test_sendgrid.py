@@ -47,8 +47,8 @@ from mailers.secrets import SecretRef
 from mailers.webhooks import SeenTokens, WebhookRequest
 from tests.adapters.provider_contract import (
     CLIENT_TIMEOUT,
-    HELD,
     ProviderContract,
+    SimulatorHarness,
     account_left_the_run,
     all_in_doubt,
     make_message,
@@ -84,18 +84,17 @@ def webhook_keys() -> tuple[str, str]:
     return sendgrid_sim.generate_webhook_keys()
 
 
-class SendGridHarness:
+class SendGridHarness(SimulatorHarness):
     """The shared contract's harness for SendGrid (see ``provider_contract.Harness``)."""
 
-    supports_webhooks = True
-    rate_limits_lift = True
+    kind = "sendgrid"
     spec = sendgrid.SPEC
     fixtures = FIXTURES
     fixture_types = FIXTURE_TYPES
     parse = staticmethod(parse)
 
     def __init__(self, sim: Simulator, keys: tuple[str, str]) -> None:
-        self.sim = sim
+        super().__init__(sim)
         self.credentials = {"api_key": API_KEY, "webhook_private_key": keys[0]}
         self.public_key = keys[1]
         self.secrets = [API_KEY, keys[0], keys[1]]
@@ -106,8 +105,6 @@ class SendGridHarness:
                 "webhook_public_key": SecretRef(env=PUBLIC_KEY_ENV),
             },
         )
-        self.slept: list[float] = []
-        self._providers: list[SendGridProvider] = []
 
     def provider(
         self, *, valid_credentials: bool = True, max_batch_size: int = sendgrid.MAX_BATCH_SIZE
@@ -120,22 +117,11 @@ class SendGridHarness:
             retry=RetryPolicy(attempts=3, base_delay=0.5),
             sleep=self.slept.append,
         )
-        self._providers.append(provider)
-        return provider
-
-    def close(self) -> None:
-        for provider in self._providers:
-            provider.close()
-
-    def inject_rate_limit(self, retry_after: float) -> None:
-        self.sim.inject("sendgrid", Fault(status=429, retry_after=retry_after))
-
-    def inject_timeout(self) -> None:
-        self.sim.inject("sendgrid", Fault(timeout=HELD))
+        return self.track(provider)
 
     @property
     def messages(self) -> list[dict[str, Any]]:
-        return list(self.sim.store["sendgrid"]["messages"])
+        return self.stored()
 
     def delivered_keys(self) -> dict[str, str]:
         return {m["custom_args"]["mailers_message_key"]: m["recipient"] for m in self.messages}
