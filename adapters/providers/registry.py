@@ -16,7 +16,7 @@ from mailers.config import ProviderAccountConfig, Settings
 from mailers.errors import ConfigError
 from mailers.events import CanonicalEvent
 from mailers.polling import PollTarget
-from mailers.providers import Provider
+from mailers.providers import EventParser, Provider
 from mailers.reconcile import MessageLookup
 
 SPECS: Mapping[str, ProviderSpec[Any]] = {
@@ -70,7 +70,7 @@ def build_provider(name: str, account: ProviderAccountConfig, settings: Settings
         ) from err
 
 
-def event_parser(kind: str) -> _SpecParser:
+def event_parser(kind: str) -> EventParser:
     """The parser for events landed by a provider kind."""
     return _SpecParser(provider_spec(kind))
 
