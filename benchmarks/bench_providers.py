@@ -16,11 +16,12 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from adapters.providers import mailgun, postmark, sendgrid
+from adapters.providers import mailgun, postmark, resend, sendgrid
 from adapters.providers.postmark.sending import PostmarkProvider
 from adapters.simulator import Simulator
 from adapters.simulator import mailgun as mailgun_sim
 from adapters.simulator import postmark as postmark_sim
+from adapters.simulator import resend as resend_sim
 from adapters.simulator import sendgrid as sendgrid_sim
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.keys import message_key
@@ -71,6 +72,7 @@ def main() -> None:
         postmark_sim.register(sim, credentials={"server_token": "t"})
         mailgun_sim.register(sim, credentials={"api_key": "k", "webhook_signing_key": "s"})
         sendgrid_sim.register(sim, credentials={"api_key": "g"})
+        resend_sim.register(sim, credentials={"api_key": "re_bench"})
         providers = {
             "postmark (batch of 500)": PostmarkProvider(
                 "pm", postmark.PostmarkSettings(base_url=sim.base_url), server_token="t"
@@ -80,6 +82,9 @@ def main() -> None:
             ),
             "sendgrid (shared body: 1,000 per request)": sendgrid.SendGridProvider(
                 "sg", sendgrid.SendGridSettings(base_url=sim.base_url), api_key="g"
+            ),
+            "resend (batch of 100, with an Idempotency-Key)": resend.ResendProvider(
+                "rs", resend.ResendSettings(base_url=sim.base_url), "re_bench"
             ),
         }
         for name, provider in providers.items():
