@@ -162,8 +162,6 @@ class _Mailgun:
             "lock": self.lock,
         }
 
-    # --- common -------------------------------------------------------------------------
-
     def _refused(self, request: Request) -> Response | None:
         offered = request.header("Authorization") or ""
         if not hmac.compare_digest(offered.encode(), self._authorization.encode()):
@@ -172,8 +170,6 @@ class _Mailgun:
         if self.domains is not None and domain not in self.domains:
             return Response.json({"message": f"Domain not found: {domain}"}, 404)
         return None
-
-    # --- sending ------------------------------------------------------------------------
 
     def send(self, request: Request) -> Response:
         refused = self._refused(request)
@@ -249,8 +245,6 @@ class _Mailgun:
             self.store["events"].extend(events)
         self.sim.record_accepted(str(r["variables"].get(MESSAGE_KEY_FIELD)) for r in records)
         return Response.json({"id": f"<{message_id}>", "message": "Queued. Thank you."})
-
-    # --- events API ---------------------------------------------------------------------
 
     def events(self, request: Request) -> Response:
         refused = self._refused(request)

@@ -206,9 +206,6 @@ def fixture(name: str) -> bytes:
     return (FIXTURES / f"{name}.json").read_bytes()
 
 
-# --- sending ---------------------------------------------------------------------------
-
-
 def test_the_provider_side_gets_key_in_variables_and_header(harness: MailgunHarness) -> None:
     message = make_message("ann@example.com")
 
@@ -458,9 +455,6 @@ def test_test_mode_is_passed_and_nothing_is_delivered(harness: MailgunHarness) -
     assert harness.webhooks() == []
 
 
-# --- settings ----------------------------------------------------------------------------
-
-
 @pytest.mark.parametrize(
     "settings",
     [
@@ -485,9 +479,6 @@ def test_settings_defaults_and_eu_region() -> None:
     assert (us.base_url, us.timeout_seconds, us.concurrency) == ("https://api.mailgun.net", 30, 4)
     assert eu.base_url == "https://api.eu.mailgun.net"
     assert Settings(domain=DOMAIN, base_url="http://127.0.0.1:8025").base_url.startswith("http:")
-
-
-# --- webhooks ----------------------------------------------------------------------------
 
 
 def signed(event: dict[str, Any], **kwargs: Any) -> WebhookRequest:
@@ -614,9 +605,6 @@ def test_simulated_webhooks_verify_and_parse(harness: MailgunHarness) -> None:
     assert bounce.reason and bounce.reason.startswith("550 5.1.1")
 
 
-# --- parsing -----------------------------------------------------------------------------
-
-
 @pytest.mark.parametrize("name", sorted(FIXTURE_TYPES))
 def test_recorded_fixtures_carry_the_message_its_event_and_its_mailgun_id(name: str) -> None:
     body = fixture(name)
@@ -714,9 +702,6 @@ def test_parse_garbage_raises_value_error(raw: bytes) -> None:
         parse(raw, ACCOUNT)
 
 
-# --- polling -----------------------------------------------------------------------------
-
-
 def poll(harness: MailgunHarness, cursor: str | None, **settings: Any) -> tuple[list[bytes], str]:
     config = account_config(domain=harness.domain, base_url=harness.sim.base_url, **settings)
     payloads, next_cursor = poll_events(
@@ -795,9 +780,6 @@ def test_poll_during_an_outage_is_unavailable(harness: MailgunHarness) -> None:
 
     with pytest.raises(ProviderUnavailable, match="502"):
         poll(harness, None)
-
-
-# --- secrets -----------------------------------------------------------------------------
 
 
 def test_credentials_never_reach_logs_errors_or_events(

@@ -174,9 +174,6 @@ def batch_calls(sim: Simulator) -> int:
     return sum(1 for p, m, path in sim.requests if p == "postmark" and path == "/email/batch")
 
 
-# --- sending ------------------------------------------------------------------------------
-
-
 def test_a_batch_larger_than_the_limit_goes_out_in_several_calls(
     harness: PostmarkHarness, sim: Simulator
 ) -> None:
@@ -411,9 +408,6 @@ def test_a_payload_too_large_is_split() -> None:
     assert calls == [4, 2, 1, 1, 2, 1, 1]
 
 
-# --- build and settings -------------------------------------------------------------------
-
-
 def test_build_needs_a_server_token_credential() -> None:
     config = ProviderAccountConfig(kind="postmark")
 
@@ -446,9 +440,6 @@ def test_default_settings_point_at_the_real_api() -> None:
 
     assert settings.base_url == "https://api.postmarkapp.com"
     assert settings.message_stream == "outbound"
-
-
-# --- parsing ------------------------------------------------------------------------------
 
 
 def fixture(name: str) -> bytes:
@@ -573,9 +564,6 @@ def test_a_known_record_without_its_timestamp_raises_value_error() -> None:
         parse(json.dumps({"RecordType": "Delivery", "MessageID": "m"}).encode(), ACCOUNT)
 
 
-# --- webhooks -----------------------------------------------------------------------------
-
-
 def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
@@ -672,8 +660,6 @@ def test_simulated_events_verify_and_follow_the_outcome_rule(harness: PostmarkHa
             assert seen[recipient] == expected
     assert seen["ann@example.com"][0] == (EventType.DELIVERED, None)
 
-
-# --- polling ------------------------------------------------------------------------------
 
 BOUNCING = [
     "hard@bounce.mailers.test",
@@ -783,9 +769,6 @@ def test_polling_a_failing_api_is_unavailable(harness: PostmarkHarness, sim: Sim
 def test_a_foreign_cursor_is_refused(harness: PostmarkHarness) -> None:
     with pytest.raises(ProviderUnavailable, match="cursor"):
         poll_events(ACCOUNT, harness.config, harness.settings(), "page-2")
-
-
-# --- secrets ------------------------------------------------------------------------------
 
 
 def test_credentials_never_appear_in_logs_errors_or_events(

@@ -152,9 +152,6 @@ class TestSandboxContract(ProviderContract):
     """Every shared provider test that applies to the sandbox."""
 
 
-# --- sending ---------------------------------------------------------------------------
-
-
 def test_results_accept_all_but_the_reject_domain(tmp_path: Path) -> None:
     messages = batch()
 
@@ -245,9 +242,6 @@ def test_only_rejections_lands_no_event_file(tmp_path: Path) -> None:
 
     assert [r.accepted for r in results] == [False]
     assert landing_files(tmp_path) == []
-
-
-# --- landed events ----------------------------------------------------------------------
 
 
 def test_landed_events_match_planned_events(tmp_path: Path) -> None:
@@ -366,9 +360,6 @@ def test_event_ids_differ_between_accounts(tmp_path: Path) -> None:
     assert ids["a"].isdisjoint(ids["b"])
 
 
-# --- parsing ------------------------------------------------------------------------------
-
-
 def payload(**fields: object) -> bytes:
     base: dict[str, object] = {
         "id": "sbx-1",
@@ -408,9 +399,6 @@ def test_parse_tolerates_missing_optional_fields() -> None:
 def test_parse_invalid_json_raises_value_error(raw: bytes) -> None:
     with pytest.raises(ValueError):
         parse(raw, ACCOUNT)
-
-
-# --- planned events ---------------------------------------------------------------------
 
 
 def test_planned_event_shares_follow_the_rates() -> None:
@@ -460,9 +448,6 @@ def test_zero_open_rate_gives_delivery_only() -> None:
     assert {tuple(planned_events(f"k{i}", "x@example.com", settings)) for i in range(200)} == {
         ("delivered",)
     }
-
-
-# --- faults and settings ----------------------------------------------------------------
 
 
 def test_unavailable_fault_sends_nothing_and_takes_the_account_out(tmp_path: Path) -> None:

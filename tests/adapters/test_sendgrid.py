@@ -187,9 +187,6 @@ def send_requests(h: SendGridHarness) -> int:
     return sum(1 for provider, method, _ in h.sim.requests if provider == "sendgrid")
 
 
-# --- sending ---------------------------------------------------------------------------
-
-
 def test_identical_contents_share_one_request_with_a_personalization_each(
     harness: SendGridHarness,
 ) -> None:
@@ -449,9 +446,6 @@ def test_two_accounts_share_the_simulator_and_keep_their_own_webhooks() -> None:
         assert all(API_KEY not in repr(m) for m in sim.store["sendgrid"]["messages"])
 
 
-# --- building ----------------------------------------------------------------------------
-
-
 def test_build_resolves_the_api_key_from_the_environment(
     harness: SendGridHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -492,9 +486,6 @@ def test_build_refuses_incomplete_config(config: ProviderAccountConfig, problem:
 def test_invalid_settings_are_refused(settings: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         Settings.model_validate(settings)
-
-
-# --- parsing ------------------------------------------------------------------------------
 
 
 def fixture_events(name: str) -> list[CanonicalEvent]:
@@ -654,9 +645,6 @@ def test_simulated_events_follow_the_outcome_rule_and_match_the_send(
         (EventType.COMPLAINED, None),
     ]
     assert by_recipient["ann@example.com"][0] == (EventType.DELIVERED, None)
-
-
-# --- webhook verification -----------------------------------------------------------------
 
 
 def fixture_body() -> bytes:

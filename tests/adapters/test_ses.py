@@ -124,9 +124,6 @@ SANDBOX_REFUSAL = (
 INVALID_TOKEN = "The security token included in the request is invalid."
 
 
-# --- keys and certificates ------------------------------------------------------------------
-
-
 def _key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
@@ -228,9 +225,6 @@ class FakeCertificates:
         return self.pem
 
 
-# --- SES event records ---------------------------------------------------------------------
-
-
 def ses_record(event: str, recipient: str, key: str, **detail: Any) -> dict[str, Any]:
     """An SES event-publishing record of the contract's ``event`` name for one message."""
     mail = {
@@ -286,9 +280,6 @@ def ses_record(event: str, recipient: str, key: str, **detail: Any) -> dict[str,
     if detail:
         record[next(k for k in record if k not in ("eventType", "mail"))].update(detail)
     return record
-
-
-# --- moto and the SES front ----------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -508,9 +499,6 @@ class TestContract(ProviderContract):
     """The shared provider contract, against moto behind the loopback front."""
 
 
-# --- sending -------------------------------------------------------------------------------
-
-
 def test_tags_headers_and_configuration_set_reach_ses(harness: SesHarness) -> None:
     message = make_message("ann@example.com")
 
@@ -692,9 +680,6 @@ def test_credentials_never_reach_logs_errors_or_events(
         assert all(secret not in text for secret in SECRETS)
 
 
-# --- building and settings ---------------------------------------------------------------
-
-
 def test_build_resolves_credentials_from_env_refs(
     harness: SesHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -740,8 +725,6 @@ def test_invalid_settings_are_refused(settings: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         Settings.model_validate(settings)
 
-
-# --- parsing ---------------------------------------------------------------------------------
 
 FIXTURE_KEY = message_key("acme", "pro_tips", "recipient@example.com", "w1")
 
@@ -892,9 +875,6 @@ def test_sns_control_messages_and_odd_payloads() -> None:
 
     with pytest.raises(ValueError):
         ses.parse(b"{not json", ACCOUNT)
-
-
-# --- webhooks ----------------------------------------------------------------------------------
 
 
 def webhook_config(**settings: Any) -> ProviderAccountConfig:
@@ -1359,9 +1339,6 @@ def test_receiving_parsing_and_verifying_never_import_the_aws_sdk() -> None:
     )
 
     assert done.returncode == 0, done.stderr
-
-
-# --- polling (SQS) -----------------------------------------------------------------------------
 
 
 @pytest.fixture

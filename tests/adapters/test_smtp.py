@@ -64,9 +64,6 @@ Action = str | float | None
 """A scripted server answer: a reply line, seconds to stall, or None (answer normally)."""
 
 
-# --- the server -------------------------------------------------------------------------
-
-
 @dataclass
 class Received:
     """One message as the server took it."""
@@ -253,9 +250,6 @@ def batch(count: int, prefix: str = "user") -> list[OutboundMessage]:
     return [make_message(f"{prefix}{i}@example.com") for i in range(count)]
 
 
-# --- the shared contract ----------------------------------------------------------------
-
-
 class SMTPHarness(NoWebhooks):
     """The contract's harness: a STARTTLS + AUTH submission server with a private CA."""
 
@@ -311,9 +305,6 @@ def harness(start_server: Callable[..., Server], ca_file: str) -> Iterator[SMTPH
 
 class TestContract(ProviderContract):
     pass
-
-
-# --- settings and build ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.1", "::1", "[::1]", "localhost"])
@@ -424,9 +415,6 @@ def test_an_unreadable_ca_file_is_a_config_error(tmp_path: Path) -> None:
         SMTPProvider(ACCOUNT, Settings(host="h", ca_file=str(tmp_path / "missing.pem")))
 
 
-# --- what goes over the wire ---------------------------------------------------------------
-
-
 def test_the_message_carries_our_key_headers_and_message_id(
     start_server: Callable[..., Server], providers: Callable[..., SMTPProvider]
 ) -> None:
@@ -490,9 +478,6 @@ def test_a_non_ascii_address_is_rejected_without_smtputf8(
     )
     assert [r.accepted for r in results] == [False, True]
     assert results[0].reason and "SMTPUTF8" in results[0].reason
-
-
-# --- batches and connections ------------------------------------------------------------------
 
 
 def test_connections_are_reused_across_batches(
@@ -587,9 +572,6 @@ def test_an_idle_session_is_checked_with_noop(
     assert server.recorder.sessions == 2
 
 
-# --- refusals ----------------------------------------------------------------------------
-
-
 def test_a_refused_recipient_keeps_the_servers_code_and_text(
     start_server: Callable[..., Server], providers: Callable[..., SMTPProvider]
 ) -> None:
@@ -634,9 +616,6 @@ def test_a_greylisted_recipient_is_deferred_alone(
     assert (results[1].outcome, results[1].account_unavailable) == (SendOutcome.NOT_SENT, False)
     assert results[1].reason and results[1].reason.startswith(f"{DEFERRED}450 4.2.0")
     assert provider.slept == []  # type: ignore[attr-defined]
-
-
-# --- transient failures and retries ----------------------------------------------------------
 
 
 def test_a_transient_refusal_then_success_is_retried_with_backoff(
@@ -737,9 +716,6 @@ def test_a_wait_longer_than_the_policy_allows_takes_the_account_out_at_once(
     assert len(server.recorder.received) == 1
 
 
-# --- in doubt ------------------------------------------------------------------------------
-
-
 def test_a_message_in_doubt_mid_batch_is_left_out_and_the_rest_goes(
     start_server: Callable[..., Server], providers: Callable[..., SMTPProvider]
 ) -> None:
@@ -793,9 +769,6 @@ def test_a_batch_entirely_without_answers_is_all_in_doubt(
     assert all_in_doubt(results)
     assert all("RFC 1047" in (r.reason or "") for r in results)
     assert provider.slept == []  # type: ignore[attr-defined]
-
-
-# --- TLS and authentication ------------------------------------------------------------------
 
 
 def test_implicit_tls_with_auth(
@@ -909,9 +882,6 @@ def test_a_server_reply_echoing_a_credential_is_masked(
     [result] = provider.send_batch(batch(1))
 
     assert result.reason == "554 5.7.1 account *** is suspended (at end of data)"
-
-
-# --- events ---------------------------------------------------------------------------------
 
 
 def test_parse_keeps_anything_landed_as_unknown() -> None:
