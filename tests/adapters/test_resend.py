@@ -453,6 +453,14 @@ def test_a_concurrent_request_under_the_key_is_tried_again() -> None:
     assert result.accepted
 
 
+def test_a_key_busy_through_every_retry_stays_in_doubt_and_never_fails_over() -> None:
+    busy = resend_error(409, "concurrent_idempotent_requests", "another request in progress")
+
+    [result] = mocked_provider(scripted(busy, busy, busy)).send_batch([make_message("c@x.com")])
+
+    assert result.outcome == SendOutcome.UNKNOWN and not result.account_unavailable
+
+
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [

@@ -50,8 +50,8 @@ from typing import Any
 import httpx
 
 from adapters.providers.base import BatchProvider
-from adapters.providers.hooks import Ambiguous, AuthFailed, BatchRejected, Retryable, RetryPolicy
-from adapters.providers.http import ApiClient, retry_after
+from adapters.providers.hooks import Ambiguous, AuthFailed, BatchRejected, RetryPolicy
+from adapters.providers.http import ApiClient
 from adapters.providers.payloads import mapping, mappings, text
 from adapters.providers.resend.settings import API_KEY, KIND, MAX_BATCH_SIZE, ResendSettings
 from mailers.config import ProviderAccountConfig, Settings
@@ -178,10 +178,10 @@ def _raise_for_batch_status(response: httpx.Response) -> None:
             f"body in the last 24 hours ({detail})"
         )
     if status == 409:
-        raise Retryable(
-            f"Resend is still processing a request with this key ({detail})",
-            retry_after=retry_after(response),
-        )
+        # Another request under this key is being processed, and it may be accepted: never
+        # "not sent" (that would fail the messages over to another account); the flow makes
+        # the call again under the key until Resend answers the first request's outcome.
+        raise Ambiguous(f"Resend is still processing a request with this key ({detail})")
     if status in (404, 405):
         raise AuthFailed(f"Resend answered {status} for {BATCH_PATH}; check settings.base_url")
     if name == "invalid_idempotency_key":
