@@ -14,7 +14,6 @@ from adapters.providers import mailgun, postmark, resend, sandbox, sendgrid, ses
 from adapters.providers.spec import ProviderSpec
 from mailers.config import ProviderAccountConfig, Settings
 from mailers.errors import ConfigError
-from mailers.events import CanonicalEvent
 from mailers.polling import PollTarget
 from mailers.providers import EventParser, Provider
 from mailers.reconcile import MessageLookup
@@ -71,18 +70,8 @@ def build_provider(name: str, account: ProviderAccountConfig, settings: Settings
 
 
 def event_parser(kind: str) -> EventParser:
-    """The parser for events landed by a provider kind."""
-    return _SpecParser(provider_spec(kind))
-
-
-class _SpecParser:
-    """A spec's ``parse`` as a :class:`~mailers.providers.EventParser`."""
-
-    def __init__(self, spec: ProviderSpec[Any]) -> None:
-        self.spec = spec
-
-    def parse(self, payload: bytes, account: str) -> list[CanonicalEvent]:
-        return self.spec.parse(payload, account)
+    """The parser for events landed by a provider kind (its spec: ``spec.parse``)."""
+    return provider_spec(kind)
 
 
 def poll_targets(settings: Settings) -> list[PollTarget]:
