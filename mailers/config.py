@@ -16,6 +16,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mailers.errors import ConfigError
+from mailers.policy_config import (
+    DEFAULT_MAILBOX_PROVIDERS,
+    BreakerConfig,
+    Count,
+    DomainRoute,
+    LimitsConfig,
+    PacingConfig,
+    SendHours,
+    TimeZoneName,
+    WarmupCurve,
+)
 from mailers.secrets import SecretRef
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -57,6 +68,12 @@ class ProviderAccountConfig(_Strict):
         description="Fetch events from the provider's events API (for accounts without a "
         "public webhook endpoint).",
     )
+    pacing: PacingConfig = Field(default_factory=PacingConfig)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    warmup: WarmupCurve | None = None
+    timezone: TimeZoneName | None = Field(
+        default=None, description="Where this account's day starts (default: the workspace's)."
+    )
     reconcile_absent_after_seconds: float = Field(
         default=300,
         ge=0,
@@ -82,6 +99,17 @@ class IdentityConfig(_Strict):
     from_name: str | None = None
     reply_to: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     provider_accounts: list[Name] = Field(min_length=1)
+    timezone: TimeZoneName | None = Field(
+        default=None,
+        description="Where this identity's day starts, for its caps and warm-up (default: "
+        "the workspace's).",
+    )
+    warmup: WarmupCurve | None = None
+    daily_cap: Count | None = Field(default=None, description="Messages per day (a mailbox).")
+    min_gap_seconds: float | None = Field(
+        default=None, gt=0, description="Shortest time between two sends from this identity."
+    )
+    send_hours: SendHours | None = None
 
     @property
     def sending_domain(self) -> str:
@@ -89,7 +117,33 @@ class IdentityConfig(_Strict):
         return self.from_address.rsplit("@", 1)[1].lower()
 
 
-class FailoverRouting(_Strict):
+class _Routing(_Strict):
+    """What every routing strategy may add: routes by recipient domain, sticky recipients."""
+
+    domain_routes: list[DomainRoute] = Field(
+        default_factory=list,
+        description="Checked in order before the strategy: the first route matching the "
+        "recipient's domain (or mailbox provider) names the accounts to try first.",
+    )
+    sticky: bool = Field(
+        default=False,
+        description="A recipient keeps the account that first sent to them, unless it is down.",
+    )
+
+    @property
+    def account_names(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def all_accounts(self) -> list[str]:
+        """The strategy's accounts, then those only a domain route names."""
+        names = list(self.account_names)
+        for route in self.domain_routes:
+            names.extend(a for a in route.accounts if a not in names)
+        return names
+
+
+class FailoverRouting(_Routing):
     """Send everything through the first healthy account, in order."""
 
     strategy: Literal["failover"]
@@ -100,7 +154,7 @@ class FailoverRouting(_Strict):
         return list(self.accounts)
 
 
-class WeightedRouting(_Strict):
+class WeightedRouting(_Routing):
     """Split traffic between accounts by weight; a failing account fails over to the rest."""
 
     strategy: Literal["weighted"]
@@ -115,9 +169,18 @@ RoutingConfig = Annotated[FailoverRouting | WeightedRouting, Field(discriminator
 
 
 class StreamConfig(_Strict):
-    """A mail stream of a workspace: its routing policy."""
+    """A mail stream of a workspace: its routing policy and limits."""
 
     routing: RoutingConfig
+    policy: LimitsConfig = Field(default_factory=LimitsConfig)
+
+
+class SendingDomainConfig(_Strict):
+    """A sending domain's own limits: reputation attaches to the domain."""
+
+    warmup: WarmupCurve | None = None
+    daily_cap: Count | None = None
+    timezone: TimeZoneName | None = None
 
 
 class ScheduleConfig(_Strict):
@@ -139,6 +202,7 @@ class CampaignConfig(_Strict):
         default=None, description="Omit for a one-off campaign (a single send window)."
     )
     description: str | None = None
+    policy: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @model_validator(mode="after")
     def _one_identity_source(self) -> CampaignConfig:
@@ -159,10 +223,18 @@ class WorkspaceConfig(_Strict):
     identities: dict[Name, IdentityConfig] = Field(min_length=1)
     streams: dict[StreamKind, StreamConfig] = Field(min_length=1)
     campaigns: dict[Name, CampaignConfig] = Field(default_factory=dict)
+    timezone: TimeZoneName = Field(default="UTC", description="Where the workspace's day starts.")
+    policy: LimitsConfig = Field(default_factory=LimitsConfig)
+    sending_domains: dict[str, SendingDomainConfig] = Field(default_factory=dict)
+    mailbox_providers: dict[Name, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_MAILBOX_PROVIDERS.items()},
+        description="Mailbox providers by recipient domain (default: gmail, yahoo, microsoft).",
+    )
 
     @model_validator(mode="after")
     def _references_resolve(self) -> WorkspaceConfig:
         problems: list[str] = []
+        problems.extend(self._policy_problems())
         for name, identity in self.identities.items():
             for account in identity.provider_accounts:
                 if account not in self.provider_accounts:
@@ -170,21 +242,68 @@ class WorkspaceConfig(_Strict):
                         f"identities.{name}.provider_accounts: unknown provider account {account!r}"
                     )
         for kind, stream in self.streams.items():
-            for account in stream.routing.account_names:
+            for account in stream.routing.all_accounts:
                 if account not in self.provider_accounts:
                     problems.append(f"streams.{kind}.routing: unknown provider account {account!r}")
+            for index, route in enumerate(stream.routing.domain_routes):
+                provider = route.mailbox_provider
+                if provider is not None and provider not in self.mailbox_providers:
+                    known = ", ".join(self.mailbox_providers)
+                    problems.append(
+                        f"streams.{kind}.routing.domain_routes.{index}.mailbox_provider: unknown "
+                        f"mailbox provider {provider!r} (known: {known})"
+                    )
         for name, campaign in self.campaigns.items():
             problems.extend(self._campaign_problems(name, campaign))
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
+    def _policy_problems(self) -> list[str]:
+        """Limits a narrower scope loosens, and mailbox providers nothing defines."""
+        problems = []
+        for kind, stream in self.streams.items():
+            problems += loosened(stream.policy, self.policy, f"streams.{kind}.policy", "workspace")
+        for name, campaign in self.campaigns.items():
+            own = self.streams.get(campaign.stream)
+            if own is not None:
+                problems += loosened(
+                    campaign.policy,
+                    own.policy,
+                    f"campaigns.{name}.policy",
+                    f"stream {campaign.stream.value!r}",
+                )
+        known = set(self.mailbox_providers)
+        curves = [(f"identities.{n}.warmup", i.warmup) for n, i in self.identities.items()] + [
+            (f"provider_accounts.{n}.warmup", a.warmup) for n, a in self.provider_accounts.items()
+        ]
+        curves += [
+            (f"sending_domains.{n}.warmup", d.warmup) for n, d in self.sending_domains.items()
+        ]
+        for path, curve in curves:
+            for provider in curve.mailbox_providers if curve else {}:
+                if provider not in known:
+                    problems.append(
+                        f"{path}.mailbox_providers: unknown mailbox provider {provider!r}"
+                    )
+        scopes = [("policy", self.policy)] + [
+            (f"streams.{k}.policy", s.policy) for k, s in self.streams.items()
+        ]
+        scopes += [(f"campaigns.{n}.policy", c.policy) for n, c in self.campaigns.items()]
+        for path, limits in scopes:
+            for provider in limits.mailbox_provider_daily_caps:
+                if provider not in known:
+                    problems.append(
+                        f"{path}.mailbox_provider_daily_caps: unknown mailbox provider {provider!r}"
+                    )
+        return problems
+
     def _campaign_problems(self, name: str, campaign: CampaignConfig) -> list[str]:
         path = f"campaigns.{name}"
         if campaign.stream not in self.streams:
             return [f"{path}.stream: stream {campaign.stream.value!r} is not configured"]
         problems = []
-        routed = self.streams[campaign.stream].routing.account_names
+        routed = self.streams[campaign.stream].routing.all_accounts
         for identity_name in campaign.identities:
             identity = self.identities.get(identity_name)
             if identity is None:
@@ -197,6 +316,25 @@ class WorkspaceConfig(_Strict):
                         f"account {account!r}, which stream {campaign.stream.value!r} routes to"
                     )
         return problems
+
+
+def loosened(narrow: LimitsConfig, wide: LimitsConfig, path: str, wider: str) -> list[str]:
+    """Where ``narrow`` allows more than ``wide`` (a scope may tighten, never loosen)."""
+    problems = []
+    for key in ("daily_cap", "messages_per_second"):
+        mine, theirs = getattr(narrow, key), getattr(wide, key)
+        if mine is not None and theirs is not None and mine > theirs:
+            problems.append(
+                f"{path}.{key}: {mine} loosens the {wider}'s {theirs} (a scope may only tighten)"
+            )
+    for provider, cap in narrow.mailbox_provider_daily_caps.items():
+        theirs = wide.mailbox_provider_daily_caps.get(provider)
+        if theirs is not None and cap > theirs:
+            problems.append(
+                f"{path}.mailbox_provider_daily_caps.{provider}: {cap} loosens the {wider}'s "
+                f"{theirs} (a scope may only tighten)"
+            )
+    return problems
 
 
 class WarehouseConfig(_Strict):
