@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from mailers.addresses import ADDRESS_PATTERN, MAX_ADDRESS_LENGTH, WHITESPACE
+from mailers.affinity import affinity_sql
 from mailers.config import CampaignRef
 from mailers.errors import SegmentError
 from mailers.keys import KEY_SEPARATOR
@@ -163,10 +164,15 @@ ranked as (
 ),
 settled as (
     {settled_keys}
+),
+affinity as (
+    {affinity_sql(warehouse, spec.workspace, spec.stream)}
 )
 select
     {d.star_except("ranked", ["mailers_rank", "mailers_trimmed"])},
     {_literal(spec.send_window)} as mailers_send_window,
+    affinity.provider_account as mailers_sticky_account,
+    affinity.identity as mailers_sticky_identity,
     case
         when mailers_rank > 1 then {_literal(Disposition.DUPLICATE)}
         when mailers_message_key in (select message_key from settled)
@@ -175,6 +181,7 @@ select
         else {_literal(Disposition.SEND)}
     end as mailers_disposition
 from ranked
+left join affinity on affinity.recipient = lower(ranked.mailers_recipient)
 """
 
 

@@ -13,14 +13,19 @@ Each message has a deterministic key (workspace, campaign, recipient, send windo
                      a later run may try again.
 * ``unknown``        the outcome is ambiguous (timeout after the request left, or a run that
                      died between ``dispatching`` and its outcome); never retried blindly.
+* ``deferred``       held back by the sending policy (a warm-up curve or a daily cap is
+                     full today); ``eligible_at`` says when it may go, and from then on it
+                     is retryable. Nothing was handed over.
 
 A message's *latest* row is the one :func:`recency_order` puts first (the latest
 ``recorded_at``; rows of one instant by :data:`STATUS_PRECEDENCE`, then ``ledger_id``), and
 :func:`attributed_events_sql` ties provider events to messages: dbt's models follow the
 same two rules.
 
-A message whose latest row is ``render_failed`` or ``not_sent`` is *retryable*; every other
-status settles the message for its send window, so re-running a send never sends it twice.
+A message whose latest row is ``render_failed`` or ``not_sent``, or ``deferred`` once its
+``eligible_at`` has passed, is *retryable*; every other status settles the message for its
+send window, so re-running a send never sends it twice. ``route`` says why the row's
+provider account was chosen (the routing rule, and any fallback).
 """
 
 from __future__ import annotations
@@ -28,12 +33,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 import pyarrow as pa
 
-from mailers.clock import stamp
+from mailers.clock import stamp, utcnow
 from mailers.config import CampaignRef
 from mailers.events import EVENTS_SCHEMA
 from mailers.warehouse import MAILERS_SCHEMA, Warehouse
@@ -51,12 +57,14 @@ class LedgerStatus(StrEnum):
     REJECTED = "rejected"
     NOT_SENT = "not_sent"
     UNKNOWN = "unknown"
+    DEFERRED = "deferred"
 
 
 RETRYABLE_STATUSES: frozenset[LedgerStatus] = frozenset(
     {LedgerStatus.RENDER_FAILED, LedgerStatus.NOT_SENT}
 )
-"""Latest statuses that leave a message eligible for a later run of the same window."""
+"""Latest statuses that leave a message eligible for a later run of the same window
+(and ``deferred``, once its ``eligible_at`` has passed)."""
 
 
 class SkipReason(StrEnum):
@@ -90,6 +98,8 @@ LEDGER_SCHEMA = pa.schema(
         pa.field("batch_id", pa.string()),
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("recorded_at", pa.timestamp("us"), nullable=False),
+        pa.field("route", pa.string()),
+        pa.field("eligible_at", pa.timestamp("us")),
     ]
 )
 """Columns of ``mailers.send_ledger``, one row per status change of one message."""
@@ -109,6 +119,9 @@ class LedgerEntry:
     provider_account: str | None = None
     provider_message_id: str | None = None
     batch_id: str | None = None
+    route: str | None = None
+    eligible_at: datetime | None = None
+    """For ``deferred``: when the message may go (UTC, naive)."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +172,8 @@ class LedgerWriter:
             columns["provider_account"].append(entry.provider_account)
             columns["provider_message_id"].append(entry.provider_message_id)
             columns["batch_id"].append(entry.batch_id)
+            columns["route"].append(entry.route)
+            columns["eligible_at"].append(entry.eligible_at)
         count = len(entries)
         columns["workspace"] = [ctx.workspace] * count
         columns["stream"] = [ctx.stream] * count
@@ -211,11 +226,17 @@ class LedgerWriter:
         )
 
     def settled_keys_sql(self) -> str:
-        """A query of the message keys this window has settled: never to be decided again."""
+        """A query of the message keys this window has settled: not to be decided now.
+
+        A ``deferred`` message counts as settled until its ``eligible_at``.
+        """
         retryable = ", ".join(sql_text(s) for s in sorted(RETRYABLE_STATUSES))
+        eligible = utcnow().isoformat(sep=" ")
         return (
             f"select message_key from ({self.latest_rows_sql()}) as latest "
-            f"where status not in ({retryable})"
+            f"where status not in ({retryable}) and not ("
+            f"status = {sql_text(LedgerStatus.DEFERRED)} "
+            f"and eligible_at <= cast({sql_text(eligible)} as timestamp))"
         )
 
     def record_skips(self, audience: str) -> int:
@@ -264,6 +285,7 @@ STATUS_PRECEDENCE: tuple[LedgerStatus, ...] = (
     LedgerStatus.DISPATCHING,
     LedgerStatus.RENDER_FAILED,
     LedgerStatus.NOT_SENT,
+    LedgerStatus.DEFERRED,
     LedgerStatus.UNKNOWN,
     LedgerStatus.SKIPPED,
     LedgerStatus.REJECTED,
@@ -274,8 +296,9 @@ STATUS_PRECEDENCE: tuple[LedgerStatus, ...] = (
 :func:`stamp` orders the rows of one process, so only rows of two processes tie. Then a
 dispatch precedes its outcome; a retryable outcome is superseded by an ambiguous one and
 that by a settled one (a message that may have gone out is never made retryable by a tie);
-of the settled ones, ``accepted`` (the provider has it) wins over ``rejected`` over
-``skipped``. dbt's ``ledger_recency_order`` macro ranks the statuses the same way.
+``deferred`` (nothing handed over) ranks with the retryable ones; of the settled ones,
+``accepted`` (the provider has it) wins over ``rejected`` over ``skipped``. dbt's
+``ledger_recency_order`` macro ranks the statuses the same way.
 """
 
 

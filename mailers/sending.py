@@ -8,7 +8,10 @@ The flow, for each run:
    handed over and so sent in this run;
 2. record the audience's ``skip`` rows as ``skipped`` (one set-based insert);
 3. stream the ``send`` rows as Arrow record batches; render each message (a failure is
-   recorded for that recipient alone), pick its identity and provider account;
+   recorded for that recipient alone), pick its identity, and assign it a provider account
+   within the day's caps (:mod:`mailers.assignment`): a message over a cap is recorded
+   ``deferred`` with the date it becomes eligible, overflowing first to accounts of its
+   routing chain that still have room;
 4. per provider batch: the provider journals every call it makes (:class:`LedgerJournal`):
    ``dispatching`` rows for exactly the messages of that call before it leaves, their
    outcome right after. An account that fails is marked down for the rest of the run and
@@ -26,7 +29,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from mailers.affinity import FirstSend, record_first_sends
+from mailers.allowance import Allowance, Reservation, UsageBook
+from mailers.assignment import Assigned, Assigner, Assignment, Deferred, Recipient, Stranded
 from mailers.audience import Disposition
+from mailers.caps import campaign_caps, mailbox_provider_of
 from mailers.config import CampaignRef, IdentityConfig, Settings, StreamKind
 from mailers.keys import bucket
 from mailers.ledger import LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter, SkipReason
@@ -53,6 +60,8 @@ class SendReport:
     accounts: Counter[str] = field(default_factory=Counter)
     down_accounts: dict[str, str] = field(default_factory=dict)
     reconciled: ReconcileReport = field(default_factory=ReconcileReport)
+    deferred: Counter[str] = field(default_factory=Counter)
+    """Messages deferred by the sending policy, per cap (its config key)."""
 
     def as_counts(self) -> dict[str, int]:
         return dict(self.counts)
@@ -85,10 +94,12 @@ class CampaignSender:
         progress: Progress | None = None,
         before_dispatch: Callable[[], None] | None = None,
         lookups: Mapping[str, MessageLookup] | None = None,
+        quotas: Mapping[str, int] | None = None,
     ) -> None:
         """``before_dispatch`` is called before every provider call and may stop the send
         by raising (e.g. this run no longer holds its window); ``lookups`` are the
-        accounts' searchable records, used to settle messages in doubt."""
+        accounts' searchable records, used to settle messages in doubt; ``quotas`` are
+        daily quotas providers publish for accounts (enforced beside configured caps)."""
         self.warehouse = warehouse
         self.context = context
         self.providers = providers
@@ -100,7 +111,11 @@ class CampaignSender:
         self.identities: dict[str, IdentityConfig] = {
             name: workspace.identities[name] for name in context.campaign.config.identities
         }
-        self.router = Router(workspace.streams[context.stream].routing)
+        router = Router(workspace.streams[context.stream].routing, workspace.mailbox_providers)
+        domains = mailbox_provider_of(workspace.mailbox_providers)
+        book = UsageBook.of(warehouse, context.campaign.workspace, domains)
+        caps = campaign_caps(workspace, context.campaign, router.accounts, quotas)
+        self.assigner = Assigner(router, Allowance(warehouse, book, caps), domains)
         self.template = CampaignTemplate(
             context.settings.templates_dir, context.campaign.config.template
         )
@@ -118,6 +133,10 @@ class CampaignSender:
         )
         self.report = SendReport()
         self.down: dict[str, str] = {}
+        self._sticky: dict[str, str | None] = {}
+        """Message key → the account that first sent to its recipient (current batch)."""
+        self._reserved: dict[str, Reservation] = {}
+        self._routes: dict[str, str] = {}
 
     def run(self, audience: str) -> SendReport:
         """Send the ``send`` rows of a resolved audience table; return what happened."""
@@ -142,31 +161,82 @@ class CampaignSender:
             f"and mailers_message_key not in ({self.ledger.settled_keys_sql()}) "
             f"order by mailers_message_key"
         )
-        for batch in self.warehouse.stream(query, batch_rows=AUDIENCE_BATCH_ROWS):
-            self._send_rows(batch.to_pylist())
-            if self.progress:
-                self.progress(batch.num_rows)
+        try:
+            for batch in self.warehouse.stream(query, batch_rows=AUDIENCE_BATCH_ROWS):
+                self._send_rows(batch.to_pylist())
+                if self.progress:
+                    self.progress(batch.num_rows)
+        finally:
+            # Reservations of messages a stopped run never handed over: the ledger (which
+            # the next send re-reads) has no row using them, so nothing stays reserved.
+            for reservation in self._reserved.values():
+                self.assigner.allowance.settle(reservation)
+            self._reserved.clear()
         self.report.down_accounts = dict(self.down)
         return self.report
 
     def _send_rows(self, rows: list[dict[str, Any]]) -> None:
         failures: list[LedgerEntry] = []
         by_account: dict[str, list[OutboundMessage]] = defaultdict(list)
+        held: list[LedgerEntry] = []
         for row in rows:
             message = self._render(row)
             if isinstance(message, LedgerEntry):
                 failures.append(message)
+                continue
+            self._sticky[message.message_key] = row.get("mailers_sticky_account")
+            verdict = self._assign(message)
+            if isinstance(verdict, Assigned):
+                by_account[verdict.account].append(message)
             else:
-                by_account[self._route(message.message_key)].append(message)
-        self.ledger.record(failures)
+                held.append(self._held_entry(message, verdict))
+        self.ledger.record(failures + held)
         settled = sum(f.status is LedgerStatus.SKIPPED for f in failures)
         self.report.counts["render_failed"] += len(failures) - settled
         self.report.counts[f"skipped_{SkipReason.TEMPLATE_VARIABLE_MISSING}"] += settled
         for account, messages in by_account.items():
             self._dispatch(account, messages)
+        self._sticky.clear()
 
-    def _route(self, message_key: str) -> str:
-        return self.router.route(message_key, self.down) or self.router.chain(message_key)[0]
+    def _assign(self, message: OutboundMessage) -> Assignment:
+        """Route ``message`` under the caps; remember the reservation and route of a send."""
+        verdict = self.assigner.assign(
+            Recipient(
+                message_key=message.message_key,
+                address=message.recipient,
+                stream=message.stream,
+                campaign=message.campaign,
+                identity=message.identity,
+                sending_domain=message.sending_domain,
+                sticky_account=self._sticky.get(message.message_key),
+            ),
+            self.down,
+        )
+        if isinstance(verdict, Assigned):
+            self._reserved[message.message_key] = verdict.reservation
+            self._routes[message.message_key] = verdict.route
+        return verdict
+
+    def _held_entry(self, message: OutboundMessage, verdict: Deferred | Stranded) -> LedgerEntry:
+        """The ledger row of a message no account takes now (and count it)."""
+        if isinstance(verdict, Deferred):
+            self.report.counts["deferred"] += 1
+            self.report.deferred[verdict.refusal.cap.source] += 1
+            status, eligible_at = LedgerStatus.DEFERRED, verdict.eligible_at
+        else:
+            # Not accepted anywhere: a later run of this window retries it.
+            self.report.counts["not_sent"] += 1
+            status, eligible_at = LedgerStatus.NOT_SENT, None
+        return LedgerEntry(
+            message_key=message.message_key,
+            status=status,
+            recipient=message.recipient,
+            reason=verdict.reason,
+            identity=message.identity,
+            sending_domain=message.sending_domain,
+            route=verdict.route,
+            eligible_at=eligible_at,
+        )
 
     def _identity(self, message_key: str) -> tuple[str, IdentityConfig]:
         names = list(self.identities)
@@ -233,15 +303,25 @@ class CampaignSender:
         for start in range(0, len(messages), size):
             chunk = messages[start : start + size]
             if account in self.down:
-                self._fail_over(chunk, already_recorded=False)
+                self._fail_over(chunk)
             else:
                 self._send_chunk(provider, chunk)
 
     def _send_chunk(self, provider: Provider, chunk: Sequence[OutboundMessage]) -> None:
-        journal = LedgerJournal(self.ledger, provider, chunk, self.before_dispatch)
-        results = provider.send_batch(chunk, journal)
+        journal = LedgerJournal(
+            self.ledger, provider, chunk, self.before_dispatch, routes=self._routes
+        )
+        try:
+            results = provider.send_batch(chunk, journal)
+        finally:
+            # Whatever was handed over is in the ledger now, which counts it from here on.
+            for message in chunk:
+                reservation = self._reserved.pop(message.message_key, None)
+                if reservation is not None:
+                    self.assigner.allowance.settle(reservation)
+        self._record_first_sends(provider.account, chunk, results)
         # Messages the account failed to take are not counted here: the next account up
-        # (or _fail_over, when none is left) decides what they become.
+        # (or the ledger row _fail_over writes, when none is left) decides what they become.
         moving = [r for r in results if r.account_unavailable]
         tally = Counter(str(_status(r)) for r in results if not r.account_unavailable)
         self.report.counts.update(tally)
@@ -249,39 +329,39 @@ class CampaignSender:
         if not moving:
             return
         self.down[provider.account] = moving[0].reason or "unavailable"
-        self._fail_over([journal.messages[r.message_key] for r in moving], already_recorded=True)
+        self._fail_over([journal.messages[r.message_key] for r in moving])
 
-    def _fail_over(self, chunk: Iterable[OutboundMessage], *, already_recorded: bool) -> None:
-        """Send ``chunk`` through the next accounts up; record those no account can take."""
+    def _fail_over(self, chunk: Iterable[OutboundMessage]) -> None:
+        """Send ``chunk`` (not handed over, or refused as a whole) through the next accounts.
+
+        Their capacity on the account that failed was never used: it is reserved again on
+        the account that takes them. Those no account can take now get their own row.
+        """
         regrouped: dict[str, list[OutboundMessage]] = defaultdict(list)
-        stranded: list[OutboundMessage] = []
+        held: list[LedgerEntry] = []
         for message in chunk:
-            account = self.router.route(message.message_key, self.down)
-            if account is None:
-                stranded.append(message)
+            verdict = self._assign(message)
+            if isinstance(verdict, Assigned):
+                regrouped[verdict.account].append(message)
             else:
-                regrouped[account].append(message)
-        if stranded and not already_recorded:
-            reason = "no provider account available: " + "; ".join(
-                f"{name}: {why}" for name, why in self.down.items()
-            )
-            self.ledger.record(
-                [
-                    LedgerEntry(
-                        message_key=m.message_key,
-                        status=LedgerStatus.NOT_SENT,
-                        recipient=m.recipient,
-                        reason=reason,
-                        identity=m.identity,
-                        sending_domain=m.sending_domain,
-                    )
-                    for m in stranded
-                ]
-            )
-        # Stranded messages were not accepted anywhere: a later run of this window retries them.
-        self.report.counts["not_sent"] += len(stranded)
+                held.append(self._held_entry(message, verdict))
+        self.ledger.record(held)
         for account, messages in regrouped.items():
             self._dispatch(account, messages)
+
+    def _record_first_sends(
+        self, account: str, chunk: Sequence[OutboundMessage], results: Sequence[SendResult]
+    ) -> None:
+        """Remember the account and identity of recipients accepted here for the first time."""
+        accepted = {r.message_key for r in results if r.accepted}
+        firsts = [
+            FirstSend(m.recipient, account, m.identity, m.message_key)
+            for m in chunk
+            if m.message_key in accepted and self._sticky.get(m.message_key) is None
+        ]
+        record_first_sends(
+            self.warehouse, self.context.campaign.workspace, str(self.context.stream), firsts
+        )
 
 
 def _status(result: SendResult) -> LedgerStatus:
@@ -311,11 +391,15 @@ class LedgerJournal:
         provider: Provider,
         messages: Sequence[OutboundMessage],
         before_dispatch: Callable[[], None] | None = None,
+        *,
+        routes: Mapping[str, str] | None = None,
     ) -> None:
+        """``routes`` maps a message key to why this account was chosen for it."""
         self.ledger = ledger
         self.provider = provider
         self.messages = {m.message_key: m for m in messages}
         self.before_dispatch = before_dispatch
+        self.routes = routes or {}
         self.batch_ids: dict[str, str] = {}
 
     def handing_over(
@@ -359,4 +443,5 @@ class LedgerJournal:
             provider_account=self.provider.account,
             provider_message_id=provider_message_id,
             batch_id=self.batch_ids.get(message.message_key),
+            route=self.routes.get(message.message_key),
         )

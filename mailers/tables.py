@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from mailers.affinity import AFFINITY_SCHEMA, AFFINITY_TABLE
 from mailers.audit import AUDIT_SCHEMA, AUDIT_TABLE
 from mailers.claims import CLAIMS_KEY, CLAIMS_SCHEMA, CLAIMS_TABLE
 from mailers.events import EVENTS_SCHEMA, EVENTS_TABLE
@@ -36,6 +37,7 @@ OWNED_TABLES: dict[str, pa.Schema] = {
     AUDIT_TABLE: AUDIT_SCHEMA,
     LANDED_FILES_TABLE: LANDED_FILES_SCHEMA,
     CLAIMS_TABLE: CLAIMS_SCHEMA,
+    AFFINITY_TABLE: AFFINITY_SCHEMA,
 }
 
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {CLAIMS_TABLE: CLAIMS_KEY}

@@ -80,7 +80,8 @@ class Warehouse(Protocol):
         """Create the schema and table from an Arrow schema when they do not exist.
 
         ``primary_key`` names the columns of a key the engine must enforce (a second row
-        with the same key is refused).
+        with the same key is refused). An existing table missing some of the columns gets
+        them added (new columns are always nullable), so an older warehouse upgrades.
         """
         ...
 

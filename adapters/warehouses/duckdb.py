@@ -138,6 +138,15 @@ class DuckDBWarehouse:
             fields += f", primary key ({', '.join(self.dialect.quote(c) for c in primary_key)})"
         self.execute(f"create schema if not exists {self.dialect.quote(schema)}")
         self.execute(f"create table if not exists {self.relation(schema, table)} ({fields})")
+        # A table an older Mailers created lacks the columns added since: add them (they
+        # are nullable, so old rows read as null).
+        present = set(self.columns(schema, table) or [])
+        for f in columns:
+            if f.name not in present:
+                self.execute(
+                    f"alter table {self.relation(schema, table)} add column "
+                    f"{self.dialect.quote(f.name)} {_ARROW_TO_DUCKDB[f.type]}"
+                )
 
     def columns(self, schema: str, table: str) -> list[str] | None:
         rows = self.connection.execute(

@@ -209,6 +209,8 @@ def test_segment_columns_are_kept_and_window_stamped(warehouse: DuckDBWarehouse)
         "mailers_skip_reason",
         "mailers_send_window",
         "mailers_disposition",
+        "mailers_sticky_account",
+        "mailers_sticky_identity",
     }
     windows = warehouse.query(f"select distinct mailers_send_window as w from {table}")
     assert windows["w"].to_pylist() == [WINDOW]

@@ -46,11 +46,13 @@ messages as (
         max(case when routing_rank = 1 then sending_domain end) as sending_domain,
         max(case when routing_rank = 1 then provider end) as provider,
         max(case when routing_rank = 1 then provider_account end) as provider_account,
+        max(case when routing_rank = 1 then route end) as route,
         max(case when provider_message_rank = 1 then provider_message_id end) as provider_message_id,
         min(recorded_at) as first_recorded_at,
         max(recorded_at) as last_recorded_at,
         max(case when recency_rank = 1 then status end) as ledger_status,
         max(case when recency_rank = 1 then reason end) as ledger_reason,
+        max(case when recency_rank = 1 then eligible_at end) as eligible_at,
         count(case when status = 'dispatching' then 1 end) as attempts
 
     from ranked

@@ -25,7 +25,9 @@ renamed as (
         provider_message_id,
         batch_id,
         run_id,
-        recorded_at
+        recorded_at,
+        route,
+        eligible_at
 
     from source
 
