@@ -28,7 +28,7 @@ from typing import ClassVar
 from zoneinfo import ZoneInfo
 
 from mailers import clock
-from mailers.caps import Cap, ScopeKind, Usage, day_bounds
+from mailers.caps import Cap, Scope, ScopeKind, Usage, day_bounds
 from mailers.ledger import LedgerStatus, latest_rows_sql, sql_text
 from mailers.warehouse import Warehouse
 
@@ -80,18 +80,18 @@ class _Day:
 
     combos: Counter[Usage] = field(default_factory=Counter)
     inflight: Counter[Usage] = field(default_factory=Counter)
-    by_cap: dict[Cap, int] = field(default_factory=dict)
+    by_scope: dict[Scope, int] = field(default_factory=dict)
 
-    def used(self, cap: Cap) -> int:
-        if cap not in self.by_cap:
-            self.by_cap[cap] = sum(n for u, n in self.combos.items() if cap.scope.matches(u))
-        return self.by_cap[cap]
+    def used(self, scope: Scope) -> int:
+        if scope not in self.by_scope:
+            self.by_scope[scope] = sum(n for u, n in self.combos.items() if scope.matches(u))
+        return self.by_scope[scope]
 
     def add(self, usage: Usage, n: int) -> None:
         self.combos[usage] += n
-        for cap in self.by_cap:
-            if cap.scope.matches(usage):
-                self.by_cap[cap] += n
+        for scope in self.by_scope:
+            if scope.matches(usage):
+                self.by_scope[scope] += n
 
 
 class UsageBook:
@@ -219,7 +219,7 @@ class Allowance:
                 day = cap.local_day(now)
                 key = (cap.timezone, day)
                 limit = cap.limit_on(day)
-                used = self.book.day(self.warehouse, key).used(cap)
+                used = self.book.day(self.warehouse, key).used(cap.scope)
                 if limit is not None and used >= limit:
                     return self._refusal(cap, day, used, limit)
                 keys.append(key)
@@ -257,6 +257,6 @@ class Allowance:
         with self.book.lock:
             for cap in self.caps:
                 day = cap.local_day(now)
-                used = self.book.day(self.warehouse, (cap.timezone, day)).used(cap)
+                used = self.book.day(self.warehouse, (cap.timezone, day)).used(cap.scope)
                 out.append((cap, day, used, cap.limit_on(day)))
         return out

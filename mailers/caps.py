@@ -72,7 +72,7 @@ class Scope:
         return f"{where} to {self.mailbox_provider}" if self.mailbox_provider else where
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Cap:
     """One daily limit of one scope: a fixed number, or a warm-up curve's."""
 
