@@ -9,6 +9,7 @@ cannot contain ``|`` and the window is last-but-one-free, so the join is unambig
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 from mailers.addresses import WHITESPACE
 
@@ -28,3 +29,8 @@ def bucket(key: str, salt: str = "") -> float:
     """
     digest = hashlib.blake2b(f"{salt}{KEY_SEPARATOR}{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
+
+
+def draw(names: Sequence[str], key: str, salt: str) -> str:
+    """One of ``names``, drawn uniformly from a key (the same key always draws the same)."""
+    return names[int(bucket(key, salt) * len(names))]

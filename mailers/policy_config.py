@@ -85,7 +85,12 @@ class WarmupCurve(CurveShape):
     each day of the same curve, e.g. a slower ramp for Gmail.
     """
 
-    start_date: date = Field(description="Day one of the curve, in the owner's time zone.")
+    start_date: date | None = Field(
+        default=None,
+        description="Day one of the curve, in the owner's time zone. Omitted: the first day "
+        "a send runs under the curve (recorded in mailers.warmup_starts), so a new domain "
+        "starts its ramp when it starts sending.",
+    )
     mailbox_providers: dict[str, CurveShape] = Field(default_factory=dict)
 
 

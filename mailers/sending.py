@@ -35,7 +35,7 @@ from mailers.assignment import Assigned, Assigner, Assignment, Deferred, Recipie
 from mailers.audience import Disposition
 from mailers.caps import campaign_caps, mailbox_provider_of
 from mailers.config import CampaignRef, IdentityConfig, Settings, StreamKind
-from mailers.keys import bucket
+from mailers.keys import draw
 from mailers.ledger import LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter, SkipReason
 from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome, SendResult
 from mailers.providers import Provider
@@ -44,6 +44,7 @@ from mailers.rendering import CampaignTemplate, RenderFailure
 from mailers.routing import Router
 from mailers.unsubscribe import LIST_UNSUBSCRIBE_POST, UnsubscribeClaim, unsubscribe_url
 from mailers.warehouse import Warehouse
+from mailers.warmup_starts import with_started_curves
 
 AUDIENCE_BATCH_ROWS = 5_000
 """Rows per Arrow record batch read from the audience table."""
@@ -114,7 +115,12 @@ class CampaignSender:
         router = Router(workspace.streams[context.stream].routing, workspace.mailbox_providers)
         domains = mailbox_provider_of(workspace.mailbox_providers)
         book = UsageBook.of(warehouse, context.campaign.workspace, domains)
-        caps = campaign_caps(workspace, context.campaign, router.accounts, quotas)
+        caps = with_started_curves(
+            warehouse,
+            context.campaign.workspace,
+            campaign_caps(workspace, context.campaign, router.accounts, quotas),
+            record=True,
+        )
         self.assigner = Assigner(router, Allowance(warehouse, book, caps), domains)
         self.template = CampaignTemplate(
             context.settings.templates_dir, context.campaign.config.template
@@ -239,8 +245,7 @@ class CampaignSender:
         )
 
     def _identity(self, message_key: str) -> tuple[str, IdentityConfig]:
-        names = list(self.identities)
-        name = names[int(bucket(message_key, "identity") * len(names))]
+        name = draw(list(self.identities), message_key, "identity")
         return name, self.identities[name]
 
     def _render(self, row: dict[str, Any]) -> OutboundMessage | LedgerEntry:

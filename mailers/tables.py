@@ -15,6 +15,7 @@ from mailers.events import EVENTS_SCHEMA, EVENTS_TABLE
 from mailers.ledger import LEDGER_SCHEMA, LEDGER_TABLE
 from mailers.suppression import SUPPRESSIONS_SCHEMA, SUPPRESSIONS_TABLE
 from mailers.warehouse import MAILERS_SCHEMA, WORK_SCHEMA, Warehouse
+from mailers.warmup_starts import WARMUP_STARTS_SCHEMA, WARMUP_STARTS_TABLE
 
 __all__ = ["LANDED_FILES_TABLE", "MAILERS_SCHEMA", "OWNED_TABLES", "WORK_SCHEMA", "ensure_tables"]
 
@@ -38,6 +39,7 @@ OWNED_TABLES: dict[str, pa.Schema] = {
     LANDED_FILES_TABLE: LANDED_FILES_SCHEMA,
     CLAIMS_TABLE: CLAIMS_SCHEMA,
     AFFINITY_TABLE: AFFINITY_SCHEMA,
+    WARMUP_STARTS_TABLE: WARMUP_STARTS_SCHEMA,
 }
 
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {CLAIMS_TABLE: CLAIMS_KEY}

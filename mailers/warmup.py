@@ -5,7 +5,8 @@ its owner's time zone and is either an explicit list of daily volumes or a geome
 (``start``, times ``growth`` each day, up to ``ceiling``). Once the list ends, or the ramp
 reaches its ceiling, the owner is warm: the curve no longer limits (other caps still do).
 Before day one the curve allows nothing, so configuring a curve that starts next Monday
-holds the owner's mail back until then.
+holds the owner's mail back until then. A curve without a start date starts on the first
+day a send runs under it (:mod:`mailers.warmup_starts`).
 
 The same shape can cap one mailbox provider (Gmail, Yahoo, Microsoft) within the curve.
 """
@@ -49,7 +50,12 @@ def full_volume_day(shape: CurveShape) -> int:
 
 
 def day_number(curve: WarmupCurve, day: date) -> int:
-    """``day``'s number on the curve (1 on ``start_date``; 0 or less before it)."""
+    """``day``'s number on the curve (1 on ``start_date``; 0 or less before it).
+
+    A curve without a start date has not started: ``day`` would be its first.
+    """
+    if curve.start_date is None:
+        return 1
     return (day - curve.start_date).days + 1
 
 

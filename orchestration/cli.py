@@ -42,6 +42,7 @@ from mailers.audience import SEGMENTS_SCHEMA
 from mailers.audit import AUDIT_TABLE
 from mailers.config import Settings
 from mailers.errors import MailersError, WindowError
+from mailers.planning import SendPlan
 from mailers.planning import plan as plan_window
 from mailers.preflight import (
     check_template,
@@ -222,10 +223,16 @@ def plan(
     if in_doubt := result.counts.get("in_doubt"):
         # Shown apart from "already settled": they may never have reached the provider.
         table.add_row("[yellow]in doubt (dispatching/unknown)[/yellow]", str(in_doubt))
+    if waiting := result.counts.get("waiting_deferred"):
+        table.add_row("deferred earlier, not yet eligible", str(waiting))
     table.add_row("[bold]to send[/bold]", f"[bold]{result.to_send}[/bold]")
     for account, count in sorted(result.by_account.items()):
         table.add_row(f"  via {account}", str(count))
+    if deferred := result.counts.get("deferred_by_caps"):
+        table.add_row("  [yellow]deferred by caps today[/yellow]", str(deferred))
     console.print(table)
+    if result.caps:
+        console.print(_caps_table(result))
     if request.is_backfill:
         from orchestration.defs.runs import BACKFILL_TAG, SEND_WINDOW_TAG
 
@@ -235,6 +242,25 @@ def plan(
             f"{SEND_WINDOW_TAG}={request.window} {BACKFILL_TAG}=true",
             highlight=False,
         )
+
+
+def _caps_table(result: SendPlan) -> Table:
+    """Today's caps of a planned window: limit, used, planned, deferred, days to full."""
+    table = Table(title="Caps today (warm-up curves and daily caps)")
+    for column in ("scope", "from", "day", "cap", "used", "planned", "deferred", "to full"):
+        table.add_column(column, justify="left" if column in ("scope", "from", "day") else "right")
+    for cap in result.caps:
+        table.add_row(
+            cap.scope,
+            cap.source,
+            f"{cap.day} {cap.timezone}",
+            "warm" if cap.limit is None else str(cap.limit),
+            str(cap.used),
+            str(cap.planned),
+            str(cap.deferred),
+            "" if cap.days_to_full is None else f"{cap.days_to_full} d",
+        )
+    return table
 
 
 @app.command()
@@ -538,14 +564,17 @@ def _print_failures(result: object) -> None:
 
 def _print_outcome(settings: Settings) -> None:
     from orchestration.summary import (
+        deferred_by_policy,
         deliverability,
         message_statuses,
+        print_deferred,
         print_deliverability,
         print_statuses,
     )
 
     with DuckDBWarehouse(settings.warehouse_path, read_only=True) as warehouse:
         print_statuses(console, message_statuses(warehouse))
+        print_deferred(console, deferred_by_policy(warehouse))
         print_deliverability(console, deliverability(warehouse))
     emls = list(settings.outbox_dir.glob("*/*.eml"))
     if emls:  # sandbox accounts write every message they accept as a file

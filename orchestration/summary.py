@@ -38,6 +38,42 @@ def message_statuses(warehouse: Warehouse) -> list[dict[str, Any]]:
     ).to_pylist()
 
 
+def deferred_by_policy(warehouse: Warehouse) -> list[dict[str, Any]]:
+    """Messages the sending policy deferred, per campaign, identity, cap and eligible day."""
+    mart = warehouse.relation("marts", "fct_messages")
+    cap = warehouse.dialect.regexp_group("ledger_reason", r"\(([^:()]+):")
+    return warehouse.query(
+        f"""
+        select workspace || '.' || campaign as campaign, identity, {cap} as cap,
+            eligible_at, count(*) as messages
+        from {mart} where ledger_status = 'deferred'
+        group by all order by campaign, identity, eligible_at
+        """
+    ).to_pylist()
+
+
+def print_deferred(console: Console, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    table = Table(title="Deferred by warm-up curves and caps (go out on a later run)")
+    for column in ("campaign", "identity", "cap", "eligible from (UTC)", "messages"):
+        table.add_column(column, justify="right" if column == "messages" else "left")
+    for row in rows:
+        eligible = row["eligible_at"]
+        table.add_row(
+            row["campaign"],
+            row["identity"] or "",
+            row["cap"] or "",
+            f"{eligible:%Y-%m-%d %H:%M}" if eligible else "",
+            str(row["messages"]),
+        )
+    console.print(table)
+    console.print(
+        "deferred messages are never dropped: the first run of their window after 'eligible "
+        "from' sends them (`mailers plan WORKSPACE.CAMPAIGN` shows today's caps)"
+    )
+
+
 def _pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "-"
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -324,8 +325,13 @@ def test_plan_explains_what_is_missing(tmp_path: Path) -> None:
     assert "segment model 'seg_acme_active_pro' is not built" in unbuilt.stderr
 
 
+def _warm_up_globex_news(config: dict[str, Any]) -> None:
+    ramp = {"start": 25, "growth": 1.4, "ceiling": 20_000}
+    config["workspaces"]["globex"]["identities"]["globex_news"]["warmup"] = {"ramp": ramp}
+
+
 def test_demo_runs_end_to_end_and_prints_the_marts(tmp_path: Path) -> None:
-    config = write_config(tmp_path)
+    config = write_config(tmp_path, _warm_up_globex_news)
     result = mailers(
         "demo",
         "--config",
@@ -338,5 +344,7 @@ def test_demo_runs_end_to_end_and_prints_the_marts(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Deliverability" in result.stdout and "acme_sandbox_b" in result.stdout
     assert "one-off key" in result.stdout
+    assert "Deferred by warm-up curves and caps" in result.stdout
+    assert "identities.globex_news.warmup" in result.stdout
     settings = load(config)
     assert f"{len(eml_files(settings))} messages written as .eml files" in result.stdout

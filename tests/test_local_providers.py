@@ -191,3 +191,21 @@ def test_a_busy_simulator_port_is_a_clear_error(tmp_path: Path) -> None:
             ConfigError, match=f"cannot start the provider simulator on http://127.0.0.1:{port}"
         ):
             LocalProviders(load(path)).__enter__()
+
+
+def test_the_shipped_domain_route_and_warm_up_curve_hold(simulated: Any) -> None:
+    settings: Settings = simulated[0]
+    rows = query(
+        settings,
+        "select recipient, provider_account, route, identity from marts.fct_messages "
+        "where workspace = 'globex' and ledger_status = 'accepted'",
+    )
+    corporate = [r for r in rows if r["recipient"].endswith("@corp.example.net")]
+    assert corporate
+    assert {(r["provider_account"], r["route"]) for r in corporate} == {
+        ("globex_sendgrid", "domain route 0 for corp.example.net")
+    }
+    assert {r["route"] for r in rows if r not in corporate} <= {"weighted draw"}
+    started = query(settings, "select owner_kind, owner from mailers.warmup_starts")
+    assert started == [{"owner_kind": "identity", "owner": "globex_team"}]
+    assert 0 < sum(r["identity"] == "globex_team" for r in rows) <= 200
