@@ -5,17 +5,26 @@
   records and marts downstream; recurring campaigns get a schedule on it, in their time
   zone, and each tick is its own send window;
 * ``ingest_events``: load landed provider events and rebuild the marts, launched by the
-  ``landed_events`` sensor when new files land.
+  ``landed_events`` sensor when new files land;
+* the ``deferred_due`` sensor launches a campaign's send job for a window whose messages
+  the sending policy deferred, once the first of them is eligible (a backfill when the
+  window is no longer the campaign's current one).
 """
+
+from __future__ import annotations
 
 import json
 
 import dagster as dg
 
+from mailers import clock
 from mailers.config import Settings
+from mailers.deferrals import DeferralNotes
 from mailers.ingest import landed_files
+from mailers.windows import send_window
 from orchestration.defs.campaigns import audience_key, segment_key, sends_key
 from orchestration.defs.records import EVENTS_KEY, SUPPRESSIONS_KEY
+from orchestration.defs.runs import ACTOR_TAG, BACKFILL_TAG, SEND_WINDOW_TAG
 
 INGEST_JOB = "ingest_events"
 
@@ -61,7 +70,53 @@ def jobs_and_schedules(settings: Settings) -> dg.Definitions:
                     default_status=dg.DefaultScheduleStatus.STOPPED,
                 )
             )
-    return dg.Definitions(jobs=jobs, schedules=schedules, sensors=[landed_events_sensor(settings)])
+    sensors = [landed_events_sensor(settings), deferred_due_sensor(settings, jobs)]
+    return dg.Definitions(jobs=jobs, schedules=schedules, sensors=sensors)
+
+
+def deferred_due_sensor(
+    settings: Settings, jobs: list[dg.UnresolvedAssetJobDefinition]
+) -> dg.SensorDefinition:
+    """Send deferred messages once eligible: reads the deferral notes, never the warehouse.
+
+    The run key names the window and its eligibility time, so one note launches one run;
+    the next send of the window rewrites the note with its next eligible time.
+    """
+    by_name = {job.name: job for job in jobs}
+    send_jobs = [by_name[_send_job_name(ref.workspace, ref.name)] for ref in settings.campaigns()]
+
+    @dg.sensor(
+        name="deferred_due",
+        jobs=send_jobs or [by_name[INGEST_JOB]],
+        minimum_interval_seconds=300,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Send messages deferred by warm-up curves and caps once they are eligible.",
+    )
+    def deferred_due(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        now = clock.utcnow()
+        requests = []
+        for note in DeferralNotes(settings.data_dir).due(now):
+            try:
+                ref = settings.campaign(note.qualified_campaign)
+            except KeyError:
+                continue  # a campaign removed from the config since
+            current = send_window(ref.config.schedule, clock.now())
+            tags = {SEND_WINDOW_TAG: note.send_window, ACTOR_TAG: "sensor:deferred_due"}
+            if note.send_window != current:
+                tags[BACKFILL_TAG] = "true"
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"deferred-{ref.qualified_name}-{note.send_window}-"
+                    f"{note.eligible_at.isoformat()}",
+                    job_name=_send_job_name(ref.workspace, ref.name),
+                    tags=tags,
+                )
+            )
+        if not requests:
+            return dg.SensorResult(skip_reason="no deferred messages are eligible yet")
+        return dg.SensorResult(run_requests=requests)
+
+    return deferred_due
 
 
 def landed_events_sensor(settings: Settings) -> dg.SensorDefinition:

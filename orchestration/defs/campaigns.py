@@ -13,6 +13,7 @@ from mailers.audience import AudienceSpec, disposition_counts, resolve
 from mailers.audit import AUDIT_TABLE, AuditAction, AuditRecord
 from mailers.claims import WindowClaim
 from mailers.config import CampaignRef, Settings
+from mailers.deferrals import DeferralNotes, deferred_in_window
 from mailers.errors import MailersError
 from mailers.ledger import LedgerContext, LedgerWriter
 from mailers.outcomes import window_outcome
@@ -137,9 +138,12 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
                 send_window=window,
             )
             warehouse.append(MAILERS_SCHEMA, AUDIT_TABLE, record.to_arrow())
-            outcome = window_outcome(
-                LedgerWriter(warehouse, LedgerContext.of(ref, window, context.run.run_id))
+            window_ledger = LedgerWriter(
+                warehouse, LedgerContext.of(ref, window, context.run.run_id)
             )
+            outcome = window_outcome(window_ledger)
+            deferred = deferred_in_window(warehouse, window_ledger)
+            DeferralNotes(settings.data_dir).update(ref.workspace, ref.name, window, deferred)
         metadata: dict[str, str | int | bool] = {
             "send_window": window,
             "backfill": request.is_backfill,
@@ -151,6 +155,14 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
                 f"{counts['reconciled_unknown']} messages of {qualified} (window {window}) "
                 "were in flight when an earlier run of this window died: settled as unknown "
                 "and not re-sent (reconciliation or provider events settle them)"
+            )
+        if deferred is not None:
+            metadata["deferred_waiting"] = deferred.messages
+            metadata["deferred_next_eligible_utc"] = deferred.eligible_at.isoformat()
+            context.log.info(
+                f"{deferred.messages} messages of {qualified} (window {window}) are deferred "
+                f"by the sending policy; the first become eligible at "
+                f"{deferred.eligible_at:%Y-%m-%d %H:%M} UTC (the deferred_due sensor sends them)"
             )
         if counts.get("unknown"):
             context.log.warning(
