@@ -15,7 +15,13 @@ from mailers.ledger import LedgerStatus, LedgerWriter, SkipReason
 from mailers.rendering import undefined_variable
 
 EXPLAINED_STATUSES = frozenset(
-    {LedgerStatus.SKIPPED, LedgerStatus.RENDER_FAILED, LedgerStatus.NOT_SENT, LedgerStatus.UNKNOWN}
+    {
+        LedgerStatus.SKIPPED,
+        LedgerStatus.RENDER_FAILED,
+        LedgerStatus.NOT_SENT,
+        LedgerStatus.UNKNOWN,
+        LedgerStatus.DEFERRED,
+    }
 )
 """Statuses whose reasons are kept apart; the others are counted only."""
 

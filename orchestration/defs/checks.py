@@ -43,6 +43,7 @@ _RENDERED = (
     LedgerStatus.REJECTED,
     LedgerStatus.NOT_SENT,
     LedgerStatus.UNKNOWN,
+    LedgerStatus.DEFERRED,
 )
 """Latest statuses only a message that rendered can have."""
 
