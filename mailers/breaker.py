@@ -97,7 +97,7 @@ class Transition:
     from_state: BreakerState
     to_state: BreakerState
     trigger: str
-    """Why, in words: ``5 consecutive failures (opens at 5)``, ``probe answered``."""
+    """Why, in words: ``5 failures in a row (opens at 5)``, ``probe answered``."""
     at: datetime
     opened_at: datetime | None
     """When the breaker last opened (None once closed)."""
@@ -211,7 +211,7 @@ class CircuitBreaker:
         """The breaker's state in words, with its evidence."""
         evidence = self.evidence()
         counts = (
-            f"{evidence.consecutive_failures} consecutive failures, "
+            f"{_failures(evidence.consecutive_failures)} in a row, "
             f"{evidence.window_failures} of the last {evidence.window_calls} calls failed"
         )
         if self.state == BreakerState.CLOSED:
@@ -231,7 +231,7 @@ class CircuitBreaker:
         if evidence.consecutive_failures >= config.consecutive_failures:
             return self._move(
                 BreakerState.OPEN,
-                f"{evidence.consecutive_failures} consecutive failures "
+                f"{_failures(evidence.consecutive_failures)} in a row "
                 f"(opens at {config.consecutive_failures})",
             )
         rate = evidence.error_rate or 0.0
@@ -266,6 +266,10 @@ class CircuitBreaker:
             evidence,
             self.config,
         )
+
+
+def _failures(count: int) -> str:
+    return f"{count} failure" if count == 1 else f"{count} failures"
 
 
 def _moment(at: datetime | None) -> str:
