@@ -11,7 +11,8 @@ One :class:`CircuitBreaker` per account, configured by its
 A *call* is one wave of a provider's ``send_batch`` (what one ``handing_over`` announced,
 judged by :func:`judge_wave` from what ``answered`` then reports):
 
-* **success**: every message judged was answered (accepted or rejected);
+* **success**: nothing failed and the provider answered (accepted or rejected) for at
+  least one message;
 * **failure**: a message got no usable answer (``unknown``), or the account gave up on it
   (``not_sent`` with ``account_unavailable``: retries exhausted, credentials refused);
 * **not counted**: rate limits (``throttled``: the pacer's business), and ``not_sent``
