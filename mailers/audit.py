@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from mailers.clock import utcnow
+from mailers.clock import stamp
 
 AUDIT_TABLE = "audit_log"
 
@@ -26,6 +26,8 @@ class AuditAction(StrEnum):
     SEND = "send"
     INGEST_EVENTS = "ingest_events"
     RECONCILE = "reconcile"
+    BREAKER = "breaker"
+    """A provider account's circuit breaker changed state (:mod:`mailers.breaker`)."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,9 @@ class AuditRecord:
         """The record as a one-row Arrow table of :data:`AUDIT_SCHEMA`."""
         row = {
             "audit_id": str(uuid.uuid4()),
-            "recorded_at": utcnow(),
+            # Strictly after every earlier record of this process, so "the latest record"
+            # (a breaker's state, read back by the next run) never ties, even on a fixed clock.
+            "recorded_at": stamp(),
             "run_id": self.run_id,
             "actor": self.actor,
             "action": str(self.action),

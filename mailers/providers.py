@@ -9,7 +9,12 @@ provider kind. The contract for :meth:`Provider.send_batch`:
   ``unknown`` (handed over, no usable answer);
 * right before every provider call it tells the :class:`DispatchJournal` which messages
   that call carries, and right after, what became of each of them. The journal makes
-  both durable, so a crash leaves in doubt only the messages of the call in flight.
+  both durable, so a crash leaves in doubt only the messages of the call in flight;
+* the journal may refuse a call for the account by raising :class:`AccountUnavailable`
+  from :meth:`DispatchJournal.handing_over` (e.g. its circuit breaker is open,
+  :mod:`mailers.breaker`): that call is not made, and every message of the batch not yet
+  handed over is ``not_sent`` with ``account_unavailable`` and the journal's reason, as
+  when the account itself fails, so the core fails them over to another account.
 """
 
 from __future__ import annotations
@@ -19,6 +24,18 @@ from typing import Protocol
 
 from mailers.events import CanonicalEvent
 from mailers.messages import OutboundMessage, SendResult
+
+
+class AccountUnavailable(Exception):
+    """Raised by a journal's ``handing_over``: this account must not make the call now.
+
+    Unlike any other exception from the journal (which stops the whole send), it only
+    takes the account out of the batch: its messages fail over to another account.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class DispatchJournal(Protocol):
@@ -32,7 +49,7 @@ class DispatchJournal(Protocol):
         ``idempotency_keys`` maps a message key to the idempotency key its call carries,
         for providers that deduplicate by one (empty otherwise); a retry of the same call
         carries the same key. Returns once that is durable; raising stops the send before
-        the call is made.
+        the call is made (:class:`AccountUnavailable`: only this account's part of it).
         """
         ...
 

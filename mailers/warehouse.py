@@ -47,6 +47,10 @@ class Dialect(Protocol):
         """``alias.*`` without the named columns."""
         ...
 
+    def json_text(self, expr: str, key: str) -> str:
+        """The text value of top-level ``key`` of a JSON object held as text in ``expr``."""
+        ...
+
 
 class Warehouse(Protocol):
     """What Mailers needs from a warehouse: run SQL, read and append Arrow."""

@@ -34,6 +34,10 @@ When the account leaves the run, every message not yet handed over is ``not_sent
 batch got accepted is ever reported otherwise. ``send_batch`` itself never raises for
 what the provider did.
 
+The journal takes the account out of the run the same way when its ``handing_over``
+raises :class:`~mailers.providers.AccountUnavailable` (a circuit breaker refusing the
+call): that wave is not made, and the reason is the journal's.
+
 A provider that deduplicates requests by an idempotency key (Resend's
 ``Idempotency-Key``) returns one from :meth:`~BatchProvider._idempotency_key`. Then an
 ``Ambiguous`` call is made again with the same key, up to the retry policy: the
@@ -58,7 +62,7 @@ from dataclasses import dataclass, field
 
 from adapters.providers.hooks import Ambiguous, AuthFailed, BatchRejected, Retryable, RetryPolicy
 from mailers.messages import OutboundMessage, SendOutcome, SendResult
-from mailers.providers import DispatchJournal, NoJournal
+from mailers.providers import AccountUnavailable, DispatchJournal, NoJournal
 
 
 @dataclass
@@ -154,9 +158,14 @@ class BatchProvider(ABC):
         while state.pending and state.down is None:
             size = min(self.concurrency, len(state.pending))
             wave = [state.pending.popleft() for _ in range(size)]
-            journal.handing_over(
-                [m for call in wave for m in call.messages], idempotency_keys=self._keys(wave)
-            )
+            try:
+                journal.handing_over(
+                    [m for call in wave for m in call.messages], idempotency_keys=self._keys(wave)
+                )
+            except AccountUnavailable as refused:
+                state.pending.extendleft(reversed(wave))
+                state.down = refused.reason
+                break
             answers = self._make_calls(wave)
             state.again, state.wait = [], 0.0
             journal.answered(

@@ -51,6 +51,9 @@ class DuckDBDialect:
     def star_except(self, alias: str, columns: Sequence[str]) -> str:
         return f"{alias}.* exclude ({', '.join(self.quote(c) for c in columns)})"
 
+    def json_text(self, expr: str, key: str) -> str:
+        return f"json_extract_string({expr}, {_text('$.' + key)})"
+
 
 def _text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
