@@ -14,7 +14,9 @@ The flow, for each run:
    routing chain that still have room;
 4. per provider batch: the provider journals every call it makes (:class:`LedgerJournal`):
    ``dispatching`` rows for exactly the messages of that call before it leaves, their
-   outcome right after. An account that fails is marked down for the rest of the run and
+   outcome right after, each provider wave behind the account's circuit breaker
+   (:mod:`mailers.breaker_board`), which opens on failures and later probes. An account
+   whose provider gives up on it is marked down for the rest of the run and
    its unsent messages fail over along the routing chain; messages of a call without a
    usable answer are ``unknown`` (only those) and never re-sent blindly.
 
@@ -33,6 +35,8 @@ from mailers.affinity import FirstSend, record_first_sends
 from mailers.allowance import Allowance, Reservation, UsageBook
 from mailers.assignment import Assigned, Assigner, Assignment, Deferred, Recipient, Stranded
 from mailers.audience import Disposition
+from mailers.breaker import BreakerState
+from mailers.breaker_board import AuditContext, BreakerBoard
 from mailers.caps import campaign_caps, mailbox_provider_of
 from mailers.config import CampaignRef, IdentityConfig, Settings, StreamKind
 from mailers.keys import draw
@@ -77,6 +81,8 @@ class SendContext:
     send_window: str
     run_id: str
     unsubscribe_key: str | None
+    actor: str = "mailers"
+    """Who or what started the run, for the audit records it writes (breaker transitions)."""
 
     @property
     def stream(self) -> StreamKind:
@@ -122,6 +128,19 @@ class CampaignSender:
             record=True,
         )
         self.assigner = Assigner(router, Allowance(warehouse, book, caps), domains)
+        self.breakers = BreakerBoard.load(
+            warehouse,
+            context.campaign.workspace,
+            {name: workspace.provider_accounts[name].breaker for name in router.accounts},
+            AuditContext(
+                run_id=context.run_id,
+                actor=context.actor,
+                config_hash=context.settings.config_hash,
+                stream=str(context.stream),
+                campaign=context.campaign.name,
+                send_window=context.send_window,
+            ),
+        )
         self.template = CampaignTemplate(
             context.settings.templates_dir, context.campaign.config.template
         )
@@ -179,6 +198,9 @@ class CampaignSender:
                 self.assigner.allowance.settle(reservation)
             self._reserved.clear()
         self.report.down_accounts = dict(self.down)
+        for account, breaker in self.breakers.breakers.items():
+            if breaker.state is not BreakerState.CLOSED and account not in self.down:
+                self.report.down_accounts[account] = breaker.why()
         return self.report
 
     def _send_rows(self, rows: list[dict[str, Any]]) -> None:
@@ -216,12 +238,22 @@ class CampaignSender:
                 sending_domain=message.sending_domain,
                 sticky_account=self._sticky.get(message.message_key),
             ),
-            self.down,
+            self._unavailable(),
         )
         if isinstance(verdict, Assigned):
             self._reserved[message.message_key] = verdict.reservation
             self._routes[message.message_key] = verdict.route
         return verdict
+
+    def _unavailable(self) -> dict[str, str]:
+        """Accounts that cannot take a message now, and why: those that failed in this run,
+        and those whose circuit breaker is open (an open one past its ``open_seconds``
+        half-opens here and takes a probe)."""
+        down = dict(self.down)
+        for account in self.assigner.router.accounts:
+            if account not in down and not self.breakers.available(account):
+                down[account] = f"is unavailable ({self.breakers.why(account)})"
+        return down
 
     def _held_entry(self, message: OutboundMessage, verdict: Deferred | Stranded) -> LedgerEntry:
         """The ledger row of a message no account takes now (and count it)."""
@@ -317,7 +349,7 @@ class CampaignSender:
             self.ledger, provider, chunk, self.before_dispatch, routes=self._routes
         )
         try:
-            results = provider.send_batch(chunk, journal)
+            results = provider.send_batch(chunk, self.breakers.journal(provider.account, journal))
         finally:
             # Whatever was handed over is in the ledger now, which counts it from here on.
             for message in chunk:
@@ -333,7 +365,9 @@ class CampaignSender:
         self.report.accounts[provider.account] += tally[LedgerStatus.ACCEPTED]
         if not moving:
             return
-        self.down[provider.account] = moving[0].reason or "unavailable"
+        if self.breakers.available(provider.account):
+            # The provider gave up on the account (not its breaker): out for this run.
+            self.down[provider.account] = moving[0].reason or "unavailable"
         self._fail_over([journal.messages[r.message_key] for r in moving])
 
     def _fail_over(self, chunk: Iterable[OutboundMessage]) -> None:

@@ -7,6 +7,7 @@ dropped, never sent early) and goes out on a later run.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -352,3 +353,59 @@ def test_each_scope_caps_its_own_sends(core_project, fixed_clock: FixedClock, le
         level, "campaigns.pro_tips.policy"
     )
     assert report.deferred == Counter({f"{source}.daily_cap": report.counts["deferred"]})
+
+
+def _breaker_audits(settings: Settings) -> list[tuple[str, str, str]]:
+    rows = query(
+        settings,
+        "select detail from mailers.audit_log where action = 'breaker' order by recorded_at",
+    )
+    details = [json.loads(row["detail"]) for row in rows]
+    return [(d["account"], d["from_state"], d["to_state"]) for d in details]
+
+
+def test_a_circuit_breaker_opens_routes_around_probes_and_closes_with_audit_rows(
+    core_project, fixed_clock: FixedClock
+) -> None:
+    def breaker(*, fault: bool) -> Callable:
+        def mutate(config: dict[str, Any]) -> None:
+            account = _acme(config)["provider_accounts"]["acme_sandbox_a"]
+            account["breaker"] = {"consecutive_failures": 1, "open_seconds": 600}
+            if fault:
+                account["settings"]["fault"] = "unavailable"
+
+        return mutate
+
+    fixed_clock.set(DAY_ONE)
+    settings = core_project(breaker(fault=True))
+    first = send_window_once(settings, "acme.pro_tips", window=WINDOW)
+    assert first.counts["not_sent"] == 0 and first.accounts["acme_sandbox_b"] > 0
+    assert _breaker_audits(settings) == [("acme_sandbox_a", "closed", "open")]
+    (opened,) = query(settings, "select detail from mailers.audit_log where action = 'breaker'")
+    evidence = json.loads(opened["detail"])
+    assert evidence["consecutive_failures"] == 1 and evidence["last_failure"]
+
+    # Within open_seconds the next run routes around it without trying it.
+    fixed_clock.advance(300)
+    second_window = "2026-11-30T08:00:00Z"
+    send_window_once(settings, "acme.pro_tips", window=second_window, run_id="run-2")
+    rows = query(
+        settings,
+        "select provider_account, route, status from mailers.send_ledger "
+        f"where send_window = '{second_window}' and status = 'dispatching'",
+    )
+    assert rows and {r["provider_account"] for r in rows} == {"acme_sandbox_b"}
+    passed = [r for r in rows if "passed over acme_sandbox_a is unavailable" in r["route"]]
+    assert passed and all("circuit" in r["route"] or "open" in r["route"] for r in passed)
+
+    # Past open_seconds, with the account healthy again: one probe, then closed.
+    fixed_clock.advance(400)
+    settings = _reconfigure(settings, breaker(fault=False))
+    third_window = "2026-12-07T08:00:00Z"
+    third = send_window_once(settings, "acme.pro_tips", window=third_window, run_id="run-3")
+    assert third.accounts["acme_sandbox_a"] > 0
+    assert _breaker_audits(settings) == [
+        ("acme_sandbox_a", "closed", "open"),
+        ("acme_sandbox_a", "open", "half_open"),
+        ("acme_sandbox_a", "half_open", "closed"),
+    ]

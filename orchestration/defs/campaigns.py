@@ -105,6 +105,7 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
                 send_window=window,
                 run_id=context.run.run_id,
                 unsubscribe_key=_unsubscribe_key(settings, ref),
+                actor=actor,
             )
             with mailers.providers(settings, ref.workspace) as providers:
                 sender = CampaignSender(
