@@ -23,8 +23,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ from adapters.simulator import sendgrid as sendgrid_sim
 from adapters.simulator.server import Fault, FaultMix, Simulator
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.audience import AudienceSpec, resolve
+from mailers.clock import FixedClock
 from mailers.config import Settings
 from mailers.ledger import LedgerContext, LedgerWriter, latest_rows_sql
 from mailers.planning import plan
@@ -175,7 +178,11 @@ def project(tmp_path: Path, seeded: Path) -> Iterator[Any]:
     """Make a project whose globex workspace sends through ``primary`` (then ``backup``)."""
     simulators: list[Simulator] = []
 
-    def make(primary: str, backup: str | None = None) -> Project:
+    def make(
+        primary: str,
+        backup: str | None = None,
+        policy: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Project:
         sim = Simulator().start()
         simulators.append(sim)
         for kind in {primary, backup} - {None}:
@@ -188,6 +195,8 @@ def project(tmp_path: Path, seeded: Path) -> Iterator[Any]:
             for identity in globex["identities"].values():
                 identity["provider_accounts"] = names
             globex["streams"]["lifecycle"]["routing"] = {"strategy": "failover", "accounts": names}
+            if policy is not None:
+                policy(globex)
 
         settings = load(write_config(tmp_path, mutate))
         settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
@@ -297,6 +306,51 @@ def test_a_fault_mix_loses_nothing_and_sends_nothing_twice(
         f"{second.counts['reconciled_not_sent']}, "
         f"failed over {first.accounts.get(f'globex_{backup}', 0)} ({first.down_accounts}), "
         "duplicates 0"
+    )
+
+
+def test_caps_hold_under_a_fault_mix_and_what_they_held_back_goes_out_the_next_day(
+    project: Any, fixed_clock: FixedClock
+) -> None:
+    caps = {"globex_postmark": 1200, "globex_mailgun": 600}
+
+    def policy(globex: dict[str, Any]) -> None:
+        accounts = globex["provider_accounts"]
+        accounts["globex_postmark"]["warmup"] = {"start_date": "2026-12-07", "daily": [1200]}
+        accounts["globex_mailgun"]["pacing"] = {"daily_cap": 600}
+
+    fixed_clock.set(datetime(2026, 12, 7, 9, tzinfo=UTC))
+    proj: Project = project("postmark", "mailgun", policy)
+    proj.sim.mix("postmark", FAULT_MIX)
+    first = send_once(proj.settings, "faulty", _providers(proj), lookups=True)
+
+    assert max(proj.sim.accepted.values()) == 1
+    latest = proj.latest()
+    handed = Counter(
+        row["provider_account"]
+        for row in latest.values()
+        if row["status"] in ("accepted", "unknown", "rejected", "dispatching")
+    )
+    assert all(handed[name] <= cap for name, cap in caps.items()), handed
+    assert handed["globex_postmark"] >= caps["globex_postmark"] - first.counts["not_sent"]
+    deferred = [row for row in latest.values() if row["status"] == "deferred"]
+    assert len(deferred) == first.counts["deferred"] > 0
+    assert {row["eligible_at"] for row in deferred} == {datetime(2026, 12, 8)}
+    accepted_ledger = {k for k, r in latest.items() if r["status"] == "accepted"}
+    unknown = {k for k, r in latest.items() if r["status"] == "unknown"}
+    assert accepted_ledger <= set(proj.sim.accepted)
+    assert set(proj.sim.accepted) - accepted_ledger <= unknown
+
+    # Next day, faults gone: the deferred and retryable ones go out; nothing twice.
+    proj.sim.mix("postmark", None)
+    fixed_clock.set(datetime(2026, 12, 8, 9, tzinfo=UTC))
+    second = send_once(proj.settings, "clean", _providers(proj), lookups=True)
+    assert second.counts["not_sent"] == 0 and second.counts["still_unknown"] == 0
+    statuses = assert_the_promise_holds(proj)
+    assert "deferred" not in statuses.values()
+    print(
+        f"\ncaps under faults: handed over day 1 {dict(handed)} (caps {caps}), deferred "
+        f"{first.counts['deferred']}, day 2 accepted {second.counts['accepted']}, duplicates 0"
     )
 
 
