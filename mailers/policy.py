@@ -209,12 +209,7 @@ def _parse(config: MailersConfig, scope: str) -> _Scope:
     known = f"streams: {', '.join(streams)}; campaigns: {', '.join(workspace.campaigns) or '-'}"
     second = parts[1]
     if len(parts) == 2:
-        if second in streams and second in workspace.campaigns:
-            campaign = workspace.campaigns[second]
-            raise ScopeError(
-                f"{scope!r} is ambiguous: {second!r} is a stream and a campaign of {ws_name!r}; "
-                f"name the campaign as {ws_name}.{campaign.stream}.{second}"
-            )
+        # The stream wins a name both have: the campaign has its full form to be named by.
         if second in streams:
             return replace(found, stream=streams[second])
         if second in workspace.campaigns:
