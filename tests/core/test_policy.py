@@ -65,13 +65,13 @@ def governed(document: dict[str, Any]) -> None:
 
 
 @pytest.fixture
-def clock_at_now() -> Iterator[FixedClock]:
-    with use_clock(FixedClock(NOW)) as fixed:
-        yield fixed
+def clock_at_now() -> Iterator[None]:
+    with use_clock(FixedClock(NOW)):
+        yield
 
 
 @pytest.fixture
-def settings(edit_config: ConfigEditor, clock_at_now: FixedClock) -> Settings:
+def settings(edit_config: ConfigEditor, clock_at_now: None) -> Settings:
     return load(edit_config(governed), environ={})
 
 
@@ -235,7 +235,7 @@ def test_the_caps_a_message_meets_are_the_enforced_ones_with_today_s_limits(
 
 
 def test_a_curve_before_its_start_date_allows_nothing_yet(
-    edit_config: ConfigEditor, clock_at_now: FixedClock
+    edit_config: ConfigEditor, clock_at_now: None
 ) -> None:
     def next_monday(document: dict[str, Any]) -> None:
         governed(document)
@@ -254,7 +254,7 @@ def test_a_curve_before_its_start_date_allows_nothing_yet(
 
 
 def test_a_curve_without_a_start_date_starts_on_its_recorded_first_send(
-    edit_config: ConfigEditor, clock_at_now: FixedClock, tmp_path: Path
+    edit_config: ConfigEditor, clock_at_now: None, tmp_path: Path
 ) -> None:
     def unstarted(document: dict[str, Any]) -> None:
         governed(document)
