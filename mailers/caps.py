@@ -131,10 +131,13 @@ def campaign_caps(
     """
     stream = workspace.streams[campaign.config.stream]
     ws_zone = workspace.timezone
-    stream_zone = stream.policy.timezone or ws_zone
+    # The limits inherit their day workspace -> stream -> campaign; owners (domains,
+    # identities, accounts) count theirs in their own zone, else the workspace's.
+    limits_zone = workspace.policy.timezone or ws_zone
+    stream_zone = stream.policy.timezone or limits_zone
     caps = list(
         _limit_caps(
-            Scope(ScopeKind.WORKSPACE, campaign.workspace), workspace.policy, "policy", ws_zone
+            Scope(ScopeKind.WORKSPACE, campaign.workspace), workspace.policy, "policy", limits_zone
         )
     )
     caps += _limit_caps(

@@ -267,11 +267,13 @@ class WorkspaceConfig(_Strict):
         for name, campaign in self.campaigns.items():
             own = self.streams.get(campaign.stream)
             if own is not None:
+                path = f"campaigns.{name}.policy"
                 problems += loosened(
-                    campaign.policy,
-                    own.policy,
-                    f"campaigns.{name}.policy",
-                    f"stream {campaign.stream.value!r}",
+                    campaign.policy, own.policy, path, f"stream {campaign.stream.value!r}"
+                )
+                # What the stream leaves unset, the campaign inherits from the workspace.
+                problems += loosened(
+                    campaign.policy, _unset_in(self.policy, own.policy), path, "workspace"
                 )
         known = set(self.mailbox_providers)
         curves = [(f"identities.{n}.warmup", i.warmup) for n, i in self.identities.items()] + [
@@ -335,6 +337,21 @@ def loosened(narrow: LimitsConfig, wide: LimitsConfig, path: str, wider: str) ->
                 f"{theirs} (a scope may only tighten)"
             )
     return problems
+
+
+def _unset_in(wide: LimitsConfig, narrow: LimitsConfig) -> LimitsConfig:
+    """``wide``'s limits that ``narrow`` does not set itself."""
+    return LimitsConfig(
+        daily_cap=wide.daily_cap if narrow.daily_cap is None else None,
+        messages_per_second=wide.messages_per_second
+        if narrow.messages_per_second is None
+        else None,
+        mailbox_provider_daily_caps={
+            provider: cap
+            for provider, cap in wide.mailbox_provider_daily_caps.items()
+            if provider not in narrow.mailbox_provider_daily_caps
+        },
+    )
 
 
 class WarehouseConfig(_Strict):

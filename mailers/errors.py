@@ -7,6 +7,8 @@
     ├── WarehouseError           the warehouse refused a statement
     ├── WindowError              a send window that is not one of the campaign's, or a
     │                            backfill not asked for (names campaign, value, nearest ticks)
+    ├── ScopeError               a policy scope the config does not have (names the unknown
+    │                            part and what exists)
     ├── WebhookRejected          a provider webhook failed verification (nothing is stored)
     ├── ClaimError               the one-sender-per-window claim (mailers.claims)
     │   ├── WindowClaimed        another run holds the window (names it, when its lease ends)
@@ -53,6 +55,13 @@ class WindowError(MailersError):
     The value is not a window of the campaign (not ``once`` for a one-off campaign, not a
     tick of a recurring one's schedule, a tick not begun yet), or it is a past window and no
     backfill was asked for. The message names the campaign, the value and the nearest ticks.
+    """
+
+
+class ScopeError(MailersError):
+    """A policy scope (``WORKSPACE[.STREAM[.CAMPAIGN]]``) names something the config lacks.
+
+    The message names the unknown part and lists what the config has in its place.
     """
 
 

@@ -109,7 +109,9 @@ class LimitsConfig(_Strict):
         default_factory=dict, description="Messages per day to one mailbox provider."
     )
     timezone: TimeZoneName | None = Field(
-        default=None, description="Where this scope's day starts (default: the workspace's)."
+        default=None,
+        description="Where this scope's day starts (default: the wider scope's; at the "
+        "workspace, its `timezone`).",
     )
 
 

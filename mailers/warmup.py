@@ -34,8 +34,14 @@ def shape_cap(shape: CurveShape, day_number: int) -> int | None:
         return shape.daily[day_number - 1] if day_number <= len(shape.daily) else None
     ramp = shape.ramp
     assert ramp is not None  # the model guarantees one shape
-    volume = ramp.start * ramp.growth ** (day_number - 1)
+    volume = _ramp_volume(ramp.start, ramp.growth, day_number)
     return None if volume >= ramp.ceiling else math.floor(volume)
+
+
+def _ramp_volume(start: int, growth: float, day_number: int) -> float:
+    # Rounded first: 200 * 1.4 ** 2 is 391.99999999999994 in floats, and day three of the
+    # common x1.4 schedule allows 392.
+    return round(start * growth ** (day_number - 1), 6)
 
 
 def full_volume_day(shape: CurveShape) -> int:
@@ -44,9 +50,14 @@ def full_volume_day(shape: CurveShape) -> int:
         return len(shape.daily) + 1
     ramp = shape.ramp
     assert ramp is not None
-    # smallest d >= 1 with start * growth ** (d - 1) >= ceiling
-    days = math.ceil(math.log(ramp.ceiling / ramp.start, ramp.growth) - 1e-9)
-    return max(1, days + 1)
+    # The smallest d >= 1 with a volume at the ceiling: the logarithm's estimate, then
+    # stepped with the same rounding shape_cap uses, so the two never disagree.
+    day = max(1, math.ceil(math.log(ramp.ceiling / ramp.start, ramp.growth)) + 1)
+    while day > 1 and _ramp_volume(ramp.start, ramp.growth, day - 1) >= ramp.ceiling:
+        day -= 1
+    while _ramp_volume(ramp.start, ramp.growth, day) < ramp.ceiling:
+        day += 1
+    return day
 
 
 def day_number(curve: WarmupCurve, day: date) -> int:

@@ -47,7 +47,7 @@ def with_started_curves(
     if not pending:
         return list(caps)
     owners = sorted({(str(c.scope.kind), c.scope.name) for c in pending})
-    known = _started(warehouse, workspace, owners)
+    known = recorded_starts(warehouse, workspace, owners)
     now = clock.now()
     new_rows = []
     for cap in pending:
@@ -81,9 +81,12 @@ def with_started_curves(
     return started
 
 
-def _started(
+def recorded_starts(
     warehouse: Warehouse, workspace: str, owners: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], date]:
+    """The recorded first day of each ``(owner_kind, owner)`` that has one (read only)."""
+    if not owners:
+        return {}
     table = warehouse.relation(MAILERS_SCHEMA, WARMUP_STARTS_TABLE)
     wanted = " or ".join(
         f"(owner_kind = {sql_text(kind)} and owner = {sql_text(name)})" for kind, name in owners

@@ -1,14 +1,17 @@
-"""The ``mailers`` command line: ``demo``, ``dev``, ``validate``, ``plan`` and ``reconcile``.
+"""The ``mailers`` command line: ``demo``, ``dev``, ``validate``, ``plan``, ``reconcile`` and
+``policy show``.
 
 ``demo`` builds a DuckDB warehouse, seeds example contacts and suppressions, runs the
 whole Dagster pipeline in-process and prints the deliverability marts. ``validate`` checks
 the config, the environment variables it needs and its templates against the segments'
-columns. ``plan`` is a dry run of one campaign window.
+columns. ``plan`` is a dry run of one campaign window. ``policy show`` prints the
+effective sending policy of a workspace, stream or campaign and where each value comes from.
 """
 
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import secrets
 import shutil
@@ -261,6 +264,46 @@ def _caps_table(result: SendPlan) -> Table:
             "" if cap.days_to_full is None else f"{cap.days_to_full} d",
         )
     return table
+
+
+policy_app = typer.Typer(no_args_is_help=True, help="The sending policy: limits, routes, warm-up.")
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("show")
+def policy_show(
+    scope: Annotated[
+        str,
+        typer.Argument(
+            help="workspace, workspace.stream or workspace.stream.campaign (or workspace.campaign)"
+        ),
+    ],
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """The effective policy of a send and where each value came from (key path or default).
+
+    Warm-up curves show today's cap and the days until full volume, on Mailers' clock;
+    a curve without a start date reads its first send from the warehouse when there is one.
+    """
+    from mailers.errors import ScopeError
+    from mailers.policy import effective_policy
+    from orchestration.policy_view import policy_lines
+
+    settings = _settings(config)
+    try:
+        if settings.warehouse_path.is_file():
+            with DuckDBWarehouse(settings.warehouse_path, read_only=True) as warehouse:
+                policy = effective_policy(settings, scope, warehouse=warehouse)
+        else:
+            policy = effective_policy(settings, scope)
+    except ScopeError as err:
+        errors.print(f"[red]unknown policy scope[/red]: {err}", highlight=False)
+        raise typer.Exit(2) from err
+    if as_json:
+        typer.echo(json.dumps(policy.to_json(), indent=2))
+    else:
+        typer.echo("\n".join(policy_lines(policy)))
 
 
 @app.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -348,3 +349,50 @@ def test_demo_runs_end_to_end_and_prints_the_marts(tmp_path: Path) -> None:
     assert "identities.globex_news.warmup" in result.stdout
     settings = load(config)
     assert f"{len(eml_files(settings))} messages written as .eml files" in result.stdout
+
+
+def _governed(config: dict[str, Any]) -> None:
+    acme = config["workspaces"]["acme"]
+    acme["timezone"] = "Europe/Berlin"
+    acme["streams"]["lifecycle"]["policy"] = {"daily_cap": 1000}
+    acme["campaigns"]["pro_tips"]["policy"] = {"daily_cap": 500}
+    acme["identities"]["acme_news"]["warmup"] = {
+        "ramp": {"start": 200, "growth": 1.4, "ceiling": 20_000},
+        "start_date": "2026-11-30",
+    }
+
+
+def test_policy_show_prints_each_value_with_where_it_came_from(tmp_path: Path) -> None:
+    config = write_config(tmp_path, _governed)
+    result = mailers("policy", "show", "acme.pro_tips", "--config", str(config), env=WEDNESDAY)
+    assert result.returncode == 0, result.stderr
+    lines = [" ".join(line.split()) for line in result.stdout.splitlines()]
+    assert "Policy of acme.lifecycle.pro_tips (today 2026-12-02 in Europe/Berlin" in lines[0]
+    for line in (
+        "timezone Europe/Berlin workspaces.acme.timezone (inherited from workspace; "
+        "today is 2026-12-02 there)",
+        "daily_cap 500 workspaces.acme.campaigns.pro_tips.policy.daily_cap",
+        "stream lifecycle allows 1000 workspaces.acme.streams.lifecycle.policy.daily_cap",
+        "messages_per_second no limit default",
+        "warmup.today 392 workspaces.acme.identities.acme_news.warmup (day 3 of the curve, "
+        "2026-12-02 in Europe/Berlin)",
+        "warmup.days_to_full 12 workspaces.acme.identities.acme_news.warmup",
+        "breaker.consecutive_failures 5 default",
+    ):
+        assert line in lines, line
+
+    as_json = mailers("policy", "show", "acme.lifecycle", "-c", str(config), "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    document = json.loads(as_json.stdout)
+    assert (document["scope"], document["campaign"]) == ("acme.lifecycle", None)
+    cap = next(e for e in document["entries"] if e["name"] == "daily_cap")
+    assert (cap["value"], cap["inherited_from"], cap["wider"]) == (1000, None, [])
+
+
+def test_policy_show_names_an_unknown_scope_and_what_exists(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    result = mailers("policy", "show", "acme.outbound", "--config", str(config))
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert "workspace 'acme' has no stream or campaign 'outbound'" in message
+    assert "streams: lifecycle, transactional; campaigns: pro_tips" in message
