@@ -120,3 +120,6 @@ class SendResult:
     account_unavailable: bool = False
     """``not_sent`` because the account failed (refused, or retries exhausted): another
     account may take the message now."""
+    throttled: bool = False
+    """``not_sent`` because of the provider's rate limit, not a failure of the account (a
+    circuit breaker does not count it)."""
