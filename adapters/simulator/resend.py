@@ -226,6 +226,19 @@ class _Resend:
             problem = _problem(email)
             if problem is not None:
                 return problem
+        recipients = sum(len(e["to"]) if isinstance(e["to"], list) else 1 for e in batch)
+        limited = self.sim.admit(PROVIDER, recipients)
+        if limited is not None:
+            # https://resend.com/docs/api-reference/rate-limit
+            return Response.json(
+                {
+                    "name": "rate_limit_exceeded",
+                    "statusCode": 429,
+                    "message": "Too many requests. Please limit the number of requests.",
+                },
+                429,
+                **limited,
+            )
         accepted_at = clock.now()
         with self.lock:
             if self.daily_quota is not None:

@@ -122,6 +122,10 @@ def _send(sim: Simulator, state: dict[str, Any], request: Request) -> Response:
     problems = _validate(body) if isinstance(body, dict) else [_error("Bad Request")]
     if problems:
         return _errors(400, problems)
+    limited = sim.admit(PROVIDER, sum(len(p["to"]) for p in body["personalizations"]))
+    if limited is not None:
+        # https://www.twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-api/rate-limits
+        return _errors(429, [_error("too many requests")], **limited)
     x_message_id = _token(uuid.uuid4().bytes)
     accepted_at = clock.now()
     for p_index, personalization in enumerate(body["personalizations"]):
@@ -278,8 +282,8 @@ def _error(message: str, field: str | None = None) -> dict[str, Any]:
     return {"message": message, "field": field, "help": _HELP if field else None}
 
 
-def _errors(status: int, errors: list[dict[str, Any]]) -> Response:
-    return Response.json({"errors": errors}, status)
+def _errors(status: int, errors: list[dict[str, Any]], **headers: str) -> Response:
+    return Response.json({"errors": errors}, status, **headers)
 
 
 def _token(data: bytes) -> str:
