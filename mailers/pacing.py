@@ -43,6 +43,9 @@ Sleep = Callable[[float], None]
 OBSERVED_WINDOW = 2.0
 """Seconds of recent sends the pacer measures the pace the provider took over."""
 
+_ROUNDING = 1e-6
+"""Tokens short of a call that count as there, and seconds of a pause that count as over."""
+
 
 @dataclass(frozen=True)
 class ProviderQuota:
@@ -113,7 +116,9 @@ class TokenBucket:
         """Seconds until ``tokens`` (at most ``capacity``) are in the bucket."""
         self.refill(now)
         missing = min(tokens, self.capacity) - self.level
-        return max(0.0, missing / self.rate)
+        # A rounding error's worth of a token is there: waiting for it could not move a
+        # float clock, and the caller would spin.
+        return missing / self.rate if missing > _ROUNDING else 0.0
 
     def take(self, tokens: float) -> None:
         """Take ``tokens`` (call :meth:`wait_for` first: it refills)."""
@@ -217,7 +222,7 @@ class Pacer:
             with self._lock:
                 now = self._clock()
                 remaining = self._paused_until - now
-                if remaining > 0:
+                if remaining > _ROUNDING:
                     if paused + remaining > patience:
                         raise ThrottleWaitExceeded(remaining, patience - paused)
                 else:
@@ -228,7 +233,7 @@ class Pacer:
                             self._bucket.take(messages)
                         self._note(now, messages)
                         return paused
-            if remaining > 0:
+            if remaining > _ROUNDING:
                 self._sleep(remaining)
                 paused += remaining
             else:
