@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import TypeVar
 
 from adapters.providers.base import BatchProvider
 from adapters.providers.hooks import Ambiguous, BatchRejected, Retryable, RetryPolicy, Throttled
@@ -16,6 +17,8 @@ from mailers.messages import OutboundMessage, SendOutcome, SendResult
 from mailers.pacing import Pacer
 from tests.adapters.provider_contract import RecordingJournal, make_message
 from tests.core.test_pacing import FakeTime
+
+P = TypeVar("P", bound=BatchProvider)
 
 Script = list[Exception | None]
 """Per call: raise this, or (None) accept every message of the call."""
@@ -139,7 +142,7 @@ def test_one_message_per_call_keeps_each_failure_its_own() -> None:
     assert all(provider.sent.count(m.message_key) == 1 for m in messages if m != messages[1])
 
 
-def paced(provider: BatchProvider, time: FakeTime, **options: float) -> BatchProvider:
+def paced(provider: P, time: FakeTime, **options: float) -> P:
     """``provider`` paced on the fake clock (no rate: only rate-limit pauses hold it)."""
     settings: dict[str, float] = {"min_backoff": 1.0, "max_throttle_wait": 900.0, **options}
     provider.pace(Pacer(None, clock=time.clock, sleep=time.sleep, **settings))
