@@ -142,10 +142,16 @@ def test_one_message_per_call_keeps_each_failure_its_own() -> None:
     assert all(provider.sent.count(m.message_key) == 1 for m in messages if m != messages[1])
 
 
-def paced(provider: P, time: FakeTime, **options: float) -> P:
+def paced(provider: P, time: FakeTime, *, max_throttle_wait: float = 900.0) -> P:
     """``provider`` paced on the fake clock (no rate: only rate-limit pauses hold it)."""
-    settings: dict[str, float] = {"min_backoff": 1.0, "max_throttle_wait": 900.0, **options}
-    provider.pace(Pacer(None, clock=time.clock, sleep=time.sleep, **settings))
+    pacer = Pacer(
+        None,
+        min_backoff=1.0,
+        max_throttle_wait=max_throttle_wait,
+        clock=time.clock,
+        sleep=time.sleep,
+    )
+    provider.pace(pacer)
     return provider
 
 
