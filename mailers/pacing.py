@@ -18,8 +18,8 @@ answer (:meth:`Pacer.throttled`). The pacer:
   once.
 
 Nothing here sleeps for real or reads the wall clock: ``clock`` (monotonic seconds) and
-``sleep`` are injected, so tests drive time. The pacer is thread-safe; one pacer serves
-every send of its account in a process.
+``sleep`` are injected, so tests drive time. The pacer is thread-safe; each sender the
+registry builds has its own, shared by every send through it.
 
 :class:`ProviderQuota` is what a provider publishes about an account's limits (SES
 ``GetSendQuota``); :func:`pace_limit` and :func:`daily_limit` combine it with the config.

@@ -160,7 +160,7 @@ class BatchProvider(ABC):
         """
         self.pacer = pacer
         if concurrency is not None and concurrency != self.concurrency:
-            self.close()  # worker threads are sized to the concurrency
+            self._stop_workers()  # they are sized to the concurrency
             self.concurrency = concurrency
 
     @abstractmethod
@@ -181,6 +181,9 @@ class BatchProvider(ABC):
 
     def close(self) -> None:
         """Release connections and worker threads. Safe to call twice."""
+        self._stop_workers()
+
+    def _stop_workers(self) -> None:
         with self._executor_lock:
             if self._executor is not None:
                 self._executor.shutdown(wait=True)

@@ -182,3 +182,12 @@ def test_the_quota_is_set_and_counted_over_the_control_endpoint(sim: Simulator) 
     assert counts["accepted"] == 2 and counts["throttled"] == 1
     assert counts["first"] is not None and counts["first"] == counts["last"]
     assert sim.requests.count(("postmark", "POST", "/email/batch")) == 2
+
+
+def test_pacing_concurrency_replaces_the_accounts_own(sim: Simulator) -> None:
+    account = provider("mailgun", sim, PacingConfig(concurrency=6), call_size=1)
+    assert account.concurrency == 6
+
+    results, _ = send_all(account, 30)
+
+    assert_nothing_lost(results, sim, 30)
