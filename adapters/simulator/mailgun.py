@@ -11,7 +11,8 @@ Mailgun otherwise):
   ``v:`` values. Errors are Mailgun's ``{"message": ...}`` with ``400`` (one bad or
   refused address fails the whole call: Mailgun validates a call before queueing it),
   ``404`` for an unknown domain. Success: ``{"id": "<...>", "message": "Queued. Thank
-  you."}``, one id per call.
+  you."}``, one id per call. A quota (:meth:`Simulator.limit`) is charged one message per
+  recipient of a valid call; over it, ``429`` "Too many requests" and nothing is queued.
 * ``GET /v3/{domain}/events`` (``begin``, ``ascending=yes``, ``limit`` ≤ 300, ``event``
   filter with ``OR``) and the ``paging.next`` URLs it hands out. Pages are in the order
   events were written, so the URL of an empty last page later returns what was written

@@ -19,6 +19,8 @@
   ``concurrent_idempotent_requests``. Only 200 answers are kept (the page describes
   replaying the answer of a sent email; a refused request is validated again).
   https://resend.com/docs/dashboard/emails/idempotency-keys
+* A rate quota (:meth:`Simulator.limit`) is charged one message per recipient of a valid
+  batch; over it, ``429 rate_limit_exceeded`` and nothing is sent (nor kept for the key).
 * ``daily_quota``: past that many emails in a UTC day, a batch is refused whole with 429
   ``daily_quota_exceeded`` (https://resend.com/docs/api-reference/rate-limit).
 * Every accepted email gets ``email.sent`` and then the events of

@@ -6,7 +6,9 @@
   recipients; each address once; string ``custom_args`` and ``headers``; a subject for
   every personalization; ``text/plain`` before ``text/html``), refuses recipients at the
   sandbox's reject domain as invalid addresses, and answers ``202`` with an
-  ``X-Message-Id``. A wrong key answers ``401``.
+  ``X-Message-Id``. A wrong key answers ``401``. A quota (:meth:`Simulator.limit`) is
+  charged one message per recipient of a valid request; over it, ``429`` and nothing is
+  sent.
 * Every accepted recipient is stored in ``sim.store["sendgrid"]["messages"]`` (recipient,
   subject, custom args, headers, ``x_message_id``, ``sg_message_id``, accepted time, the
   fingerprint of the API key that sent it, and its events). Its Event Webhook events follow
