@@ -84,8 +84,8 @@ class ThrottleWaitExceeded(Exception):
 
     def __init__(self, remaining: float, patience: float) -> None:
         super().__init__(
-            f"rate limited: the provider asked to wait {remaining:.1f}s more, past the "
-            f"{patience:.1f}s of throttle waiting this send has left"
+            f"the provider asked to wait {remaining:.1f}s more, past the {patience:.1f}s of "
+            "throttle waiting this send has left"
         )
         self.remaining = remaining
         self.patience = patience

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from adapters.providers import mailgun, postmark
+from adapters.providers import mailgun, postmark, resend, sendgrid
 from adapters.providers.base import BatchProvider
 from adapters.providers.postmark.sending import PostmarkProvider
 from adapters.simulator import mailgun as mailgun_sim
 from adapters.simulator import postmark as postmark_sim
+from adapters.simulator import resend as resend_sim
+from adapters.simulator import sendgrid as sendgrid_sim
 from adapters.simulator.server import Quota, QuotaStats, Simulator
 from mailers.messages import SendOutcome, SendResult
 from mailers.pacing import Pacer
@@ -32,6 +34,8 @@ from tests.adapters.provider_contract import RecordingJournal, make_message
 
 TOKEN = "pm-pacing-token"
 MAILGUN = {"api_key": "key-pacing", "webhook_signing_key": "mg-pacing-signing"}
+SENDGRID_KEY = "SG.pacing-key"
+RESEND_KEY = "re_pacing_key"
 MIN_BACKOFF = 0.1
 """The pacer's shortest pause after a 429 (configured per account; default 1 s)."""
 
@@ -55,6 +59,8 @@ def sim() -> Iterator[Simulator]:
     with Simulator() as simulator:
         postmark_sim.register(simulator, credentials={"server_token": TOKEN})
         mailgun_sim.register(simulator, credentials=MAILGUN)
+        sendgrid_sim.register(simulator, credentials={"api_key": SENDGRID_KEY})
+        resend_sim.register(simulator, credentials={"api_key": RESEND_KEY})
         yield simulator
 
 
@@ -64,6 +70,12 @@ def provider(kind: str, sim: Simulator, pacing: PacingConfig, call_size: int) ->
     if kind == "postmark":
         settings = postmark.PostmarkSettings(base_url=sim.base_url)
         made = PostmarkProvider("pm", settings, TOKEN, max_batch_size=call_size)
+    elif kind == "sendgrid":
+        settings_sg = sendgrid.SendGridSettings(base_url=sim.base_url)
+        made = sendgrid.SendGridProvider("sg", settings_sg, api_key=SENDGRID_KEY)
+    elif kind == "resend":
+        settings_rs = resend.ResendSettings(base_url=sim.base_url)
+        made = resend.ResendProvider("rs", settings_rs, RESEND_KEY, max_batch_size=call_size)
     else:
         settings_mg = mailgun.MailgunSettings(base_url=sim.base_url, domain="news.acme.test")
         made = mailgun.MailgunProvider("mg", settings_mg, MAILGUN["api_key"])
@@ -165,7 +177,7 @@ def test_a_spent_throttle_budget_leaves_the_rest_not_sent_for_failover(sim: Simu
     for result in left:
         assert result.outcome == SendOutcome.NOT_SENT and result.account_unavailable
         assert result.throttled
-        assert "rate limited" in (result.reason or "")
+        assert "rate limited (429): the provider asked to wait" in (result.reason or "")
 
 
 def test_the_quota_is_set_and_counted_over_the_control_endpoint(sim: Simulator) -> None:
@@ -191,3 +203,22 @@ def test_pacing_concurrency_replaces_the_accounts_own(sim: Simulator) -> None:
     results, _ = send_all(account, 30)
 
     assert_nothing_lost(results, sim, 30)
+
+
+@pytest.mark.parametrize("kind", ["postmark", "mailgun", "sendgrid", "resend"])
+def test_every_provider_simulator_answers_its_quota_with_429_and_sends_nothing(
+    sim: Simulator, kind: str
+) -> None:
+    sim.limit(kind, Quota(1, burst=1, retry_after=7))
+    pacing = PacingConfig(max_throttle_wait_seconds=5)  # less than the Retry-After
+    first, second = (provider(kind, sim, pacing, call_size=1) for _ in range(2))
+
+    [sent], _ = send_all(first, 1)
+    [refused] = second.send_batch([make_message("over@example.com")])
+    second.close()
+
+    assert sent.accepted
+    assert refused.outcome == SendOutcome.NOT_SENT and refused.throttled
+    assert "rate limited (429): the provider asked to wait 7." in (refused.reason or "")
+    assert list(sim.accepted) == [sent.message_key]
+    assert sim.quota_stats[kind].throttled == 1 and sim.quota_stats[kind].accepted == 1

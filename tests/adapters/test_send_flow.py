@@ -180,7 +180,7 @@ def test_past_the_throttle_budget_the_waiting_messages_are_not_sent_for_failover
     for result in results[2:]:
         assert result.outcome == SendOutcome.NOT_SENT, result
         assert result.account_unavailable and result.throttled
-        assert "rate limited" in (result.reason or "")
+        assert "rate limited (429): the provider asked to wait" in (result.reason or "")
     assert sum(time.slept) <= 7.0
     assert not any(r.outcome == SendOutcome.UNKNOWN for r in results)
 
