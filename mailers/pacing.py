@@ -82,10 +82,10 @@ def daily_limit(config: PacingConfig, quota: ProviderQuota | None = None) -> int
 class ThrottleWaitExceeded(Exception):
     """The rate-limit pause in force lasts longer than the caller is willing to wait."""
 
-    def __init__(self, remaining: float, patience: float) -> None:
+    def __init__(self, remaining: float, patience: float, reason: str) -> None:
         super().__init__(
-            f"the provider asked to wait {remaining:.1f}s more, past the {patience:.1f}s of "
-            "throttle waiting this send has left"
+            f"{reason}: the provider asked to wait {remaining:.1f}s more, past the "
+            f"{patience:.1f}s of throttle waiting this send has left"
         )
         self.remaining = remaining
         self.patience = patience
@@ -169,6 +169,7 @@ class Pacer:
         self._paused_until = now
         self._recovered_at = now
         self._recent: deque[tuple[float, int]] = deque()
+        self._reason = "rate limited"
         self.throttles = 0
         """Rate-limit answers heard."""
 
@@ -224,7 +225,7 @@ class Pacer:
                 remaining = self._paused_until - now
                 if remaining > _ROUNDING:
                     if paused + remaining > patience:
-                        raise ThrottleWaitExceeded(remaining, patience - paused)
+                        raise ThrottleWaitExceeded(remaining, patience - paused, self._reason)
                 else:
                     self._recover(now)
                     wait = self._bucket.wait_for(messages, now) if self._bucket else 0.0
@@ -239,8 +240,11 @@ class Pacer:
             else:
                 self._sleep(wait)
 
-    def throttled(self, retry_after: float | None, *, messages: int = 0) -> float:
-        """Hear a rate-limit answer to a call of ``messages``; return the pause it set.
+    def throttled(
+        self, retry_after: float | None, *, messages: int = 0, reason: str = "rate limited"
+    ) -> float:
+        """Hear a rate-limit answer (``reason``) to a call of ``messages``; return the
+        pause it set.
 
         Every caller waits at least ``max(min_backoff, retry_after)`` from now, plus up to
         ``jitter`` of it; the pace backs off once per pause.
@@ -250,6 +254,7 @@ class Pacer:
         with self._lock:
             now = self._clock()
             self.throttles += 1
+            self._reason = reason
             self._note(now, -messages)  # they were not taken
             if now >= self._paused_until:
                 self._back_off(now)

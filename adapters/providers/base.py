@@ -110,8 +110,6 @@ class _State:
     """The account left the run because of a rate limit (its messages are ``throttled``)."""
     throttle_waited: float = 0.0
     """Seconds this send spent in the pacer's rate-limit pauses."""
-    throttled_by: str = "rate limited"
-    """The last rate-limit answer this send met (why the pacer pauses)."""
     ambiguous_in_a_row: int = 0
     again: list[_Call] = field(default_factory=list)
     """Calls of the current wave to make again (retries, halves), in order."""
@@ -242,7 +240,7 @@ class BatchProvider(ABC):
                 sum(len(call.messages) for call in wave), patience=patience
             )
         except ThrottleWaitExceeded as err:
-            state.down, state.down_throttled = f"{state.throttled_by}: {err}", True
+            state.down, state.down_throttled = str(err), True
             return False
         return True
 
@@ -271,8 +269,9 @@ class BatchProvider(ABC):
             return self._retry_in_doubt(call, answer, state)
         throttled = isinstance(answer, Throttled)
         if isinstance(answer, Throttled) and self.pacer is not None:
-            state.throttled_by = answer.reason
-            pause = self.pacer.throttled(answer.retry_after, messages=len(call.messages))
+            pause = self.pacer.throttled(
+                answer.retry_after, messages=len(call.messages), reason=answer.reason
+            )
             state.again.append(_Call(call.messages, call.attempt))
             why = f"{answer.reason}; paced, trying again in {pause:.2f}s"
             return _not_sent(call.messages, why, throttled=True)
@@ -315,8 +314,7 @@ class BatchProvider(ABC):
         retry_after = answer.retry_after if isinstance(answer, Retryable) else None
         reason = getattr(answer, "reason", None) or str(answer)
         if isinstance(answer, Throttled) and self.pacer is not None:
-            state.throttled_by = answer.reason
-            self.pacer.throttled(retry_after, messages=len(call.messages))
+            self.pacer.throttled(retry_after, messages=len(call.messages), reason=reason)
             state.again.append(_Call(call.messages, call.attempt, in_doubt=True))
             return _in_doubt(call.messages, f"{reason}; paced, trying again under its key")
         delay = self.retry.delay(call.attempt, retry_after)

@@ -155,7 +155,7 @@ def test_a_pause_past_the_patience_left_raises_and_takes_nothing() -> None:
     paced = pacer(time, 10.0, burst=1, min_backoff=1.0, jitter=0.0)
     paced.throttled(30.0)
 
-    with pytest.raises(ThrottleWaitExceeded, match="asked to wait 30.0s") as caught:
+    with pytest.raises(ThrottleWaitExceeded, match=r"asked to wait 30\.0s") as caught:
         paced.acquire(1, patience=10.0)
 
     assert caught.value.remaining == pytest.approx(30.0)
