@@ -83,7 +83,8 @@ def main() -> None:
         pacing = PacingConfig(
             messages_per_second=quota * args.over, min_backoff_seconds=args.min_backoff
         )
-        account.pace(Pacer.of(pacing, largest_call=account.request_size))
+        wave = account.request_size * account.concurrency
+        account.pace(Pacer.of(pacing, largest_wave=wave))
         messages = _messages(args.messages)
         started = time.perf_counter()
         results = []

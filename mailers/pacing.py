@@ -5,17 +5,18 @@ A send asks its account's :class:`Pacer` before every provider call
 answer (:meth:`Pacer.throttled`). The pacer:
 
 * spaces calls with a :class:`TokenBucket` refilled at the account's pace in messages per
-  second, holding at most ``burst`` tokens (by default the account's largest call, so a
-  full call can always go once the bucket has refilled);
+  second, holding at most ``burst`` tokens (for an account, its largest wave of calls in
+  flight together, so a full wave can always go once the bucket has refilled);
 * after a rate-limit answer, makes every caller wait at least
   ``max(min_backoff_seconds, Retry-After)`` plus up to ``jitter`` of it more (from an
   injectable random): a ``Retry-After: 0`` or a missing header never makes a caller spin;
 * backs its pace off on each rate-limit answer (multiplicative decrease: ``decrease``
-  times the current pace; an unpaced account starts from the pace the provider took over
-  the last seconds) and recovers it slowly (additive: ``recovery`` of the ceiling per
-  second) towards the configured pace, so a run settles just under the provider's real
-  quota. One decrease per pause: the answers of calls that were in flight together count
-  once.
+  times the current pace, never below ``floor`` of the configured one) and recovers it
+  slowly (additive: ``recovery`` of the configured pace per second), so a run settles just
+  under the provider's real quota. One decrease per pause: the answers of calls that were
+  in flight together count once. An account without a configured pace is only paused:
+  guessing a pace from what got through (timeouts and pauses included) would throttle it
+  far below what the provider takes.
 
 Nothing here sleeps for real or reads the wall clock: ``clock`` (monotonic seconds) and
 ``sleep`` are injected, so tests drive time. The pacer is thread-safe; each sender the
@@ -31,7 +32,6 @@ import math
 import random
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,9 +39,6 @@ from mailers.policy_config import PacingConfig
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
-
-OBSERVED_WINDOW = 2.0
-"""Seconds of recent sends the pacer measures the pace the provider took over."""
 
 _ROUNDING = 1e-6
 """Tokens short of a call that count as there, and seconds of a pause that count as over."""
@@ -129,8 +126,8 @@ class Pacer:
     """One provider account's pace; see the module docstring.
 
     ``rate`` (messages per second) is the ceiling the pace recovers to; ``None`` sends
-    unpaced until the first rate-limit answer, then paces at what the provider took.
-    ``burst`` is the bucket's capacity (default: one second at ``rate``).
+    unpaced, only pausing after rate-limit answers. ``burst`` is the bucket's capacity
+    (default: one second at ``rate``).
     """
 
     def __init__(
@@ -143,6 +140,7 @@ class Pacer:
         jitter: float = 0.1,
         decrease: float = 0.9,
         recovery: float = 0.01,
+        floor: float = 0.1,
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
         rng: random.Random | None = None,
@@ -160,6 +158,7 @@ class Pacer:
         self.jitter = jitter
         self.decrease = decrease
         self.recovery = recovery
+        self.floor = floor
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
@@ -168,7 +167,6 @@ class Pacer:
         self._bucket = self._make_bucket(rate, now) if rate is not None else None
         self._paused_until = now
         self._recovered_at = now
-        self._recent: deque[tuple[float, int]] = deque()
         self._reason = "rate limited"
         self.throttles = 0
         """Rate-limit answers heard."""
@@ -178,7 +176,7 @@ class Pacer:
         cls,
         config: PacingConfig,
         *,
-        largest_call: int,
+        largest_wave: int,
         quota: ProviderQuota | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
@@ -186,11 +184,13 @@ class Pacer:
     ) -> Pacer:
         """The pacer an account's ``pacing:`` config (and its provider quota) ask for.
 
-        The bucket holds the account's largest call, so a full call can always go.
+        The bucket holds the most messages the account asks for at once (a wave: its
+        largest call times the calls in flight together), so a full wave can always go and
+        what the rate earns while a wave is in flight is not thrown away.
         """
         return cls(
             pace_limit(config, quota),
-            burst=float(largest_call),
+            burst=float(largest_wave),
             min_backoff=config.min_backoff_seconds,
             max_throttle_wait=config.max_throttle_wait_seconds,
             clock=clock,
@@ -232,7 +232,6 @@ class Pacer:
                     if wait <= 0:
                         if self._bucket is not None:
                             self._bucket.take(messages)
-                        self._note(now, messages)
                         return paused
             if remaining > _ROUNDING:
                 self._sleep(remaining)
@@ -240,11 +239,8 @@ class Pacer:
             else:
                 self._sleep(wait)
 
-    def throttled(
-        self, retry_after: float | None, *, messages: int = 0, reason: str = "rate limited"
-    ) -> float:
-        """Hear a rate-limit answer (``reason``) to a call of ``messages``; return the
-        pause it set.
+    def throttled(self, retry_after: float | None, *, reason: str = "rate limited") -> float:
+        """Hear a rate-limit answer (``reason``); return the pause it set.
 
         Every caller waits at least ``max(min_backoff, retry_after)`` from now, plus up to
         ``jitter`` of it; the pace backs off once per pause.
@@ -255,7 +251,6 @@ class Pacer:
             now = self._clock()
             self.throttles += 1
             self._reason = reason
-            self._note(now, -messages)  # they were not taken
             if now >= self._paused_until:
                 self._back_off(now)
             self._paused_until = max(self._paused_until, now + pause)
@@ -263,39 +258,22 @@ class Pacer:
             return self._paused_until - now
 
     def _back_off(self, now: float) -> None:
-        if self._bucket is not None:
+        # The floor keeps 429s that are not about the pace (a provider's hiccups, a
+        # shared quota) from slowing a run to a crawl it would take minutes to recover from.
+        if self._bucket is not None and self.ceiling is not None:
             self._bucket.refill(now)
-            self._bucket.rate *= self.decrease
-            return
-        # Unpaced so far: what the provider took lately (pauses included) is the best guess.
-        taken = self._observed(now)
-        if taken is not None:
-            self._bucket = self._make_bucket(self.decrease * taken, now)
+            lowest = self.floor * self.ceiling
+            self._bucket.rate = max(lowest, self._bucket.rate * self.decrease)
 
     def _recover(self, now: float) -> None:
         """Raise the pace additively since the last change, up to the ceiling."""
-        bucket = self._bucket
+        bucket, ceiling = self._bucket, self.ceiling
         elapsed = now - self._recovered_at
-        if bucket is None or elapsed <= 0:
+        if bucket is None or ceiling is None or elapsed <= 0:
             return
         bucket.refill(now)
-        step = self.recovery * (self.ceiling or bucket.rate) * elapsed
-        raised = bucket.rate + step
-        bucket.rate = min(self.ceiling, raised) if self.ceiling is not None else raised
+        bucket.rate = min(ceiling, bucket.rate + self.recovery * ceiling * elapsed)
         self._recovered_at = now
-
-    def _note(self, now: float, messages: int) -> None:
-        self._recent.append((now, messages))
-        while self._recent and self._recent[0][0] < now - OBSERVED_WINDOW:
-            self._recent.popleft()
-
-    def _observed(self, now: float) -> float | None:
-        """Messages per second the provider took over the recent window."""
-        if not self._recent:
-            return None
-        span = max(now - self._recent[0][0], 1e-3)
-        taken = sum(n for _, n in self._recent)
-        return taken / span if taken > 0 else None
 
     def _make_bucket(self, rate: float, now: float) -> TokenBucket:
         return TokenBucket(rate, self.burst or max(rate, 1.0), now)

@@ -269,9 +269,7 @@ class BatchProvider(ABC):
             return self._retry_in_doubt(call, answer, state)
         throttled = isinstance(answer, Throttled)
         if isinstance(answer, Throttled) and self.pacer is not None:
-            pause = self.pacer.throttled(
-                answer.retry_after, messages=len(call.messages), reason=answer.reason
-            )
+            pause = self.pacer.throttled(answer.retry_after, reason=answer.reason)
             state.again.append(_Call(call.messages, call.attempt))
             why = f"{answer.reason}; paced, trying again in {pause:.2f}s"
             return _not_sent(call.messages, why, throttled=True)
@@ -314,7 +312,7 @@ class BatchProvider(ABC):
         retry_after = answer.retry_after if isinstance(answer, Retryable) else None
         reason = getattr(answer, "reason", None) or str(answer)
         if isinstance(answer, Throttled) and self.pacer is not None:
-            self.pacer.throttled(retry_after, messages=len(call.messages), reason=reason)
+            self.pacer.throttled(retry_after, reason=reason)
             state.again.append(_Call(call.messages, call.attempt, in_doubt=True))
             return _in_doubt(call.messages, f"{reason}; paced, trying again under its key")
         delay = self.retry.delay(call.attempt, retry_after)

@@ -7,9 +7,9 @@ reading published sending quotas.
 
 Every sender it builds is paced (:class:`~mailers.pacing.Pacer`) by its account's
 ``pacing:`` config, at the tighter of ``messages_per_second`` and, with
-``quota_from_provider``, the provider's published rate; ``pacing.concurrency`` replaces the
-provider's default calls in flight. Daily caps are not enforced here: :func:`account_quotas`
-tells the sender what each account may still send.
+``quota_from_provider``, the provider's published rate, with a burst of one wave of calls;
+``pacing.concurrency`` replaces the provider's default calls in flight. Daily caps are not
+enforced here: :func:`account_quotas` tells the sender what each account may still send.
 """
 
 from __future__ import annotations
@@ -81,8 +81,11 @@ def build_provider(name: str, account: ProviderAccountConfig, settings: Settings
             f"(pip install 'mailers[{account.kind}]')"
         ) from err
     if isinstance(provider, BatchProvider):
+        concurrency = account.pacing.concurrency or provider.concurrency
         pacer = Pacer.of(
-            account.pacing, largest_call=provider.request_size, quota=_quota(spec, name, account)
+            account.pacing,
+            largest_wave=provider.request_size * concurrency,
+            quota=_quota(spec, name, account),
         )
         provider.pace(pacer, concurrency=account.pacing.concurrency)
     return provider

@@ -52,10 +52,10 @@ def test_calls_are_spaced_at_the_rate_after_the_burst() -> None:
     assert time.now - start == pytest.approx((15 - 5) / 10)
 
 
-def test_the_default_burst_is_the_largest_call_so_a_full_call_goes_at_once() -> None:
+def test_the_burst_is_the_largest_wave_so_a_full_wave_goes_at_once() -> None:
     time = FakeTime()
     paced = Pacer.of(
-        PacingConfig(messages_per_second=100), largest_call=500, clock=time.clock, sleep=time.sleep
+        PacingConfig(messages_per_second=100), largest_wave=500, clock=time.clock, sleep=time.sleep
     )
 
     paced.acquire(500)
@@ -137,17 +137,25 @@ def test_the_pace_recovers_additively_up_to_the_configured_rate() -> None:
     assert paced.rate == pytest.approx(100.0)
 
 
-def test_an_unpaced_account_learns_a_pace_from_what_the_provider_took() -> None:
+def test_many_rate_limit_answers_never_slow_the_pace_below_its_floor() -> None:
     time = FakeTime()
-    paced = pacer(time, None, min_backoff=0.1, decrease=0.9)
+    paced = pacer(time, 100.0, min_backoff=0.5, jitter=0.0, decrease=0.5, recovery=0.0)
+    for _ in range(20):
+        paced.throttled(None)
+        time.sleep(paced.pause_remaining())
+
+    assert paced.rate == pytest.approx(10.0)  # floor: 10% of the configured pace
+
+
+def test_an_unpaced_account_is_only_paused_never_slowed_to_a_guess() -> None:
+    time = FakeTime()
+    paced = pacer(time, None, min_backoff=0.5, jitter=0.0)
+    paced.acquire(100)
+    paced.throttled(None)
+
+    assert paced.acquire(100) == pytest.approx(0.5)
     assert paced.rate is None
-    for _ in range(10):
-        paced.acquire(20)
-        time.sleep(0.1)  # 200 messages a second get through
-
-    paced.throttled(None, messages=20)  # the last call was refused: not taken
-
-    assert paced.rate == pytest.approx(0.9 * 180 / 1.0, rel=0.05)
+    assert paced.acquire(10_000) == 0.0 and time.slept == [pytest.approx(0.5)]
 
 
 def test_a_pause_past_the_patience_left_raises_and_takes_nothing() -> None:
