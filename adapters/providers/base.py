@@ -15,7 +15,12 @@ the hook raises             outcome of the call's messages
 ==========================  ====================================================
 (returns results)           accepted / rejected per message; a message missing
                             from the answer is ``unknown``
-:class:`Retryable`          provably not accepted (429, 503 with ``Retry-After``,
+:class:`Throttled`          the provider's rate limit (429, SES ``Throttling``):
+                            ``not_sent`` with ``throttled`` set, and with a pacer
+                            the call is made again once the pacer's pause is over,
+                            without using up an attempt (see below); without one,
+                            as ``Retryable``
+:class:`Retryable`          provably not accepted (503 with ``Retry-After``,
                             connection refused): ``not_sent``, then the call is
                             made again after ``Retry-After`` or a backoff, up to
                             the policy; past it the account leaves the run
@@ -38,16 +43,28 @@ The journal takes the account out of the run the same way when its ``handing_ove
 raises :class:`~mailers.providers.AccountUnavailable` (a circuit breaker refusing the
 call): that wave is not made, and the reason is the journal's.
 
+An account built by the registry has a :class:`~mailers.pacing.Pacer`
+(:meth:`BatchProvider.pace`). Each wave of calls first acquires its messages from it, and
+every ``Throttled`` answer is reported to it: it pauses every caller of the account (at
+least its minimum backoff, so a ``Retry-After: 0`` never spins) and lowers the pace. A
+throttled call goes again with the same attempt count and the account stays in the run,
+for as long as the pauses of one ``send_batch`` add up to at most the pacer's
+``max_throttle_wait``; a pause that would go past it ends the run for the account: the
+messages still waiting are ``not_sent`` with ``account_unavailable`` and ``throttled`` set
+and a reason naming the rate limit, never rejected, never in doubt (unless they already
+were), never dropped.
+
 A provider that deduplicates requests by an idempotency key (Resend's
 ``Idempotency-Key``) returns one from :meth:`~BatchProvider._idempotency_key`. Then an
 ``Ambiguous`` call is made again with the same key, up to the retry policy: the
 provider answers the first request's outcome instead of sending twice, so the doubt is
 settled. Until such a retry gets an answer its messages stay in doubt: a 429 or any
 other failure of a retry never makes them ``not_sent``, since the first request may have
-been accepted. A retry refused for what it carries (``BatchRejected``) is an answer: had
-the first request been accepted, the provider would have answered that instead, so the
-call is halved as any refused call is. The key is journalled with each call (the
-ledger's ``batch_id``).
+been accepted (with a pacer, a throttled retry is paced and made again without using up
+an attempt, as any throttled call). A retry refused for what it carries
+(``BatchRejected``) is an answer: had the first request been accepted, the provider would
+have answered that instead, so the call is halved as any refused call is. The key is
+journalled with each call (the ledger's ``batch_id``).
 """
 
 from __future__ import annotations
@@ -60,8 +77,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from adapters.providers.hooks import Ambiguous, AuthFailed, BatchRejected, Retryable, RetryPolicy
+from adapters.providers.hooks import (
+    Ambiguous,
+    AuthFailed,
+    BatchRejected,
+    Retryable,
+    RetryPolicy,
+    Throttled,
+)
 from mailers.messages import OutboundMessage, SendOutcome, SendResult
+from mailers.pacing import Pacer, ThrottleWaitExceeded
 from mailers.providers import AccountUnavailable, DispatchJournal, NoJournal
 
 
@@ -85,6 +110,10 @@ class _State:
     pending: deque[_Call]
     final: dict[str, SendResult] = field(default_factory=dict)
     down: str | None = None
+    down_throttled: bool = False
+    """The account left the run because of a rate limit (its messages are ``throttled``)."""
+    throttle_waited: float = 0.0
+    """Seconds this send spent in the pacer's rate-limit pauses."""
     ambiguous_in_a_row: int = 0
     again: list[_Call] = field(default_factory=list)
     """Calls of the current wave to make again (retries, halves), in order."""
@@ -116,15 +145,27 @@ class BatchProvider(ABC):
         sleep: Callable[[float], None] = time.sleep,
         request_size: int | None = None,
         concurrency: int = 1,
+        pacer: Pacer | None = None,
     ) -> None:
         self.account = account
         self.max_batch_size = max_batch_size
         self.request_size = request_size or max_batch_size
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
+        self.pacer = pacer
         self._sleep = sleep
         self._executor: ThreadPoolExecutor | None = None
         self._executor_lock = threading.Lock()
+
+    def pace(self, pacer: Pacer | None, *, concurrency: int | None = None) -> None:
+        """Pace this account's calls with ``pacer``; ``concurrency`` replaces the default.
+
+        Call it before the first send (the registry does, from the account's config).
+        """
+        self.pacer = pacer
+        if concurrency is not None and concurrency != self.concurrency:
+            self._stop_workers()  # they are sized to the concurrency
+            self.concurrency = concurrency
 
     @abstractmethod
     def _send_request(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
@@ -144,6 +185,9 @@ class BatchProvider(ABC):
 
     def close(self) -> None:
         """Release connections and worker threads. Safe to call twice."""
+        self._stop_workers()
+
+    def _stop_workers(self) -> None:
         with self._executor_lock:
             if self._executor is not None:
                 self._executor.shutdown(wait=True)
@@ -158,6 +202,9 @@ class BatchProvider(ABC):
         while state.pending and state.down is None:
             size = min(self.concurrency, len(state.pending))
             wave = [state.pending.popleft() for _ in range(size)]
+            if not self._paced(wave, state):
+                state.pending.extendleft(reversed(wave))
+                break
             try:
                 journal.handing_over(
                     [m for call in wave for m in call.messages], idempotency_keys=self._keys(wave)
@@ -182,11 +229,29 @@ class BatchProvider(ABC):
             never_sent = [m for call in state.pending if not call.in_doubt for m in call.messages]
             doubted = [m for call in state.pending if call.in_doubt for m in call.messages]
             reason = f"not sent: {state.down}"
+            left = _not_sent(
+                never_sent, reason, account_unavailable=True, throttled=state.down_throttled
+            )
             journal.answered(
-                state.settle(_not_sent(never_sent, reason, account_unavailable=True))
+                state.settle(left)
                 + state.settle(_in_doubt(doubted, f"in doubt, not retried: {state.down}"))
             )
         return [state.final[m.message_key] for m in messages]
+
+    def _paced(self, wave: Sequence[_Call], state: _State) -> bool:
+        """Wait for the pacer to let the wave's messages go; False once the throttle
+        budget of this send would be spent (the account then leaves the run)."""
+        if self.pacer is None:
+            return True
+        patience = self.pacer.max_throttle_wait - state.throttle_waited
+        try:
+            state.throttle_waited += self.pacer.acquire(
+                sum(len(call.messages) for call in wave), patience=patience
+            )
+        except ThrottleWaitExceeded as err:
+            state.down, state.down_throttled = str(err), True
+            return False
+        return True
 
     def _keys(self, wave: Sequence[_Call]) -> dict[str, str]:
         """Message key → the idempotency key of the call carrying it (if the provider has one)."""
@@ -211,15 +276,26 @@ class BatchProvider(ABC):
             isinstance(answer, Ambiguous) and self._idempotency_key(call.messages) is not None
         ):
             return self._retry_in_doubt(call, answer, state)
+        throttled = isinstance(answer, Throttled)
+        if isinstance(answer, Throttled) and self.pacer is not None:
+            pause = self.pacer.throttled(answer.retry_after, reason=answer.reason)
+            state.again.append(_Call(call.messages, call.attempt))
+            why = f"{answer.reason}; paced, trying again in {pause:.2f}s"
+            return _not_sent(call.messages, why, throttled=True)
         if isinstance(answer, Retryable):
             delay = self.retry.delay(call.attempt, answer.retry_after)
             if call.attempt < self.retry.attempts and delay <= self.retry.max_delay:
                 state.again.append(_Call(call.messages, call.attempt + 1))
                 state.wait = max(state.wait, delay)
-                return _not_sent(call.messages, f"{answer.reason}; trying again")
+                why = f"{answer.reason}; trying again"
+                return _not_sent(call.messages, why, throttled=throttled)
             tries = "attempt" if call.attempt == 1 else "attempts"
             state.down = f"{answer.reason} (gave up after {call.attempt} {tries})"
-            return state.settle(_not_sent(call.messages, state.down, account_unavailable=True))
+            state.down_throttled = throttled
+            left = _not_sent(
+                call.messages, state.down, account_unavailable=True, throttled=throttled
+            )
+            return state.settle(left)
         if isinstance(answer, BatchRejected):
             if len(call.messages) == 1:
                 key = call.messages[0].message_key
@@ -243,8 +319,12 @@ class BatchProvider(ABC):
         first request may have been accepted.
         """
         retry_after = answer.retry_after if isinstance(answer, Retryable) else None
-        delay = self.retry.delay(call.attempt, retry_after)
         reason = getattr(answer, "reason", None) or str(answer)
+        if isinstance(answer, Throttled) and self.pacer is not None:
+            self.pacer.throttled(retry_after, reason=reason)
+            state.again.append(_Call(call.messages, call.attempt, in_doubt=True))
+            return _in_doubt(call.messages, f"{reason}; paced, trying again under its key")
+        delay = self.retry.delay(call.attempt, retry_after)
         if call.attempt < self.retry.attempts and delay <= self.retry.max_delay:
             state.again.append(_Call(call.messages, call.attempt + 1, in_doubt=True))
             state.wait = max(state.wait, delay)
@@ -293,7 +373,11 @@ def _in_doubt(messages: Sequence[OutboundMessage], reason: str) -> list[SendResu
 
 
 def _not_sent(
-    messages: Sequence[OutboundMessage], reason: str, *, account_unavailable: bool = False
+    messages: Sequence[OutboundMessage],
+    reason: str,
+    *,
+    account_unavailable: bool = False,
+    throttled: bool = False,
 ) -> list[SendResult]:
     return [
         SendResult(
@@ -302,6 +386,7 @@ def _not_sent(
             reason=reason,
             outcome=SendOutcome.NOT_SENT,
             account_unavailable=account_unavailable,
+            throttled=throttled,
         )
         for m in messages
     ]

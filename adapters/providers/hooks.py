@@ -14,6 +14,11 @@ class Retryable(Exception):
         self.retry_after = retry_after
 
 
+class Throttled(Retryable):
+    """The provider refused the call for its rate limit (429, SES ``Throttling``), not for
+    being unavailable: paced by the account's pacer, never counted against the retries."""
+
+
 class BatchRejected(Exception):
     """The provider refused the whole call because of (at least) one entry in it."""
 

@@ -10,8 +10,9 @@ mapping from transport failures and status codes to the hooks' exceptions
 * connection refused / connect timeout / no pool slot: nothing was sent → ``Retryable``;
 * read or write timeout, connection dropped mid-request: the provider may have processed
   it → ``Ambiguous``;
-* 429, and 503 with ``Retry-After``: the provider says it did not process the request
-  (RFC 6585 §4, RFC 9110 §15.6.4) → ``Retryable`` honouring ``Retry-After``;
+* 429: the provider's rate limit, the request was not processed (RFC 6585 §4) →
+  ``Throttled`` (a ``Retryable`` the account's pacer waits out) honouring ``Retry-After``;
+* 503 with ``Retry-After``: unavailable, not processed (RFC 9110 §15.6.4) → ``Retryable``;
 * any other 5xx (500, 502, 504, a 503 without ``Retry-After``): the request left and a
   gateway or the provider failed somewhere, possibly after storing it → ``Ambiguous``,
   recorded ``unknown`` and reconciled, never blindly re-sent;
@@ -30,7 +31,7 @@ from typing import Any, ClassVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from adapters.providers.hooks import Ambiguous, AuthFailed, Retryable
+from adapters.providers.hooks import Ambiguous, AuthFailed, Retryable, Throttled
 from adapters.providers.network import checked_base_url
 from mailers.clock import now
 from mailers.errors import ProviderAuthError, ProviderUnavailable
@@ -209,7 +210,7 @@ def check_common_status(response: httpx.Response) -> None:
     """Raise for the statuses every provider means the same way."""
     status = response.status_code
     if status == 429:
-        raise Retryable("rate limited (429)", retry_after=retry_after(response))
+        raise Throttled("rate limited (429)", retry_after=retry_after(response))
     if status == 503 and (wait := retry_after(response)) is not None:
         raise Retryable("provider unavailable (503)", retry_after=wait)
     if status >= 500:

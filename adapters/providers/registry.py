@@ -2,18 +2,28 @@
 
 Adding a provider adds its package and one line to :data:`SPECS`. Everything else reads
 capabilities from the spec: building senders, checking an account's config, verifying
-and parsing webhooks, polling events APIs and reconciling against provider records.
+and parsing webhooks, polling events APIs, reconciling against provider records and
+reading published sending quotas.
+
+Every sender it builds is paced (:class:`~mailers.pacing.Pacer`) by its account's
+``pacing:`` config, at the tighter of ``messages_per_second`` and, with
+``quota_from_provider``, the provider's published rate, with a burst of one wave of calls;
+``pacing.concurrency`` replaces the provider's default calls in flight. Daily caps are not
+enforced here: :func:`account_quotas` tells the sender what each account may still send.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from adapters.providers import mailgun, postmark, resend, sandbox, sendgrid, ses, smtp
+from adapters.providers.base import BatchProvider
 from adapters.providers.spec import ProviderSpec
 from mailers.config import ProviderAccountConfig, Settings
-from mailers.errors import ConfigError
+from mailers.errors import ConfigError, ProviderUnavailable
+from mailers.pacing import Pacer, ProviderQuota, daily_limit, pace_limit
 from mailers.polling import PollTarget
 from mailers.providers import EventParser, Provider
 from mailers.reconcile import MessageLookup
@@ -31,6 +41,8 @@ SPECS: Mapping[str, ProviderSpec[Any]] = {
     )
 }
 """Provider kind → its spec."""
+
+log = logging.getLogger(__name__)
 
 
 def provider_spec(kind: str) -> ProviderSpec[Any]:
@@ -58,15 +70,52 @@ def build_providers(settings: Settings, workspace: str) -> Mapping[str, Provider
 
 
 def build_provider(name: str, account: ProviderAccountConfig, settings: Settings) -> Provider:
-    """One provider account, ready to send; a missing SDK is a ConfigError naming the extra."""
+    """One provider account, paced and ready to send; a missing SDK is a ConfigError naming
+    the extra."""
     spec = provider_spec(account.kind)
     try:
-        return spec.build(name, account, spec.settings_of(account), settings)
+        provider = spec.build(name, account, spec.settings_of(account), settings)
     except ImportError as err:
         raise ConfigError(
             f"provider kind {account.kind!r} needs an optional dependency: {err.name} "
             f"(pip install 'mailers[{account.kind}]')"
         ) from err
+    if isinstance(provider, BatchProvider):
+        concurrency = account.pacing.concurrency or provider.concurrency
+        pacer = Pacer.of(
+            account.pacing,
+            largest_wave=provider.request_size * concurrency,
+            quota=_quota(spec, name, account),
+        )
+        provider.pace(pacer, concurrency=account.pacing.concurrency)
+    return provider
+
+
+def account_quotas(settings: Settings, workspace: str) -> dict[str, ProviderQuota]:
+    """Every account's limits: the tighter of its ``pacing:`` config and, with
+    ``quota_from_provider``, what the provider publishes (with what it says was sent in the
+    last 24 hours). ``None`` fields are unlimited (or unknown)."""
+    accounts = settings.config.workspaces[workspace].provider_accounts
+    found: dict[str, ProviderQuota] = {}
+    for name, account in accounts.items():
+        published = _quota(provider_spec(account.kind), name, account)
+        found[name] = ProviderQuota(
+            max_send_rate=pace_limit(account.pacing, published),
+            max_24_hour_send=daily_limit(account.pacing, published),
+            sent_last_24_hours=published.sent_last_24_hours if published else None,
+        )
+    return found
+
+
+def _quota(
+    spec: ProviderSpec[Any], name: str, account: ProviderAccountConfig
+) -> ProviderQuota | None:
+    """The provider's published quota when asked for; unreadable, the config alone paces."""
+    try:
+        return spec.provider_quota(name, account)
+    except ProviderUnavailable as err:
+        log.warning("account %s: sending quota not read, pacing by the config alone: %s", name, err)
+        return None
 
 
 def event_parser(kind: str) -> EventParser:

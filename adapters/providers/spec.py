@@ -21,6 +21,7 @@ from pydantic_core import ErrorDetails
 
 from mailers.config import ProviderAccountConfig, Settings
 from mailers.events import CanonicalEvent
+from mailers.pacing import ProviderQuota
 from mailers.providers import Provider
 from mailers.reconcile import MessageLookup
 from mailers.webhooks import ReplayGuard, WebhookRequest
@@ -72,6 +73,18 @@ class LookupFactory(Protocol[SettingsIn]):
     ) -> MessageLookup: ...
 
 
+class QuotaReader(Protocol[SettingsIn]):
+    """The account's sending limits as the provider publishes them (SES ``GetSendQuota``).
+
+    Raises :class:`~mailers.errors.ProviderUnavailable` (or its ``ProviderAuthError``) when
+    they cannot be read.
+    """
+
+    def __call__(
+        self, account: str, config: ProviderAccountConfig, settings: SettingsIn
+    ) -> ProviderQuota: ...
+
+
 @dataclass(frozen=True)
 class Credentials:
     """The ``credentials:`` keys an account of this kind reads (env var references)."""
@@ -106,6 +119,9 @@ class ProviderSpec(Generic[SettingsT]):
     idempotent: bool = False
     """The provider deduplicates a request by an idempotency key we send, so a call
     without a usable answer is made again safely (see :mod:`adapters.providers.base`)."""
+    quota: QuotaReader[SettingsT] | None = None
+    """Reads the account's published sending limits, for ``pacing.quota_from_provider``.
+    Providers that publish none (all but SES) leave pacing to the config."""
 
     def settings_of(self, config: ProviderAccountConfig) -> SettingsT:
         """The account's validated settings (raises ``ValidationError``)."""
@@ -120,6 +136,11 @@ class ProviderSpec(Generic[SettingsT]):
         ]
         if config.poll_events and self.poll is None:
             found.append(f"poll_events: provider kind {self.kind!r} has no events API to poll")
+        if config.pacing.quota_from_provider and self.quota is None:
+            found.append(
+                f"pacing.quota_from_provider: provider kind {self.kind!r} publishes no "
+                "sending quota; set pacing.messages_per_second and daily_cap instead"
+            )
         try:
             self.settings_of(config)
         except ValidationError as err:
@@ -133,6 +154,13 @@ class ProviderSpec(Generic[SettingsT]):
         if self.poll is None:
             raise ValueError(f"provider kind {self.kind!r} has no events API to poll")
         return self.poll(account, config, self.settings_of(config), cursor)
+
+    def provider_quota(self, account: str, config: ProviderAccountConfig) -> ProviderQuota | None:
+        """The account's published limits when its config asks for them and the provider
+        has them (``None`` otherwise); raises ``ProviderUnavailable`` when reading fails."""
+        if self.quota is None or not config.pacing.quota_from_provider:
+            return None
+        return self.quota(account, config, self.settings_of(config))
 
     def message_lookup(self, account: str, config: ProviderAccountConfig) -> MessageLookup | None:
         """The account's lookup for reconciliation, if the provider keeps searchable records."""

@@ -7,6 +7,8 @@
   ``MessageID``, 300 for a message missing ``From``/``To``/body, 406 "inactive recipient"
   for recipients :func:`adapters.simulator.outcomes.refuses`.
   https://postmarkapp.com/developer/user-guide/send-email-with-api/batch-emails
+* A quota set with :meth:`Simulator.limit` is charged one message per batch entry; over
+  it, ``429`` "Rate limit exceeded" and nothing is sent.
 * ``GET /bounces``: ``count`` (≤ 500) and ``offset`` required, ``count + offset`` ≤ 10,000,
   filters ``fromdate``/``todate`` (US Eastern, inclusive), ``type``, ``messagestream``
   (default ``outbound``); newest first; ``{"TotalCount", "Bounces"}``. No ``Metadata``.
@@ -236,6 +238,11 @@ def register(sim: Simulator, *, credentials: dict[str, str]) -> None:
             return _error(422, 402, "Invalid JSON: a string is not valid Unicode.")
         if not all(_compatible(item) for item in batch):
             return _error(422, 403, "Incompatible JSON: a message does not match the schema.")
+        limited = sim.admit(PROVIDER, len(batch))
+        if limited is not None:
+            # https://postmarkapp.com/developer/api/overview#http-response-codes: 429
+            # "Rate limit exceeded"; the body is ours (the page shows none).
+            return Response.json({"Message": "Rate limit exceeded"}, 429, **limited)
         accepted_at = clock.now()
         answers = [accept(item, accepted_at) for item in batch]
         sim.record_accepted(

@@ -19,6 +19,8 @@
   ``concurrent_idempotent_requests``. Only 200 answers are kept (the page describes
   replaying the answer of a sent email; a refused request is validated again).
   https://resend.com/docs/dashboard/emails/idempotency-keys
+* A rate quota (:meth:`Simulator.limit`) is charged one message per recipient of a valid
+  batch; over it, ``429 rate_limit_exceeded`` and nothing is sent (nor kept for the key).
 * ``daily_quota``: past that many emails in a UTC day, a batch is refused whole with 429
   ``daily_quota_exceeded`` (https://resend.com/docs/api-reference/rate-limit).
 * Every accepted email gets ``email.sent`` and then the events of
@@ -226,6 +228,19 @@ class _Resend:
             problem = _problem(email)
             if problem is not None:
                 return problem
+        recipients = sum(len(e["to"]) if isinstance(e["to"], list) else 1 for e in batch)
+        limited = self.sim.admit(PROVIDER, recipients)
+        if limited is not None:
+            # https://resend.com/docs/api-reference/rate-limit
+            return Response.json(
+                {
+                    "name": "rate_limit_exceeded",
+                    "statusCode": 429,
+                    "message": "Too many requests. Please limit the number of requests.",
+                },
+                429,
+                **limited,
+            )
         accepted_at = clock.now()
         with self.lock:
             if self.daily_quota is not None:

@@ -6,7 +6,9 @@
   recipients; each address once; string ``custom_args`` and ``headers``; a subject for
   every personalization; ``text/plain`` before ``text/html``), refuses recipients at the
   sandbox's reject domain as invalid addresses, and answers ``202`` with an
-  ``X-Message-Id``. A wrong key answers ``401``.
+  ``X-Message-Id``. A wrong key answers ``401``. A quota (:meth:`Simulator.limit`) is
+  charged one message per recipient of a valid request; over it, ``429`` and nothing is
+  sent.
 * Every accepted recipient is stored in ``sim.store["sendgrid"]["messages"]`` (recipient,
   subject, custom args, headers, ``x_message_id``, ``sg_message_id``, accepted time, the
   fingerprint of the API key that sent it, and its events). Its Event Webhook events follow
@@ -122,6 +124,10 @@ def _send(sim: Simulator, state: dict[str, Any], request: Request) -> Response:
     problems = _validate(body) if isinstance(body, dict) else [_error("Bad Request")]
     if problems:
         return _errors(400, problems)
+    limited = sim.admit(PROVIDER, sum(len(p["to"]) for p in body["personalizations"]))
+    if limited is not None:
+        # https://www.twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-api/rate-limits
+        return _errors(429, [_error("too many requests")], **limited)
     x_message_id = _token(uuid.uuid4().bytes)
     accepted_at = clock.now()
     for p_index, personalization in enumerate(body["personalizations"]):
@@ -278,8 +284,8 @@ def _error(message: str, field: str | None = None) -> dict[str, Any]:
     return {"message": message, "field": field, "help": _HELP if field else None}
 
 
-def _errors(status: int, errors: list[dict[str, Any]]) -> Response:
-    return Response.json({"errors": errors}, status)
+def _errors(status: int, errors: list[dict[str, Any]], **headers: str) -> Response:
+    return Response.json({"errors": errors}, status, **headers)
 
 
 def _token(data: bytes) -> str:

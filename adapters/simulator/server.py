@@ -16,6 +16,16 @@ Provider modules register routes (:meth:`Simulator.route`) and keep their state 
 Faults can also be queued over HTTP (``POST /_simulator/faults``) by another process, or
 drawn at random per request from a seeded :class:`FaultMix` (:meth:`Simulator.mix`).
 
+A provider can be given a sending quota (:meth:`Simulator.limit` with a :class:`Quota`, or
+``POST /_simulator/quota`` with its fields and ``provider``; ``messages_per_second: null``
+lifts it): a token bucket of messages per second with a burst, charged with the messages
+of each request the provider's send route admits (:meth:`Simulator.admit`, called by each
+provider module once it knows how many messages a request carries and before it stores
+any). A request over the quota is answered 429 with a ``Retry-After`` (the seconds until
+it would fit, a fixed value such as ``0``, or none at all) and is not processed. What the
+quota did is counted in :attr:`Simulator.quota_stats` (``GET /_simulator/quota``): 429s
+served, messages admitted and when, so a test can compute the sustained rate.
+
 Provider modules count every message they accept by our message key
 (:meth:`Simulator.record_accepted`); :attr:`Simulator.accepted` is what tests compare the
 ledger with ("accepted at most once per key").
@@ -25,10 +35,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import random
 import re
 import sys
 import threading
+import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -106,6 +118,92 @@ class FaultMix:
             raise ValueError("fault rates add up to more than 1")
 
 
+@dataclass(frozen=True)
+class Quota:
+    """A provider's sending rate limit: ``messages_per_second``, at most ``burst`` at once.
+
+    A request carrying more messages than ``burst`` never fits: configure a burst of at
+    least the largest request. ``retry_after`` fixes the ``Retry-After`` of every 429 (``0``
+    proves a client does not spin); by default it is the seconds until the request would
+    fit. ``send_retry_after=False`` answers 429 without the header.
+    """
+
+    messages_per_second: float
+    burst: float | None = None
+    """Default: one second of messages."""
+    retry_after: float | None = None
+    send_retry_after: bool = True
+
+    @property
+    def capacity(self) -> float:
+        return self.burst if self.burst is not None else self.messages_per_second
+
+
+@dataclass
+class QuotaStats:
+    """What one provider's quota did: admitted requests (monotonic time, messages), 429s."""
+
+    throttled: int = 0
+    """429s served for the quota."""
+    admitted: list[tuple[float, int]] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        """Messages in admitted requests."""
+        return sum(n for _, n in self.admitted)
+
+    @property
+    def first(self) -> float | None:
+        """When the first request was admitted (``time.monotonic``)."""
+        return self.admitted[0][0] if self.admitted else None
+
+    @property
+    def last(self) -> float | None:
+        return self.admitted[-1][0] if self.admitted else None
+
+    def sustained_rate(self, burst: float) -> float:
+        """Messages per second admitted beyond the initial ``burst``, first to last."""
+        if len(self.admitted) < 2 or self.first is None or self.last is None:
+            return 0.0
+        return (self.accepted - burst) / max(self.last - self.first, 1e-9)
+
+    def busiest(self, seconds: float = 1.0) -> int:
+        """The most messages admitted in any window of ``seconds``."""
+        most, start, inside = 0, 0, 0
+        for at, messages in self.admitted:
+            inside += messages
+            while self.admitted[start][0] < at - seconds:
+                inside -= self.admitted[start][1]
+                start += 1
+            most = max(most, inside)
+        return most
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "throttled": self.throttled,
+            "accepted": self.accepted,
+            "first": self.first,
+            "last": self.last,
+        }
+
+
+class _QuotaBucket:
+    def __init__(self, quota: Quota, now: float) -> None:
+        self.quota = quota
+        self.level = quota.capacity
+        self.at = now
+
+    def take(self, messages: int, now: float) -> float | None:
+        """Admit ``messages`` (None) or say how many seconds until they would fit."""
+        rate = self.quota.messages_per_second
+        self.level = min(self.quota.capacity, self.level + (now - self.at) * rate)
+        self.at = now
+        if messages <= self.level:
+            self.level -= messages
+            return None
+        return (messages - self.level) / rate
+
+
 Handler = Callable[[Request], Response]
 
 
@@ -133,6 +231,11 @@ class Simulator:
         """Provider modules' state (accepted messages, events), keyed by provider name."""
         self.requests: list[tuple[str, str, str]] = []
         """(provider, method, path) of every request served, for assertions."""
+        self.quota_stats: dict[str, QuotaStats] = defaultdict(QuotaStats)
+        """Per provider: what its quota (:meth:`limit`) admitted and refused."""
+        self._quotas: dict[str, _QuotaBucket] = {}
+        self.monotonic: Callable[[], float] = time.monotonic
+        """The clock quotas refill by."""
         self.after_request: dict[str, Callable[[Request, Response], None]] = {}
         """Per provider: called after a request is handled, before the answer is written
         (the demo uses it to post webhooks for what a send just produced)."""
@@ -141,6 +244,8 @@ class Simulator:
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
         self.route("_simulator", "POST", r"/_simulator/faults", self._queue_fault)
+        self.route("_simulator", "POST", r"/_simulator/quota", self._set_quota)
+        self.route("_simulator", "GET", r"/_simulator/quota", self._quota_counts)
 
     @property
     def base_url(self) -> str:
@@ -189,6 +294,41 @@ class Simulator:
             else:
                 self._mixes[provider] = (mix, random.Random(mix.seed))
 
+    def limit(self, provider: str, quota: Quota | None) -> None:
+        """Give ``provider`` a sending quota (``None`` lifts it); its counts start afresh."""
+        with self._lock:
+            self.quota_stats[provider] = QuotaStats()
+            if quota is None:
+                self._quotas.pop(provider, None)
+            else:
+                self._quotas[provider] = _QuotaBucket(quota, self.monotonic())
+
+    def admit(self, provider: str, messages: int) -> dict[str, str] | None:
+        """Charge a request of ``messages`` to ``provider``'s quota (called by its module).
+
+        Returns None when it is admitted (or there is no quota), else the headers of the
+        429 the module must answer without processing the request.
+        """
+        with self._lock:
+            bucket = self._quotas.get(provider)
+            if bucket is None:
+                return None
+            now = self.monotonic()
+            stats = self.quota_stats[provider]
+            wait = bucket.take(messages, now)
+            if wait is None:
+                stats.admitted.append((now, messages))
+                return None
+            stats.throttled += 1
+            quota = bucket.quota
+        if not quota.send_retry_after:
+            return {}
+        # Rounded up to the millisecond: a client that waits what it is told then fits.
+        seconds = (
+            quota.retry_after if quota.retry_after is not None else math.ceil(wait * 1e3) / 1e3
+        )
+        return {"Retry-After": f"{seconds:.3f}".rstrip("0").rstrip(".")}
+
     def record_accepted(self, message_keys: Iterable[str]) -> None:
         """Count messages a provider module just accepted (called by the modules)."""
         with self._lock:
@@ -218,6 +358,19 @@ class Simulator:
         provider, times = spec.pop("provider"), int(spec.pop("times", 1))
         self.inject(provider, *[Fault(**spec)] * times)
         return Response(status=204)
+
+    def _set_quota(self, request: Request) -> Response:
+        spec = dict(request.json())
+        provider = spec.pop("provider")
+        rate = spec.pop("messages_per_second", None)
+        self.limit(provider, None if rate is None else Quota(rate, **spec))
+        return Response(status=204)
+
+    def _quota_counts(self, request: Request) -> Response:
+        [provider] = request.query.get("provider") or [""]
+        with self._lock:
+            counts = self.quota_stats[provider].as_json()
+        return Response.json(counts)
 
     def _dispatch(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         split = urlsplit(handler.path)

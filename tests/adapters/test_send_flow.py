@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import TypeVar
 
 from adapters.providers.base import BatchProvider
-from adapters.providers.hooks import Ambiguous, BatchRejected, Retryable, RetryPolicy
+from adapters.providers.hooks import Ambiguous, BatchRejected, Retryable, RetryPolicy, Throttled
 from adapters.providers.per_message import OneMessagePerCall
 from mailers.messages import OutboundMessage, SendOutcome, SendResult
+from mailers.pacing import Pacer
 from tests.adapters.provider_contract import RecordingJournal, make_message
+from tests.core.test_pacing import FakeTime
+
+P = TypeVar("P", bound=BatchProvider)
 
 Script = list[Exception | None]
 """Per call: raise this, or (None) accept every message of the call."""
@@ -135,3 +140,102 @@ def test_one_message_per_call_keeps_each_failure_its_own() -> None:
     assert results[1].outcome == SendOutcome.NOT_SENT and results[1].account_unavailable
     assert provider.sent.count(messages[1].message_key) == 3  # the retry policy's attempts
     assert all(provider.sent.count(m.message_key) == 1 for m in messages if m != messages[1])
+
+
+def paced(provider: P, time: FakeTime, *, max_throttle_wait: float = 900.0) -> P:
+    """``provider`` paced on the fake clock (no rate: only rate-limit pauses hold it)."""
+    pacer = Pacer(
+        None,
+        min_backoff=1.0,
+        max_throttle_wait=max_throttle_wait,
+        clock=time.clock,
+        sleep=time.sleep,
+    )
+    provider.pace(pacer)
+    return provider
+
+
+def test_a_throttled_call_is_paced_without_using_up_attempts_or_the_account() -> None:
+    time = FakeTime()
+    provider = paced(Scripted([Throttled("429", retry_after=0)] * 5, idempotent=False), time)
+    journal = RecordingJournal()
+
+    results = provider.send_batch(batch(3), journal)
+
+    assert all(r.accepted for r in results)
+    assert len(provider.calls) == 6  # five 429s, far past the policy's 3 attempts
+    assert len(time.slept) == 5 and all(1.0 <= s <= 1.1 for s in time.slept)  # never spun
+    assert [kind for kind, _ in journal.calls] == ["handing_over", "answered"] * 6
+
+
+def test_past_the_throttle_budget_the_waiting_messages_are_not_sent_for_failover() -> None:
+    time = FakeTime()
+    script: Script = [None] + [Throttled("rate limited (429)", retry_after=2)] * 50
+    provider = paced(Scripted(script, idempotent=False, request_size=2), time, max_throttle_wait=7)
+    messages = batch(6)
+
+    results = provider.send_batch(messages)
+
+    assert [r.accepted for r in results[:2]] == [True, True]  # answered before: kept
+    for result in results[2:]:
+        assert result.outcome == SendOutcome.NOT_SENT, result
+        assert result.account_unavailable and result.throttled
+        assert "rate limited (429): the provider asked to wait" in (result.reason or "")
+    assert sum(time.slept) <= 7.0
+    assert not any(r.outcome == SendOutcome.UNKNOWN for r in results)
+
+
+def test_a_throttled_retry_of_an_idempotent_call_in_doubt_stays_in_doubt_until_answered() -> None:
+    time = FakeTime()
+    script: Script = [Ambiguous("timeout")] + [Throttled("429")] * 4
+    provider = paced(Scripted(script, idempotent=True), time)
+
+    results = provider.send_batch(batch(2))
+
+    assert all(r.accepted for r in results)  # the key settled it, however many 429s
+    assert len(provider.calls) == 6
+
+
+def test_a_throttled_retry_in_doubt_past_the_budget_stays_unknown_never_not_sent() -> None:
+    time = FakeTime()
+    script: Script = [Ambiguous("timeout")] + [Throttled("429", retry_after=5)] * 10
+    provider = paced(Scripted(script, idempotent=True), time, max_throttle_wait=12)
+
+    results = provider.send_batch(batch(2))
+
+    assert all(r.outcome == SendOutcome.UNKNOWN for r in results)
+    assert not any(r.account_unavailable for r in results)
+
+
+def test_without_a_pacer_a_rate_limit_is_retried_under_the_policy_and_marked_throttled() -> None:
+    provider = Scripted([Throttled("rate limited (429)")] * 3, idempotent=False)
+
+    results = provider.send_batch(batch(2))
+
+    assert len(provider.calls) == 3
+    assert all(r.outcome == SendOutcome.NOT_SENT and r.account_unavailable for r in results)
+    assert all(r.throttled for r in results)
+
+
+def test_an_unavailable_provider_is_not_throttling() -> None:
+    time = FakeTime()
+    provider = paced(Scripted([Retryable("503", retry_after=1)] * 3, idempotent=False), time)
+
+    results = provider.send_batch(batch(2))
+
+    assert len(provider.calls) == 3  # the retry policy's attempts, then the account leaves
+    assert all(r.account_unavailable and not r.throttled for r in results)
+    assert time.slept == []  # the pacer only pauses for rate limits
+
+
+def test_pacing_config_concurrency_replaces_the_providers_default() -> None:
+    provider = OnePerCall()
+    provider.pace(None, concurrency=7)
+    try:
+        results = provider.send_batch(batch(14))
+        workers = provider._workers()._max_workers
+    finally:
+        provider.close()
+
+    assert workers == 7
+    assert sum(r.accepted for r in results) == 13  # flow1@ is refused, as above

@@ -53,6 +53,7 @@ from moto.server import ThreadedMotoServer
 from pydantic import ValidationError
 
 from adapters.providers import ses
+from adapters.providers.registry import account_quotas, build_provider, check_account
 from adapters.providers.ses import SesSettings as Settings
 from adapters.providers.ses import webhooks
 from adapters.providers.ses.sending import SesProvider
@@ -68,6 +69,7 @@ from mailers.errors import ConfigError, ProviderUnavailable, SecretMissing, Webh
 from mailers.events import BounceClass, EventType
 from mailers.keys import message_key
 from mailers.messages import MESSAGE_KEY_HEADER
+from mailers.pacing import ProviderQuota
 from mailers.polling import PollTarget, poll_into_landing
 from mailers.secrets import SecretRef
 from mailers.webhooks import SeenTokens, WebhookRequest
@@ -1502,3 +1504,96 @@ def test_polling_needs_a_queue_and_maps_errors(moto: str, queue: tuple[Any, str]
     missing = poll_settings(moto, f"{moto}/{DEFAULT_ACCOUNT_ID}/no-such-queue")
     with pytest.raises(ProviderUnavailable, match="SQS"):
         ses.poll_events(ACCOUNT, POLL_CONFIG, missing, None)
+
+
+def quota_settings(root: Path, moto: str, **pacing: Any) -> MailersSettings:
+    """A config with one SES account on moto whose pacing reads the account's quota."""
+    config = MailersConfig.model_validate(
+        {
+            "unsubscribe": {"base_url": "https://u.test", "signing_key": {"env": "UNUSED"}},
+            "workspaces": {
+                "acme": {
+                    "provider_accounts": {
+                        ACCOUNT: {
+                            "kind": "ses",
+                            "credentials": {
+                                "access_key_id": {"env": "SES_TEST_KEY_ID"},
+                                "secret_access_key": {"env": "SES_TEST_SECRET"},
+                            },
+                            "settings": {"region": REGION, "endpoint_url": moto},
+                            "pacing": {"quota_from_provider": True, **pacing},
+                        }
+                    },
+                    "identities": {
+                        "news": {
+                            "from_address": "news@news.acme.test",
+                            "provider_accounts": [ACCOUNT],
+                        }
+                    },
+                    "streams": {
+                        "lifecycle": {"routing": {"strategy": "failover", "accounts": [ACCOUNT]}}
+                    },
+                }
+            },
+        }
+    )
+    return MailersSettings(
+        config=config, path=root / "mailers.yaml", config_hash="-", data_dir=root
+    )
+
+
+def test_the_sending_quota_is_read_from_get_send_quota(
+    harness: SesHarness, moto: str, tmp_path: Path
+) -> None:
+    settings = quota_settings(tmp_path, moto, messages_per_second=50, daily_cap=150)
+    account = settings.config.workspaces["acme"].provider_accounts[ACCOUNT]
+    # moto's sandbox account: 1 message a second, 200 a day.
+    assert ses.SPEC.provider_quota(ACCOUNT, account) == ProviderQuota(1.0, 200, 0)
+
+    sent = harness.provider(endpoint_url=moto).send_batch([make_message("q@example.com")])
+    assert sent[0].accepted
+
+    counted = ses.SPEC.provider_quota(ACCOUNT, account)
+    assert counted is not None and (counted.sent_last_24_hours or 0) > 0  # as moto counts
+    quotas = account_quotas(settings, "acme")
+    assert quotas == {ACCOUNT: ProviderQuota(1.0, 150, counted.sent_last_24_hours)}
+    provider = build_provider(ACCOUNT, account, settings)
+    assert isinstance(provider, SesProvider)
+    try:
+        assert provider.pacer is not None
+        assert provider.pacer.rate == 1.0  # the tighter of GetSendQuota and the config's 50
+    finally:
+        provider.close()
+
+
+def test_an_unreadable_quota_leaves_pacing_to_the_config(
+    harness: SesHarness, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    settings = quota_settings(tmp_path, nowhere, messages_per_second=20)
+    account = settings.config.workspaces["acme"].provider_accounts[ACCOUNT]
+
+    with pytest.raises(ProviderUnavailable, match="GetSendQuota"):
+        ses.SPEC.provider_quota(ACCOUNT, account)
+    provider = build_provider(ACCOUNT, account, settings)
+    assert isinstance(provider, SesProvider)
+    try:
+        assert provider.pacer is not None
+        assert provider.pacer.rate == 20
+    finally:
+        provider.close()
+    assert "sending quota not read" in caplog.text
+    assert all(secret not in caplog.text for secret in SECRETS)
+
+
+def test_quota_from_provider_is_refused_for_a_provider_that_publishes_none() -> None:
+    config = ProviderAccountConfig.model_validate(
+        {
+            "kind": "postmark",
+            "credentials": {"server_token": {"env": "X"}},
+            "pacing": {"quota_from_provider": True},
+        }
+    )
+    assert any("publishes no sending quota" in problem for problem in check_account(config))

@@ -11,15 +11,17 @@ module          job
 ``sns``         the SNS message format, signing certificates and signatures
 ``webhooks``    SNS message verification, subscription confirmation
 ``polling``     SQS ``ReceiveMessage``, deleting on the next poll
+``quota``       ``GetSendQuota``: the account's sending rate and 24-hour quota
 ==============  ==================================================================
 
 Events reach Mailers in two ways, both landing the SNS message as-is: an HTTPS
 subscription of the webhook receiver to the events topic (:func:`verify_webhook`), or an
 SQS queue subscribed to it (:func:`poll_events`, ``events_queue_url``).
 
-Only sending and polling need boto3: :func:`build` and :func:`poll_events` import their
-modules when called (without the AWS SDK installed, a ``ConfigError`` names the extra to
-install), so this package, :func:`parse` and :func:`verify_webhook` never import it.
+Only sending, polling and the quota need boto3: :func:`build`, :func:`poll_events` and
+:func:`read_quota` import their modules when called (without the AWS SDK installed, a
+``ConfigError`` names the extra to install), so this package, :func:`parse` and
+:func:`verify_webhook` never import it.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from adapters.providers.ses.webhooks import verify_webhook
 from adapters.providers.spec import Credentials, ProviderSpec
 from mailers.config import ProviderAccountConfig, Settings
 from mailers.errors import ConfigError
+from mailers.pacing import ProviderQuota
 
 if TYPE_CHECKING:
     from adapters.providers.ses.sending import SesProvider
@@ -58,6 +61,7 @@ __all__ = [
     "build",
     "parse",
     "poll_events",
+    "read_quota",
     "resolve_credentials",
     "verify_webhook",
 ]
@@ -97,6 +101,13 @@ def poll_events(
     return polling.poll_events(account, config, settings, cursor)
 
 
+def read_quota(account: str, config: ProviderAccountConfig, settings: SesSettings) -> ProviderQuota:
+    """The account's sending quota from ``GetSendQuota`` (:func:`.quota.read_quota`)."""
+    with _needing_the_sdk():
+        from adapters.providers.ses import quota
+    return quota.read_quota(account, config, settings)
+
+
 SPEC = ProviderSpec(
     kind=KIND,
     max_batch_size=MAX_BATCH_SIZE,
@@ -106,4 +117,5 @@ SPEC = ProviderSpec(
     parse=parse,
     verify_webhook=verify_webhook,
     poll=poll_events,
+    quota=read_quota,
 )

@@ -31,7 +31,7 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from adapters.mime import mime_bytes
-from adapters.providers.hooks import Ambiguous, AuthFailed, Retryable, RetryPolicy
+from adapters.providers.hooks import Ambiguous, AuthFailed, Retryable, RetryPolicy, Throttled
 from adapters.providers.http import retry_after_seconds
 from adapters.providers.per_message import OneMessagePerCall
 from adapters.providers.ses.client import AUTH_ERRORS, AwsError, client
@@ -50,17 +50,26 @@ from mailers.messages import OutboundMessage, SendResult
 
 _log = logging.getLogger(__name__)
 
-RETRYABLE_ERRORS = frozenset(
+THROTTLING_ERRORS = frozenset(
     {
         "Throttling",
         "ThrottlingException",
         "TooManyRequestsException",  # "maximum sending rate exceeded"
+    }
+)
+"""Error codes of SES's sending-rate limit (``Throttled``: the account's pacer waits them
+out). The daily quota (``LimitExceededException``) is no rate limit: waiting seconds does
+not lift it."""
+
+RETRYABLE_ERRORS = frozenset(
+    {
         "LimitExceededException",  # quota: retrying soon rarely helps, then failover
         "RequestTimeout",
         "RequestTimeoutException",
     }
 )
-"""Error codes meaning nothing was accepted and a later attempt may work (``Retryable``).
+"""Other error codes meaning nothing was accepted and a later attempt may work
+(``Retryable``).
 ``InternalFailure`` and ``ServiceUnavailable`` are not among them: a 5xx says something
 failed, not that the message was not stored, so it is ``Ambiguous`` unless a 503 carries
 ``Retry-After``."""
@@ -156,7 +165,9 @@ def _client_error(message: OutboundMessage, error: AwsError) -> SendResult:
             "sending status"
         )
     wait = retry_after_seconds(error.header("Retry-After"))
-    if code in RETRYABLE_ERRORS or status == 429 or (status == 503 and wait is not None):
+    if code in THROTTLING_ERRORS or (status == 429 and code not in RETRYABLE_ERRORS):
+        raise Throttled(f"SES {status}: {text}", retry_after=wait)
+    if code in RETRYABLE_ERRORS or (status == 503 and wait is not None):
         raise Retryable(f"SES {status}: {text}", retry_after=wait)
     if status >= 500:
         raise Ambiguous(

@@ -28,6 +28,15 @@ RETRY_HINT = re.compile(
 """A wait hint in a 4xx reply's text ("try again in 30 seconds"). SMTP has no Retry-After:
 this is a convention of some relays; without it the base class's backoff applies."""
 
+RATE_LIMITED = re.compile(
+    r"throttl|rate.limit|sending rate|too many (?:messages|mails|emails|connections)",
+    re.IGNORECASE,
+)
+"""A 4xx reply about the server whose text says it is a rate limit (SES: "454 Throttling
+failure: Maximum sending rate exceeded"; many relays: "421 4.7.0 ... rate limited",
+"451 ... too many messages"). SMTP has no code of its own for it, so the text decides,
+and a reply that does not say so stays an ordinary transient failure."""
+
 DEFERRED = "deferred: "
 """Prefix of the reason of a message not accepted for a transient cause (a later run retries
 it)."""
@@ -40,16 +49,28 @@ class NotHandedOver(Exception):
     """Nothing of this message was accepted, for a reason about the server (not the message)."""
 
     def __init__(
-        self, reason: str, *, retry_after: float | None = None, connection_lost: bool = False
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        connection_lost: bool = False,
+        throttled: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after = retry_after
         self.connection_lost = connection_lost
+        self.throttled = throttled
+        """The server said it is a rate limit (:data:`RATE_LIMITED`)."""
 
 
 class InDoubt(Exception):
     """The whole message was written but its answer never came (RFC 1047)."""
+
+
+def rate_limited(text: str) -> bool:
+    """Whether a transient reply's text says it is a rate limit (:data:`RATE_LIMITED`)."""
+    return RATE_LIMITED.search(text) is not None
 
 
 def retry_hint(text: str) -> float | None:

@@ -20,7 +20,10 @@ answer                                 outcome
 ``DATA`` or after the final ``.``;     nothing of this message was accepted:
 connection refused or lost before      ``Retryable``, sent again after the reply's wait
 the final ``.`` was written            hint or a backoff; past the retry policy the
-                                       account leaves the run
+                                       account leaves the run. A reply whose text says
+                                       it is a rate limit (``Throttling``, ``rate
+                                       limit``, ``too many messages``) is
+                                       ``Throttled``: the account's pacer waits it out
 530 to ``MAIL``; AUTH refused (5xx);   ``AuthFailed``: the account leaves the run
 untrusted TLS certificate
 timeout or lost connection after the   ``Ambiguous``: in doubt (RFC 1047), the server may
@@ -48,7 +51,7 @@ import time
 from collections.abc import Callable
 
 from adapters.mime import mime_bytes
-from adapters.providers.hooks import Ambiguous, AuthFailed, Retryable, RetryPolicy
+from adapters.providers.hooks import Ambiguous, AuthFailed, Retryable, RetryPolicy, Throttled
 from adapters.providers.per_message import OneMessagePerCall
 from adapters.providers.smtp.pool import Connection, Lane, Pool
 from adapters.providers.smtp.replies import (
@@ -59,6 +62,7 @@ from adapters.providers.smtp.replies import (
     InDoubt,
     Mask,
     NotHandedOver,
+    rate_limited,
     retry_hint,
 )
 from adapters.providers.smtp.session import SessionOpener
@@ -138,7 +142,8 @@ class SMTPProvider(OneMessagePerCall):
                     )
                     return self._transact(lane.replace(), message, payload, message_id)
         except NotHandedOver as err:
-            raise Retryable(err.reason, retry_after=err.retry_after) from err
+            failure = Throttled if err.throttled else Retryable
+            raise failure(err.reason, retry_after=err.retry_after) from err
         except InDoubt as err:
             raise Ambiguous(str(err)) from err
 
@@ -210,7 +215,12 @@ class SMTPProvider(OneMessagePerCall):
             conn.reset()  # abort the transaction, keep the session
         if code == SERVICE_CLOSING:
             conn.broken = True
-            raise NotHandedOver(text, retry_after=retry_hint(text), connection_lost=True)
+            raise NotHandedOver(
+                text,
+                retry_after=retry_hint(text),
+                connection_lost=True,
+                throttled=rate_limited(text),
+            )
         if 400 <= code < 500:
             if stage == "RCPT TO":
                 # RFC 5321 §4.2.5 / §4.3.2: a 4yz to RCPT is about this recipient
@@ -223,7 +233,7 @@ class SMTPProvider(OneMessagePerCall):
                 )
             # 4yz to MAIL, DATA or after the final ".": the server cannot take mail now
             # (SES answers throttling with 454 after DATA).
-            raise NotHandedOver(text, retry_after=retry_hint(text))
+            raise NotHandedOver(text, retry_after=retry_hint(text), throttled=rate_limited(text))
         if code >= 500:
             if stage == "MAIL FROM" and code == AUTH_REQUIRED:
                 raise AuthFailed(
