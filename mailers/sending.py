@@ -25,6 +25,7 @@ Memory holds one record batch at a time, whatever the audience size.
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,10 +39,11 @@ from mailers.audience import Disposition
 from mailers.breaker import BreakerState
 from mailers.breaker_board import AuditContext, BreakerBoard
 from mailers.caps import campaign_caps, mailbox_provider_of
-from mailers.config import CampaignRef, IdentityConfig, Settings, StreamKind
+from mailers.config import CampaignRef, IdentityConfig, Settings, StreamKind, WorkspaceConfig
 from mailers.keys import draw
 from mailers.ledger import LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter, SkipReason
 from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome, SendResult
+from mailers.pacing import Pacer
 from mailers.providers import Provider
 from mailers.reconcile import MessageLookup, ReconcileReport, reconcile, window_filter
 from mailers.rendering import CampaignTemplate, RenderFailure
@@ -128,6 +130,7 @@ class CampaignSender:
             record=True,
         )
         self.assigner = Assigner(router, Allowance(warehouse, book, caps), domains)
+        self.scope_pacer = _scope_pacer(workspace, context.campaign)
         self.breakers = BreakerBoard.load(
             warehouse,
             context.campaign.workspace,
@@ -337,6 +340,9 @@ class CampaignSender:
     def _dispatch(self, account: str, messages: list[OutboundMessage]) -> None:
         provider = self.providers[account]
         size = provider.max_batch_size
+        if self.scope_pacer is not None and self.scope_pacer.burst is not None:
+            # Calls no larger than a second at the scope's pace, so it spaces them evenly.
+            size = min(size, int(self.scope_pacer.burst))
         for start in range(0, len(messages), size):
             chunk = messages[start : start + size]
             if account in self.down:
@@ -345,6 +351,8 @@ class CampaignSender:
                 self._send_chunk(provider, chunk)
 
     def _send_chunk(self, provider: Provider, chunk: Sequence[OutboundMessage]) -> None:
+        if self.scope_pacer is not None:
+            self.scope_pacer.acquire(len(chunk))
         journal = LedgerJournal(
             self.ledger, provider, chunk, self.before_dispatch, routes=self._routes
         )
@@ -401,6 +409,21 @@ class CampaignSender:
         record_first_sends(
             self.warehouse, self.context.campaign.workspace, str(self.context.stream), firsts
         )
+
+
+def _scope_pacer(workspace: WorkspaceConfig, campaign: CampaignRef) -> Pacer | None:
+    """A pacer for the tightest ``messages_per_second`` of the workspace, stream and
+    campaign policies (each account is paced by its own ``pacing`` besides)."""
+    limits = (
+        workspace.policy,
+        workspace.streams[campaign.config.stream].policy,
+        campaign.config.policy,
+    )
+    rates = [lim.messages_per_second for lim in limits if lim.messages_per_second is not None]
+    if not rates:
+        return None
+    # One chunk is at most a second's worth (see _dispatch), so the bucket holds one chunk.
+    return Pacer(min(rates), burst=float(max(1, math.ceil(min(rates)))))
 
 
 def _status(result: SendResult) -> LedgerStatus:

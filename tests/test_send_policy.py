@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -409,3 +410,26 @@ def test_a_circuit_breaker_opens_routes_around_probes_and_closes_with_audit_rows
         ("acme_sandbox_a", "open", "half_open"),
         ("acme_sandbox_a", "half_open", "closed"),
     ]
+
+
+def test_a_scope_pace_spaces_the_calls_of_a_send(core_project) -> None:
+    def mutate(config: dict[str, Any]) -> None:
+        _acme(config)["streams"]["lifecycle"]["policy"] = {"messages_per_second": 40}
+        _acme(config)["campaigns"]["pro_tips"]["policy"] = {"messages_per_second": 25}
+
+    settings = core_project(mutate)
+    started = time.monotonic()
+    report = send_window_once(settings, "acme.pro_tips", window=WINDOW)
+    took = time.monotonic() - started
+
+    handed = _handed_over(report)
+    assert handed > 75
+    calls = query(
+        settings,
+        "select batch_id, count(*) as n from mailers.send_ledger "
+        "where status = 'dispatching' group by 1",
+    )
+    # The campaign's 25/s is the tightest: calls of at most a second's worth, and no run
+    # can hand over faster than that pace (beyond the first second's burst).
+    assert max(call["n"] for call in calls) <= 25
+    assert took >= (handed - 25) / 25

@@ -114,6 +114,7 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
                     providers,
                     before_dispatch=claim.ensure_held,
                     lookups=mailers.lookups(settings, ref.workspace),
+                    quotas=mailers.daily_quotas(settings, ref.workspace),
                 )
                 report = sender.run(table)
             counts = {**audience_counts, **report.as_counts()}

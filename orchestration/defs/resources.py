@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from adapters.providers.registry import build_providers, message_lookups
+from adapters.providers.registry import account_quotas, build_providers, message_lookups
 from adapters.settings import load
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.config import Settings
@@ -45,6 +45,17 @@ class MailersResource(dg.ConfigurableResource):
     def lookups(self, settings: Settings, workspace: str) -> Mapping[str, MessageLookup]:
         """The provider records of one workspace's accounts that can settle doubt."""
         return message_lookups(settings, workspace)
+
+    def daily_quotas(self, settings: Settings, workspace: str) -> dict[str, int]:
+        """Daily quotas the providers publish for accounts with ``quota_from_provider``."""
+        accounts = settings.config.workspaces[workspace].provider_accounts
+        if not any(a.pacing.quota_from_provider for a in accounts.values()):
+            return {}
+        return {
+            name: quota.max_24_hour_send
+            for name, quota in account_quotas(settings, workspace).items()
+            if quota.max_24_hour_send is not None and accounts[name].pacing.quota_from_provider
+        }
 
     @contextmanager
     def providers(self, settings: Settings, workspace: str) -> Iterator[Mapping[str, Provider]]:
