@@ -34,8 +34,26 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _config(root: Path) -> Path:
+def _config(root: Path, *, policy: bool = False, contacts: int = 0) -> Path:
     config = yaml.safe_load((REPO / "mailers.yaml").read_text())
+    if policy:
+        # Every message meets caps, a warm-up curve with room for all, a domain route and
+        # sticky routing: the send pays for the whole policy without deferring anything.
+        acme = config["workspaces"]["acme"]
+        acme["policy"] = {"daily_cap": 10 * contacts + 10}
+        for identity in acme["identities"].values():
+            identity["warmup"] = {"daily": [10 * contacts + 10]}
+            identity["daily_cap"] = 10 * contacts + 10
+        for account in acme["provider_accounts"].values():
+            account["pacing"] = {**account.get("pacing", {}), "daily_cap": 10 * contacts + 10}
+        routing = acme["streams"]["lifecycle"]["routing"]
+        routing["sticky"] = True
+        routing["domain_routes"] = [
+            {
+                "mailbox_provider": "gmail",
+                "accounts": routing.get("accounts", list(routing.get("weights", {})))[:1],
+            }
+        ]
     config["data_dir"] = str(root / "data")
     config["dbt_project_dir"] = str(REPO / "dbt_project")
     config["templates_dir"] = str(REPO / "templates")
@@ -76,9 +94,14 @@ def main() -> None:
     parser.add_argument(
         "--audience-only", action="store_true", help="time audience resolution alone"
     )
+    parser.add_argument(
+        "--policy",
+        action="store_true",
+        help="send under daily caps, a warm-up curve, a domain route and sticky routing",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = load(_config(Path(tmp)))
+        settings = load(_config(Path(tmp), policy=args.policy, contacts=args.contacts))
         ref = settings.campaign("acme.pro_tips")
         spec = AudienceSpec.of(ref, "bench")
         with DuckDBWarehouse(settings.warehouse_path) as warehouse:
