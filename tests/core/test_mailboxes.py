@@ -34,7 +34,8 @@ def warehouse() -> Iterator[DuckDBWarehouse]:
 
 @pytest.fixture
 def clock() -> Iterator[FixedClock]:
-    with use_clock(FixedClock(MONDAY_10_BERLIN)) as pinned:
+    pinned = FixedClock(MONDAY_10_BERLIN)
+    with use_clock(pinned):
         yield pinned
 
 
