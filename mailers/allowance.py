@@ -230,6 +230,28 @@ class Allowance:
                 entry.inflight[usage] += 1
             return Reservation(usage, unique)
 
+    def room(self, usage: Usage, kind: ScopeKind) -> int | Refusal | None:
+        """How many more messages like ``usage`` the caps of scope ``kind`` allow today.
+
+        ``None`` when none of them limits; the :class:`Refusal` of the first that is full.
+        Reserves nothing (a mailbox pool compares its mailboxes with it before ``take``).
+        """
+        now = clock.now()
+        left: int | None = None
+        with self.book.lock:
+            for cap in self.caps:
+                if cap.scope.kind is not kind or not cap.scope.matches(usage):
+                    continue
+                day = cap.local_day(now)
+                limit = cap.limit_on(day)
+                if limit is None:
+                    continue
+                used = self.book.day(self.warehouse, (cap.timezone, day)).used(cap.scope)
+                if used >= limit:
+                    return self._refusal(cap, day, used, limit)
+                left = limit - used if left is None else min(left, limit - used)
+        return left
+
     def _refusal(self, cap: Cap, day: date, used: int, limit: int) -> Refusal:
         later = cap.next_day_with_room(day)
         start = datetime.combine(later, time(), ZoneInfo(cap.timezone))

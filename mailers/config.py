@@ -203,6 +203,13 @@ class CampaignConfig(_Strict):
     )
     description: str | None = None
     policy: LimitsConfig = Field(default_factory=LimitsConfig)
+    max_mailbox_wait_seconds: float = Field(
+        default=300,
+        ge=0,
+        description="How long one run may wait for its mailboxes (their min_gap_seconds and "
+        "send_hours, mailers.mailboxes) before the rest of its messages are deferred to "
+        "the moment a mailbox is free again.",
+    )
 
     @model_validator(mode="after")
     def _one_identity_source(self) -> CampaignConfig:

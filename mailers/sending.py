@@ -26,10 +26,12 @@ Memory holds one record batch at a time, whatever the audience size.
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from mailers.affinity import FirstSend, record_first_sends
@@ -42,6 +44,7 @@ from mailers.caps import campaign_caps, mailbox_provider_of
 from mailers.config import CampaignRef, IdentityConfig, Settings, StreamKind, WorkspaceConfig
 from mailers.keys import draw
 from mailers.ledger import LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter, SkipReason
+from mailers.mailboxes import MailboxPool, MailboxWait, Sleep, Slot
 from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome, SendResult
 from mailers.pacing import Pacer
 from mailers.providers import Provider
@@ -104,11 +107,14 @@ class CampaignSender:
         before_dispatch: Callable[[], None] | None = None,
         lookups: Mapping[str, MessageLookup] | None = None,
         quotas: Mapping[str, int] | None = None,
+        sleep: Sleep = time.sleep,
     ) -> None:
         """``before_dispatch`` is called before every provider call and may stop the send
         by raising (e.g. this run no longer holds its window); ``lookups`` are the
         accounts' searchable records, used to settle messages in doubt; ``quotas`` are
-        daily quotas providers publish for accounts (enforced beside configured caps)."""
+        daily quotas providers publish for accounts (enforced beside configured caps);
+        ``sleep`` waits for mailbox slots (:mod:`mailers.mailboxes`), calling
+        ``before_dispatch`` at least every half minute of a wait."""
         self.warehouse = warehouse
         self.context = context
         self.providers = providers
@@ -144,6 +150,12 @@ class CampaignSender:
                 send_window=context.send_window,
             ),
         )
+        self.pool = MailboxPool.for_campaign(
+            warehouse, workspace, context.campaign, self.assigner.allowance
+        )
+        self.sleep = sleep
+        self._slots: dict[str, Slot] = {}
+        """Message key → its mailbox slot (current batch, pooled campaigns)."""
         self.template = CampaignTemplate(
             context.settings.templates_dir, context.campaign.config.template
         )
@@ -204,6 +216,8 @@ class CampaignSender:
         for account, breaker in self.breakers.breakers.items():
             if breaker.state is not BreakerState.CLOSED and account not in self.down:
                 self.report.down_accounts[account] = breaker.why()
+        if self.pool is not None:
+            counts["recipient_timezone_unknown"] += sum(self.pool.unknown_zones.values())
         return self.report
 
     def _send_rows(self, rows: list[dict[str, Any]]) -> None:
@@ -211,8 +225,13 @@ class CampaignSender:
         by_account: dict[str, list[OutboundMessage]] = defaultdict(list)
         held: list[LedgerEntry] = []
         for row in rows:
+            waiting = self._pick_mailbox(row)
+            if waiting is not None:
+                held.append(waiting)
+                continue
             message = self._render(row)
             if isinstance(message, LedgerEntry):
+                self._unpick(message.message_key)
                 failures.append(message)
                 continue
             self._sticky[message.message_key] = row.get("mailers_sticky_account")
@@ -220,14 +239,16 @@ class CampaignSender:
             if isinstance(verdict, Assigned):
                 by_account[verdict.account].append(message)
             else:
+                self._unpick(message.message_key)
                 held.append(self._held_entry(message, verdict))
         self.ledger.record(failures + held)
         settled = sum(f.status is LedgerStatus.SKIPPED for f in failures)
         self.report.counts["render_failed"] += len(failures) - settled
         self.report.counts[f"skipped_{SkipReason.TEMPLATE_VARIABLE_MISSING}"] += settled
-        for account, messages in by_account.items():
+        for account, messages in self._in_slot_order(by_account):
             self._dispatch(account, messages)
         self._sticky.clear()
+        self._slots.clear()
 
     def _assign(self, message: OutboundMessage) -> Assignment:
         """Route ``message`` under the caps; remember the reservation and route of a send."""
@@ -280,7 +301,8 @@ class CampaignSender:
         )
 
     def _identity(self, message_key: str) -> tuple[str, IdentityConfig]:
-        name = draw(list(self.identities), message_key, "identity")
+        slot = self._slots.get(message_key)
+        name = slot.identity if slot else draw(list(self.identities), message_key, "identity")
         return name, self.identities[name]
 
     def _render(self, row: dict[str, Any]) -> OutboundMessage | LedgerEntry:
@@ -353,12 +375,17 @@ class CampaignSender:
     def _send_chunk(self, provider: Provider, chunk: Sequence[OutboundMessage]) -> None:
         if self.scope_pacer is not None:
             self.scope_pacer.acquire(len(chunk))
+        chunk = self._await_slots(chunk)
+        if not chunk:
+            return
         journal = LedgerJournal(
             self.ledger, provider, chunk, self.before_dispatch, routes=self._routes
         )
         try:
             results = provider.send_batch(chunk, self.breakers.journal(provider.account, journal))
         finally:
+            if self.pool is not None:
+                self.pool.handed_over([m.identity for m in chunk])
             # Whatever was handed over is in the ledger now, which counts it from here on.
             for message in chunk:
                 reservation = self._reserved.pop(message.message_key, None)
@@ -409,6 +436,67 @@ class CampaignSender:
         record_first_sends(
             self.warehouse, self.context.campaign.workspace, str(self.context.stream), firsts
         )
+
+    def _pick_mailbox(self, row: dict[str, Any]) -> LedgerEntry | None:
+        """Take the row's mailbox slot in a pooled campaign; its ``deferred`` row if none."""
+        if self.pool is None:
+            return None
+        key, recipient = row["mailers_message_key"], row["mailers_recipient"]
+        pick = self.pool.pick(recipient, row.get("mailers_sticky_identity"), row)
+        if isinstance(pick, Slot):
+            self._slots[key] = pick
+            return None
+        return self._waiting_entry(key, recipient, pick)
+
+    def _unpick(self, message_key: str) -> None:
+        slot = self._slots.pop(message_key, None)
+        if slot is not None and self.pool is not None:
+            self.pool.cancel(slot)
+
+    def _waiting_entry(self, key: str, recipient: str, wait: MailboxWait) -> LedgerEntry:
+        """The ``deferred`` row of a message its mailboxes cannot send in this run."""
+        self.report.counts["deferred"] += 1
+        self.report.deferred[wait.source] += 1
+        return LedgerEntry(
+            message_key=key,
+            status=LedgerStatus.DEFERRED,
+            recipient=recipient,
+            reason=wait.reason,
+            identity=wait.identity,
+            sending_domain=self.identities[wait.identity].sending_domain,
+            eligible_at=wait.eligible_at,
+        )
+
+    def _in_slot_order(
+        self, by_account: Mapping[str, list[OutboundMessage]]
+    ) -> list[tuple[str, list[OutboundMessage]]]:
+        """Pooled messages grouped by slot and account, earliest slot first (a mailbox with
+        a gap has one message per slot, so a provider call never carries two of its)."""
+        if self.pool is None:
+            return list(by_account.items())
+        groups: dict[tuple[datetime, str], list[OutboundMessage]] = defaultdict(list)
+        for account, messages in by_account.items():
+            for m in messages:
+                groups[(self._slots[m.message_key].at, account)].append(m)
+        return [(account, groups[(at, account)]) for at, account in sorted(groups)]
+
+    def _await_slots(self, chunk: Sequence[OutboundMessage]) -> Sequence[OutboundMessage]:
+        """Wait until the chunk's mailboxes may send; defer those whose hours closed."""
+        if self.pool is None:
+            return chunk
+        start, late = self.pool.due([self._slots[m.message_key] for m in chunk])
+        held, kept = [], []
+        for m in chunk:
+            slot = self._slots[m.message_key]
+            if not any(slot is s for s in late):
+                kept.append(m)
+                continue
+            self.assigner.allowance.release(self._reserved.pop(m.message_key))
+            self._routes.pop(m.message_key, None)
+            held.append(self._waiting_entry(m.message_key, m.recipient, self.pool.withdrawn(slot)))
+        self.ledger.record(held)
+        self.pool.wait(start, self.sleep, self.before_dispatch)
+        return kept
 
 
 def _scope_pacer(workspace: WorkspaceConfig, campaign: CampaignRef) -> Pacer | None:

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -140,8 +141,11 @@ def send_window_once(
     window: str = "2026-11-23T08:00:00Z",
     run_id: str = "run-1",
     providers: Mapping[str, Provider] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> SendReport:
-    """Resolve the audience of one campaign window and send it, as the assets do."""
+    """Resolve the audience of one campaign window and send it, as the assets do.
+
+    ``sleep`` waits for mailbox slots; tests on a fixed clock pass its ``advance``."""
     ref = settings.campaign(campaign)
     spec = AudienceSpec.of(ref, window)
     with DuckDBWarehouse(settings.warehouse_path) as warehouse:
@@ -152,6 +156,7 @@ def send_window_once(
             warehouse,
             SendContext(settings, ref, window, run_id, UNSUBSCRIBE_KEY),
             providers or build_providers(settings, ref.workspace),
+            sleep=sleep,
         )
         return sender.run(table)
 
