@@ -16,41 +16,16 @@ from __future__ import annotations
 import argparse
 import time
 
+from synthetic import bench_messages
+
 from adapters.providers import mailgun, postmark
 from adapters.providers.base import BatchProvider
 from adapters.providers.postmark.sending import PostmarkProvider
 from adapters.simulator import Quota, Simulator
 from adapters.simulator import mailgun as mailgun_sim
 from adapters.simulator import postmark as postmark_sim
-from mailers.keys import message_key
-from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage
 from mailers.pacing import Pacer
 from mailers.policy_config import PacingConfig
-
-
-def _messages(count: int) -> list[OutboundMessage]:
-    messages = []
-    for i in range(count):
-        recipient = f"paced{i}@example.com"
-        key = message_key("acme", "bench", recipient, "w")
-        messages.append(
-            OutboundMessage(
-                message_key=key,
-                workspace="acme",
-                stream="lifecycle",
-                campaign="bench",
-                send_window="w",
-                identity="news",
-                recipient=recipient,
-                from_address="news@news.acme.test",
-                sending_domain="news.acme.test",
-                subject=f"Hi {i}",
-                html=f"<p>{recipient}</p>",
-                text=recipient,
-                headers={MESSAGE_KEY_HEADER: key},
-            )
-        )
-    return messages
 
 
 def _account(name: str, sim: Simulator, batch: int) -> BatchProvider:
@@ -85,7 +60,7 @@ def main() -> None:
         )
         wave = account.request_size * account.concurrency
         account.pace(Pacer.of(pacing, largest_wave=wave))
-        messages = _messages(args.messages)
+        messages = bench_messages(args.messages, prefix="paced")
         started = time.perf_counter()
         results = []
         for i in range(0, len(messages), account.max_batch_size):

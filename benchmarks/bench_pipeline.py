@@ -35,7 +35,7 @@ def _peak_mib() -> float:
 
 
 def _config(root: Path, *, policy: bool = False, contacts: int = 0) -> Path:
-    config = yaml.safe_load((REPO / "mailers.yaml").read_text())
+    config = yaml.safe_load((REPO / "examples" / "sandbox.yaml").read_text())
     if policy:
         # Every message meets caps, a warm-up curve with room for all, a domain route and
         # sticky routing: the send pays for the whole policy without deferring anything.

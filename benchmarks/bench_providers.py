@@ -16,6 +16,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from synthetic import bench_messages
+
 from adapters.providers import mailgun, postmark, resend, sendgrid
 from adapters.providers.postmark.sending import PostmarkProvider
 from adapters.simulator import Simulator
@@ -24,38 +26,10 @@ from adapters.simulator import postmark as postmark_sim
 from adapters.simulator import resend as resend_sim
 from adapters.simulator import sendgrid as sendgrid_sim
 from adapters.warehouses.duckdb import DuckDBWarehouse
-from mailers.keys import message_key
 from mailers.ledger import LedgerContext, LedgerWriter
-from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage
 from mailers.providers import DispatchJournal
 from mailers.sending import LedgerJournal
 from mailers.tables import ensure_tables
-
-
-def _messages(count: int, shared_body: bool) -> list[OutboundMessage]:
-    messages = []
-    for i in range(count):
-        recipient = f"user{i}@example.com"
-        key = message_key("acme", "bench", recipient, "w")
-        body = "shared" if shared_body else recipient
-        messages.append(
-            OutboundMessage(
-                message_key=key,
-                workspace="acme",
-                stream="lifecycle",
-                campaign="bench",
-                send_window="w",
-                identity="news",
-                recipient=recipient,
-                from_address="news@news.acme.test",
-                sending_domain="news.acme.test",
-                subject=f"Hi {i}",
-                html=f"<p>{body}</p>",
-                text=body,
-                headers={MESSAGE_KEY_HEADER: key},
-            )
-        )
-    return messages
 
 
 def main() -> None:
@@ -88,7 +62,7 @@ def main() -> None:
             ),
         }
         for name, provider in providers.items():
-            messages = _messages(args.messages, shared_body=name.startswith("sendgrid"))
+            messages = bench_messages(args.messages, shared_body=name.startswith("sendgrid"))
             start = time.perf_counter()
             results = []
             for i in range(0, len(messages), provider.max_batch_size):
