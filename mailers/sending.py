@@ -224,6 +224,9 @@ class CampaignSender:
         failures: list[LedgerEntry] = []
         by_account: dict[str, list[OutboundMessage]] = defaultdict(list)
         held: list[LedgerEntry] = []
+        # Nothing is handed over until every row of the batch is assigned, so which
+        # accounts are unavailable is asked once for the batch, not once per message.
+        down = self._unavailable()
         for row in rows:
             waiting = self._pick_mailbox(row)
             if waiting is not None:
@@ -235,7 +238,7 @@ class CampaignSender:
                 failures.append(message)
                 continue
             self._sticky[message.message_key] = row.get("mailers_sticky_account")
-            verdict = self._assign(message)
+            verdict = self._assign(message, down)
             if isinstance(verdict, Assigned):
                 by_account[verdict.account].append(message)
             else:
@@ -250,8 +253,9 @@ class CampaignSender:
         self._sticky.clear()
         self._slots.clear()
 
-    def _assign(self, message: OutboundMessage) -> Assignment:
-        """Route ``message`` under the caps; remember the reservation and route of a send."""
+    def _assign(self, message: OutboundMessage, down: Mapping[str, str]) -> Assignment:
+        """Route ``message`` under the caps, passing over the ``down`` accounts (see
+        :meth:`_unavailable`); remember the reservation and route of a send."""
         verdict = self.assigner.assign(
             Recipient(
                 message_key=message.message_key,
@@ -262,7 +266,7 @@ class CampaignSender:
                 sending_domain=message.sending_domain,
                 sticky_account=self._sticky.get(message.message_key),
             ),
-            self._unavailable(),
+            down,
         )
         if isinstance(verdict, Assigned):
             self._reserved[message.message_key] = verdict.reservation
@@ -413,8 +417,9 @@ class CampaignSender:
         """
         regrouped: dict[str, list[OutboundMessage]] = defaultdict(list)
         held: list[LedgerEntry] = []
+        down = self._unavailable()
         for message in chunk:
-            verdict = self._assign(message)
+            verdict = self._assign(message, down)
             if isinstance(verdict, Assigned):
                 regrouped[verdict.account].append(message)
             else:
