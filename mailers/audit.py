@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from mailers.clock import stamp
+from mailers.warehouse import MAILERS_SCHEMA, Warehouse
 
 AUDIT_TABLE = "audit_log"
 
@@ -28,6 +29,9 @@ class AuditAction(StrEnum):
     RECONCILE = "reconcile"
     BREAKER = "breaker"
     """A provider account's circuit breaker changed state (:mod:`mailers.breaker`)."""
+    PAUSE = "pause"
+    RESUME = "resume"
+    AUTO_PAUSE = "auto_pause"
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,10 @@ class AuditRecord:
     stream: str | None = None
     campaign: str | None = None
     send_window: str | None = None
+    scope: str | None = None
+    reason: str | None = None
+    before: Mapping[str, Any] | None = None
+    after: Mapping[str, Any] | None = None
 
     def to_arrow(self) -> pa.Table:
         """The record as a one-row Arrow table of :data:`AUDIT_SCHEMA`."""
@@ -61,7 +69,23 @@ class AuditRecord:
             "send_window": self.send_window,
             "config_hash": self.config_hash,
             "counts": json.dumps(dict(sorted(self.counts.items()))),
-            "detail": json.dumps(self.detail, sort_keys=True, default=str),
+            "detail": json.dumps(
+                {
+                    **self.detail,
+                    **{
+                        k: v
+                        for k, v in (
+                            ("scope", self.scope),
+                            ("reason", self.reason),
+                            ("before", self.before),
+                            ("after", self.after),
+                        )
+                        if v is not None
+                    },
+                },
+                sort_keys=True,
+                default=str,
+            ),
         }
         return pa.Table.from_pylist([row], schema=AUDIT_SCHEMA)
 
@@ -83,3 +107,11 @@ AUDIT_SCHEMA = pa.schema(
     ]
 )
 """Columns of ``mailers.audit_log``; ``counts`` and ``detail`` are JSON objects as text."""
+
+
+def append_audit(warehouse: Warehouse, records: Sequence[AuditRecord]) -> None:
+    """Append ``records`` to ``mailers.audit_log`` in one bulk write, in order."""
+    if records:
+        warehouse.append(
+            MAILERS_SCHEMA, AUDIT_TABLE, pa.concat_tables([r.to_arrow() for r in records])
+        )

@@ -13,6 +13,7 @@ from mailers.audit import AUDIT_SCHEMA, AUDIT_TABLE
 from mailers.claims import CLAIMS_KEY, CLAIMS_SCHEMA, CLAIMS_TABLE
 from mailers.events import EVENTS_SCHEMA, EVENTS_TABLE
 from mailers.ledger import LEDGER_SCHEMA, LEDGER_TABLE
+from mailers.pauses import PAUSES_SCHEMA, PAUSES_TABLE
 from mailers.suppression import SUPPRESSIONS_SCHEMA, SUPPRESSIONS_TABLE
 from mailers.warehouse import MAILERS_SCHEMA, WORK_SCHEMA, Warehouse
 from mailers.warmup_starts import WARMUP_STARTS_SCHEMA, WARMUP_STARTS_TABLE
@@ -40,6 +41,7 @@ OWNED_TABLES: dict[str, pa.Schema] = {
     CLAIMS_TABLE: CLAIMS_SCHEMA,
     AFFINITY_TABLE: AFFINITY_SCHEMA,
     WARMUP_STARTS_TABLE: WARMUP_STARTS_SCHEMA,
+    PAUSES_TABLE: PAUSES_SCHEMA,
 }
 
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {CLAIMS_TABLE: CLAIMS_KEY}
