@@ -27,6 +27,7 @@ from mailers.policy_config import (
     TimeZoneName,
     WarmupCurve,
 )
+from mailers.rules_config import PauseRulesConfig
 from mailers.secrets import SecretRef
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -236,6 +237,10 @@ class WorkspaceConfig(_Strict):
     mailbox_providers: dict[Name, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_MAILBOX_PROVIDERS.items()},
         description="Mailbox providers by recipient domain (default: gmail, yahoo, microsoft).",
+    )
+    pause_rules: PauseRulesConfig = Field(
+        default_factory=PauseRulesConfig,
+        description="Automatic pauses on hard-bounce and complaint rates (mailers.pause_rules).",
     )
 
     @model_validator(mode="after")
