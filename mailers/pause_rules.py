@@ -371,37 +371,51 @@ class _Judge:
     ) -> None:
         self.cells = cells
         self.min_volume = min_volume
-        self.scopes: dict[PauseScope, list[_Cell]] = {}
-        for cell in cells:
+        self.members: dict[PauseScope, frozenset[int]] = {}
+        for index, cell in enumerate(cells):
             for level in levels:
                 name = cell.value(level)
                 if name is not None:
-                    self.scopes.setdefault(PauseScope(workspace, level, name), []).append(cell)
+                    scope = PauseScope(workspace, level, name)
+                    self.members[scope] = self.members.get(scope, frozenset()) | {index}
         self.rank = {level: rank for rank, level in enumerate(PauseLevel)}
 
     def over(
         self, metric: Metric, window: int, threshold: float, taken: Sequence[PauseScope]
     ) -> list[tuple[PauseScope, tuple[int, int], tuple[int, int]]]:
         """Scopes over ``threshold`` in ``window`` that the ``taken`` ones do not explain,
-        with (bad, volume) outside the others chosen and (bad, volume) of the whole scope."""
+        with (bad, volume) outside the others chosen and (bad, volume) of the whole scope.
 
-        def tally(cells: Iterable[_Cell]) -> tuple[int, int]:
+        Smallest first, a scope is chosen when its messages outside those chosen (and
+        ``taken``) are still over; a scope whose every open message is in two or more chosen
+        scopes inside it replaces them (all its parts tripped: the scope itself did); last,
+        a chosen scope not over outside the other chosen ones is dropped.
+        """
+
+        def tally(indices: Iterable[int]) -> tuple[int, int]:
             bad = volume = 0
-            for cell in cells:
-                bad += cell.bad[metric][window]
-                volume += cell.volume[window]
+            for index in indices:
+                bad += self.cells[index].bad[metric][window]
+                volume += self.cells[index].volume[window]
             return bad, volume
 
-        def rest(scope: PauseScope, others: Iterable[PauseScope]) -> tuple[int, int]:
+        def outside(scope: PauseScope, others: Iterable[PauseScope]) -> list[int]:
             excluded = list(others)
-            return tally(c for c in self.scopes[scope] if not any(c.held_by(o) for o in excluded))
+            return [
+                i
+                for i in sorted(self.members[scope])
+                if not any(self.cells[i].held_by(o) for o in excluded)
+            ]
+
+        def rest(scope: PauseScope, others: Iterable[PauseScope]) -> tuple[int, int]:
+            return tally(outside(scope, others))
 
         def is_over(numbers: tuple[int, int]) -> bool:
             bad, volume = numbers
             # A rate exactly at the level is over it, whatever the float rounding.
             return volume > 0 and bad >= threshold * volume - 1e-9
 
-        whole = {scope: tally(cells) for scope, cells in self.scopes.items()}
+        whole = {scope: tally(indices) for scope, indices in self.members.items()}
         candidates = sorted(
             (s for s, n in whole.items() if n[1] >= self.min_volume and is_over(n)),
             key=lambda s: (whole[s][1], self.rank[s.level], s),
@@ -410,9 +424,15 @@ class _Judge:
         for scope in candidates:
             if is_over(rest(scope, [*taken, *chosen])):
                 chosen.append(scope)
+        for wide in candidates:
+            if wide in chosen:
+                continue
+            inside = [s for s in chosen if self.members[s] <= self.members[wide]]
+            parts = frozenset().union(*(self.members[s] for s in inside))
+            if len(inside) >= 2 and set(outside(wide, taken)) <= parts:
+                chosen = [s for s in chosen if s not in inside] + [wide]
         for scope in sorted(chosen, key=lambda s: (-whole[s][1], s)):
-            others = [*taken, *(o for o in chosen if o != scope)]
-            if not is_over(rest(scope, others)):
+            if not is_over(rest(scope, [*taken, *(o for o in chosen if o != scope)])):
                 chosen.remove(scope)
         return [(s, rest(s, [*taken, *(o for o in chosen if o != s)]), whole[s]) for s in chosen]
 
@@ -488,9 +508,10 @@ def run_rules(
     """Evaluate every workspace's rules and apply them.
 
     ``alerted``: keys of warnings already alerted (updated), so a warning that persists is
-    alerted once; ``alert_for(workspace)``: the alert hook (default: :class:`Alerter` with
-    the workspace's webhook).
+    alerted once, and again only after it cleared; ``alert_for(workspace)``: the alert
+    hook (default: :class:`Alerter` with the workspace's webhook).
     """
+    warnings: set[str] = set()
     outcome = RulesOutcome()
     landed = feedback.table if feedback is not None else None
     resumed = resumed_at(warehouse, board)
@@ -500,14 +521,16 @@ def run_rules(
         if not rules.enabled:
             continue
         findings = evaluate(warehouse, name, rules, landed=landed, paused=paused, resumed=resumed)
+        warnings.update(f.key for f in findings if isinstance(f, RateWarning))
         if alerted is not None:
-            fresh = [f for f in findings if isinstance(f, Trip) or f.key not in alerted]
-            alerted.update(f.key for f in findings if isinstance(f, RateWarning))
-            findings = fresh
+            findings = [f for f in findings if isinstance(f, Trip) or f.key not in alerted]
         alert = alert_for(name) if alert_for else Alerter(rules.alert_webhook)
         outcome.findings += findings
         outcome.pauses += apply(findings, board, settings.config_hash, alert)
         paused += [p.scope for p in outcome.pauses]
+    if alerted is not None:
+        alerted.clear()  # a warning that cleared is alerted again when it comes back
+        alerted.update(warnings)
     return outcome
 
 
@@ -517,7 +540,7 @@ class LiveRules:
     Each check lists the landing zone (new files are parsed once); the rules are evaluated
     only when new hard bounces or complaints landed, or ``recheck_seconds`` (the smallest
     of the workspaces') passed on Mailers' clock since the last evaluation. A warning is
-    alerted once per send.
+    alerted once while it lasts.
     """
 
     def __init__(

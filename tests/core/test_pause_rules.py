@@ -347,3 +347,19 @@ def test_rules_config_is_validated_strictly(
     with pytest.raises(ConfigError, match=problem) as raised:
         load(path, {"MAILERS_UNSUBSCRIBE_KEY": "k"})
     assert "pause_rules" in str(raised.value)
+
+
+def test_when_every_part_of_a_scope_trips_the_scope_itself_does(
+    warehouse: DuckDBWarehouse, fixed_clock: FixedClock
+) -> None:
+    # Two identities of one stream, both over: the stream (and not each identity) is paused;
+    # the account sends the same messages, so the stream, the narrower in config, explains it.
+    for identity in ("globex_news", "globex_team"):
+        keys = accepted(
+            warehouse, 350, workspace="globex", identity=identity, account="globex_sandbox"
+        )
+        loaded_events(warehouse, keys[:2], "complained")
+    found = evaluate(warehouse, "globex", RULES)
+    assert [(f.severity, f.scope.key, f.bad, f.volume) for f in found] == [
+        ("pause", "stream:globex.lifecycle", 4, 700)
+    ]
