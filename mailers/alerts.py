@@ -15,7 +15,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mailers.clock import epoch
@@ -33,14 +33,20 @@ def signature(secret: str, body: bytes) -> str:
 
 
 class Alerter:
-    """Sends one workspace's alerts: a log line at ``level``, then the webhook if any."""
+    """Sends one workspace's alerts: a log line at ``level``, then the webhook if any.
 
-    def __init__(self, webhook: AlertWebhook | None = None) -> None:
+    ``line`` writes the line (default: the ``mailers.alerts`` logger; a command line
+    prints it instead)."""
+
+    def __init__(
+        self, webhook: AlertWebhook | None = None, line: Callable[[int, str], None] = log.log
+    ) -> None:
         self.webhook = webhook
+        self.line = line
 
     def __call__(self, level: int, message: str, payload: Mapping[str, Any]) -> bool:
         """Alert; return whether the webhook (when there is one) took it."""
-        log.log(level, message)
+        self.line(level, message)
         if self.webhook is None:
             return True
         return self._post({**payload, "message": message, "sent_at": epoch()})

@@ -403,6 +403,9 @@ def demo(
                 f"(rejected {local.receiver.rejected})"
             )
     _print_outcome(settings)
+    from orchestration.rules import print_pause_rules
+
+    print_pause_rules(console, settings)
 
 
 @app.command()

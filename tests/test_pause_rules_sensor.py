@@ -12,6 +12,7 @@ from typing import Any
 
 import dagster as dg
 import pytest
+from rich.console import Console
 
 from adapters.providers.registry import event_parser
 from adapters.warehouses.duckdb import DuckDBWarehouse
@@ -20,6 +21,7 @@ from mailers.config import Settings
 from mailers.ingest import ingest
 from mailers.pauses import PauseBoard
 from orchestration.defs.build import build_definitions
+from orchestration.rules import print_pause_rules
 from tests.conftest import send_window_once
 
 
@@ -61,6 +63,10 @@ def test_the_sensor_pauses_the_scope_whose_complaints_landed(
     assert findings[0]["landed_events_read"] > 0 and findings[0]["volume"] >= 100
     assert board.holding("globex", stream="lifecycle") == pause
     assert board.holding("acme", stream="lifecycle") is None
+
+    screen = Console(record=True, width=300)
+    print_pause_rules(screen, project)  # what mailers demo prints after its run
+    assert screen.export_text().strip() == message
 
     again = evaluate(project, first.cursor)
     assert again.skip_reason is not None
