@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
@@ -362,4 +363,27 @@ def test_when_every_part_of_a_scope_trips_the_scope_itself_does(
     found = evaluate(warehouse, "globex", RULES)
     assert [(f.severity, f.scope.key, f.bad, f.volume) for f in found] == [
         ("pause", "stream:globex.lifecycle", 4, 700)
+    ]
+
+
+def test_a_poll_lists_only_the_folders_that_changed(
+    warehouse: DuckDBWarehouse, tmp_path: Path
+) -> None:
+    landing = tmp_path / "landing"
+    keys = [uuid.uuid4().hex for _ in range(4)]
+    first = land(landing, "sandbox", "acme_sandbox_a", sandbox_lines(keys[:1], "bounce"))
+    other = land(landing, "sandbox", "acme_sandbox_b", sandbox_lines(keys[1:2], "bounce"))
+    assert first is not None and other is not None
+    for folder in (first.parent, other.parent):
+        os.utime(folder, ns=(10**18, 10**18))  # long settled: in 2001
+    feedback = LandedFeedback(warehouse, landing, event_parser)
+    assert feedback.poll() == 2 and feedback.listings == 2
+    assert feedback.poll() == 0 and feedback.listings == 2, "no folder changed: none listed"
+    land(landing, "sandbox", "acme_sandbox_b", sandbox_lines(keys[2:4], "complaint"))
+    assert feedback.poll() == 2 and feedback.listings == 3, "only the changed folder"
+    assert sorted(feedback.table["event_type"].to_pylist()) == [
+        "bounced",
+        "bounced",
+        "complained",
+        "complained",
     ]
