@@ -45,7 +45,7 @@ from mailers.control import ControlKind
 from mailers.events import EVENTS_SCHEMA, EVENTS_TABLE, BounceClass, EventType
 from mailers.feedback import LandedFeedback
 from mailers.ingest import ParserFor
-from mailers.ledger import LEDGER_TABLE, LedgerStatus, attributed_events_sql, sql_text
+from mailers.ledger import LEDGER_TABLE, LedgerStatus, sql_text
 from mailers.pauses import PAUSES_TABLE, Pause, PauseBoard, PauseLevel, PauseScope
 from mailers.rules_config import PauseRulesConfig, RuleLevel
 from mailers.warehouse import MAILERS_SCHEMA, Warehouse
@@ -214,7 +214,13 @@ def cells_sql(
 ) -> str:
     """The set-based query of the rules: per (stream, campaign, identity, account), the
     messages accepted since each window's start and how many of them hard-bounced or
-    complained (columns ``volume_<i>``, ``hard_bounce_<i>``, ``complaint_<i>``)."""
+    complained (columns ``volume_<i>``, ``hard_bounce_<i>``, ``complaint_<i>``).
+
+    Events are tied to messages as :func:`~mailers.ledger.attributed_events_sql` ties them
+    (their own ``message_key``, else a provider message id exactly one message of the
+    account carries), but only to the messages accepted in the longest window, so the
+    query reads the window's ledger rows and events, never the whole history.
+    """
     ledger = warehouse.relation(MAILERS_SCHEMA, LEDGER_TABLE)
     events = warehouse.relation(MAILERS_SCHEMA, EVENTS_TABLE)
     earliest = min(windows)
@@ -238,10 +244,11 @@ def cells_sql(
             )
     return f"""
 with accepted as (
-    select message_key, stream, campaign, identity, provider_account, accepted_at
+    select message_key, stream, campaign, identity, provider, provider_account,
+        provider_message_id, accepted_at
     from (
-        select message_key, stream, campaign, identity, provider_account,
-            recorded_at as accepted_at,
+        select message_key, stream, campaign, identity, provider, provider_account,
+            provider_message_id, recorded_at as accepted_at,
             row_number() over (partition by message_key order by recorded_at) as nth
         from {ledger}
         where workspace = {sql_text(workspace)}
@@ -263,12 +270,28 @@ judged as (
         )
     )
 ),
+provider_message_ids as (
+    select provider, provider_account, provider_message_id, min(message_key) as message_key
+    from judged
+    where provider_message_id is not null
+    group by provider, provider_account, provider_message_id
+    having count(distinct message_key) = 1
+),
+attributed as (
+    select f.event_type, f.bounce_class, coalesce(f.message_key, ids.message_key) as message_key
+    from {feedback} as f
+    left join provider_message_ids as ids
+        on f.message_key is null
+        and ids.provider = f.provider
+        and ids.provider_account = f.provider_account
+        and ids.provider_message_id = f.provider_message_id
+),
 bad as (
     select message_key,
         max(case when {hard} then 1 else 0 end) as {Metric.HARD_BOUNCE},
         max(case when event_type = {sql_text(EventType.COMPLAINED)} then 1 else 0 end)
             as {Metric.COMPLAINT}
-    from ({attributed_events_sql(warehouse, feedback)}) as attributed
+    from attributed
     where message_key in (select message_key from judged)
     group by message_key
 )

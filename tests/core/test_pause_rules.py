@@ -387,3 +387,17 @@ def test_a_poll_lists_only_the_folders_that_changed(
         "complained",
         "complained",
     ]
+
+
+def test_an_event_without_our_key_counts_by_its_provider_message_id(
+    warehouse: DuckDBWarehouse, fixed_clock: FixedClock
+) -> None:
+    keys = accepted(warehouse, 400)
+    rows = event_rows(keys[:16], "hard")
+    for row, key in zip(rows, keys, strict=False):
+        row["message_key"], row["provider_message_id"] = None, f"{key}@sandbox"
+    rows[0]["provider_account"] = "acme_sandbox_b"  # another account's id: not ours
+    warehouse.append(MAILERS_SCHEMA, "events", pa.Table.from_pylist(rows, schema=EVENTS_SCHEMA))
+    found = evaluate(warehouse, "acme", RULES)
+    assert [(f.scope.key, f.bad) for f in found] == [("stream:acme.lifecycle", 15)]
+    assert found[0].severity == "warn", "15 of 400 is 3.75%"
