@@ -15,9 +15,12 @@ For each workspace with ``pause_rules`` (:mod:`mailers.rules_config`), each wind
 
 Scopes judged: streams, identities and provider accounts of the workspace. A rule trips the
 *narrowest* scopes that explain the rate: scopes over the level are taken smallest volume
-first, each only if what it sent outside the scopes already taken is still over; then a
-taken scope whose rate outside the *other* taken ones is not over is dropped (an account
-that is over only because one stream it carries is, stays open for the other streams).
+first, each only if what it sent outside the scopes already taken is still over; a scope
+whose every message is in two or more taken scopes inside it takes their place (when all
+the identities of a stream trip, the stream does); then a taken scope whose rate outside
+the *other* taken ones is not over is dropped (an account that is over only because one
+stream it carries is, stays open for the other streams). Of scopes that sent exactly the
+same messages, the stream is taken before the identity, and that before the account.
 Messages already held by an active pause do not count again, and a message accepted
 before a person resumed a scope covering it is forgiven (else the same window would trip
 again the moment it is resumed).
@@ -324,7 +327,8 @@ def evaluate(
     if not rules.enabled:
         return []
     now = utcnow()
-    windows = [now - timedelta(hours=h) for h in rules.window_hours]
+    hours_of = sorted(rules.window_hours)  # shortest first: a longer window adds to it
+    windows = [now - timedelta(hours=h) for h in hours_of]
     landed_table = (landed if landed is not None else EVENTS_SCHEMA.empty_table()).select(
         EVENTS_SCHEMA.names
     )
@@ -360,7 +364,7 @@ def evaluate(
         trips = [f.scope for f in findings]
         for metric in Metric:
             taken = [*held, *trips]
-            for i, hours in enumerate(rules.window_hours):
+            for i, hours in enumerate(hours_of):
                 threshold = getattr(getattr(rules, metric), severity.severity)
                 found = judge.over(metric, i, threshold, taken)
                 for scope, decided, whole in found:
