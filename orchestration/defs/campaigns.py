@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from adapters.providers.registry import event_parser
 from mailers.audience import AudienceSpec, disposition_counts, resolve
 from mailers.audit import AUDIT_TABLE, AuditAction, AuditRecord
 from mailers.claims import WindowClaim
@@ -18,6 +19,7 @@ from mailers.deferrals import DeferralNotes, deferred_in_window
 from mailers.errors import MailersError
 from mailers.ledger import LedgerContext, LedgerStatus, LedgerWriter
 from mailers.outcomes import window_outcome
+from mailers.pause_rules import LiveRules
 from mailers.paused_windows import PausedNotes
 from mailers.pauses import PauseBoard
 from mailers.preflight import require_environment
@@ -226,12 +228,14 @@ def _resolved_audience(
 
 def _send_control(settings: Settings, warehouse: Warehouse, ref: CampaignRef) -> SendControl:
     """The pause board and late checks of a send of ``ref``, with pending control records
-    (pauses written while no run held the warehouse) loaded first."""
+    (pauses written while no run held the warehouse) loaded first: before every batch the
+    automatic pause rules judge the feedback landed so far."""
     journal = ControlJournal(settings.data_dir)
     board = PauseBoard(settings.data_dir, journal)
     load_control(warehouse, journal)
     board.restore(warehouse)
-    return SendControl(board, ref.workspace, str(ref.config.stream), ref.name)
+    rules = LiveRules(warehouse, settings, board, event_parser)
+    return SendControl(board, ref.workspace, str(ref.config.stream), ref.name, checks=[rules.check])
 
 
 def _unsubscribe_key(settings: Settings, campaign: CampaignRef) -> str | None:
