@@ -4,8 +4,9 @@ One set-based statement in the warehouse takes the segment model's rows and give
 disposition, in this order:
 
 1. normalize the address (trim, lower-case the domain);
-2. ``skip``: no address (``missing_address``), bad syntax (``invalid_address``), or on the
-   central suppression list for this workspace and stream (``suppressed``);
+2. ``skip``: no address (``missing_address``), bad syntax (``invalid_address``), or an
+   active entry of the central suppression list blocks it for this workspace and stream
+   (``suppressed``; entries a later removal lifted do not, :func:`mailers.suppression.active_sql`);
 3. ``duplicate``: a second row for the same message key (same address, case-insensitive);
 4. ``settled``: the ledger already settled this message in this send window (sent,
    skipped, in doubt...), so it is never decided twice;
@@ -27,8 +28,8 @@ from mailers.config import CampaignRef
 from mailers.errors import SegmentError
 from mailers.keys import KEY_SEPARATOR
 from mailers.ledger import SkipReason
-from mailers.suppression import SUPPRESSIONS_TABLE, SuppressionScope
-from mailers.warehouse import MAILERS_SCHEMA, WORK_SCHEMA, Warehouse
+from mailers.suppression import SuppressionScope, active_sql
+from mailers.warehouse import WORK_SCHEMA, Warehouse
 
 SEGMENTS_SCHEMA = "segments"
 """Warehouse schema the dbt segment models build into."""
@@ -111,7 +112,7 @@ def resolve_sql(
     """
     d = warehouse.dialect
     segment = warehouse.relation(SEGMENTS_SCHEMA, spec.segment)
-    suppressions = warehouse.relation(MAILERS_SCHEMA, SUPPRESSIONS_TABLE)
+    suppressions = f"({active_sql(warehouse)})"
     target = warehouse.relation(WORK_SCHEMA, spec.table_for(purpose))
     ws, stream = _literal(spec.workspace), _literal(spec.stream)
     sep = _literal(KEY_SEPARATOR)
