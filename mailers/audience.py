@@ -126,7 +126,14 @@ def resolve_sql(
     domain = d.regexp_group("mailers_trimmed", "@([^@]*)$")
     return f"""
 create or replace table {target} as
-with segment as (
+with suppressed as (
+    select distinct s.address from {suppressions} as s
+    where s.scope = {_literal(SuppressionScope.GLOBAL)}
+       or (s.scope = {_literal(SuppressionScope.WORKSPACE)} and s.workspace = {ws})
+       or (s.scope = {_literal(SuppressionScope.STREAM)} and s.workspace = {ws}
+           and s.stream = {stream})
+),
+segment as (
     select *, nullif({trimmed}, '') as mailers_trimmed
     from {segment}
 ),
@@ -145,14 +152,8 @@ keyed as (
             when mailers_recipient is null then {_literal(SkipReason.MISSING_ADDRESS)}
             when length(mailers_recipient) > {MAX_ADDRESS_LENGTH} or not ({valid})
                 then {_literal(SkipReason.INVALID_ADDRESS)}
-            when exists (
-                select 1 from {suppressions} s
-                where s.address = lower(mailers_recipient)
-                  and (s.scope = {_literal(SuppressionScope.GLOBAL)}
-                       or (s.scope = {_literal(SuppressionScope.WORKSPACE)} and s.workspace = {ws})
-                       or (s.scope = {_literal(SuppressionScope.STREAM)} and s.workspace = {ws}
-                           and s.stream = {stream}))
-            ) then {_literal(SkipReason.SUPPRESSED)}
+            when lower(mailers_recipient) in (select address from suppressed)
+                then {_literal(SkipReason.SUPPRESSED)}
         end as mailers_skip_reason
     from normalized
 ),

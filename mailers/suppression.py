@@ -172,27 +172,33 @@ SUPPRESSIONS_SCHEMA = pa.schema(
 ``control_id`` the control record it was loaded from, if any."""
 
 
-def _same(column: str) -> str:
-    return f"coalesce(r.{column}, '') = coalesce(e.{column}, '')"
-
-
 def active_sql(warehouse: Warehouse) -> str:
     """A query of the active entries: ``add`` rows no later removal of their scope lifts.
 
-    A removal lifts a complaint entry only with ``override_complaint``.
+    A removal lifts a complaint entry only with ``override_complaint``. Only the latest
+    removal of a scope matters (it lifts everything recorded before it), so removals are
+    aggregated per scope and joined on equality: a hash join, whatever the history.
     """
     table = warehouse.relation(MAILERS_SCHEMA, SUPPRESSIONS_TABLE)
+    lifted_at = (
+        f"case when e.source = '{SuppressionSource.COMPLAINT}' "
+        "then r.override_removed_at else r.removed_at end"
+    )
     return f"""
+with removals as (
+    select address, scope, coalesce(workspace, '') as workspace, coalesce(stream, '') as stream,
+        max(created_at) as removed_at,
+        max(case when override_complaint then created_at end) as override_removed_at
+    from {table}
+    where action = '{SuppressionAction.REMOVE}'
+    group by address, scope, coalesce(workspace, ''), coalesce(stream, '')
+)
 select e.* from {table} as e
+left join removals as r
+  on r.address = e.address and r.scope = e.scope
+ and r.workspace = coalesce(e.workspace, '') and r.stream = coalesce(e.stream, '')
 where coalesce(e.action, '{SuppressionAction.ADD}') = '{SuppressionAction.ADD}'
-  and not exists (
-    select 1 from {table} as r
-    where r.action = '{SuppressionAction.REMOVE}'
-      and r.address = e.address and r.scope = e.scope
-      and {_same("workspace")} and {_same("stream")}
-      and r.created_at > e.created_at
-      and (e.source <> '{SuppressionSource.COMPLAINT}' or coalesce(r.override_complaint, false))
-  )
+  and ({lifted_at} is null or {lifted_at} <= e.created_at)
 """
 
 

@@ -7,13 +7,16 @@ address not already active at the scope, in one transaction with its audit recor
 
 A CSV file has a header row with an ``address`` (or ``email``) column and may have a
 ``reason`` column (a row's own reason, else the import's). Blank lines are skipped; a
-quoted value spanning lines is refused, so line numbers stay exact.
+quoted value spanning lines is refused, so line numbers stay exact. A file of no rows
+imports nothing.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +65,7 @@ def read_csv(path: Path) -> tuple[pa.Table, int]:
     number of fields, or a value spanning lines.
     """
     try:
-        with path.open(newline="", encoding="utf-8") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
             header = next(csv.reader(handle), None)
     except (OSError, UnicodeDecodeError) as err:
         raise SuppressionError(f"cannot read {path}: {err}") from err
@@ -103,22 +106,26 @@ def read_csv(path: Path) -> tuple[pa.Table, int]:
     reason_name = names[lowered.index(REASON_COLUMN)] if REASON_COLUMN in lowered else None
     reasons = table[reason_name] if reason_name else pa.nulls(table.num_rows, pa.string())
     rows = pa.table({"line": lines, "address": addresses, "reason": reasons})
-    spanning = [
-        str(line)
-        for line, value in zip(lines.to_pylist(), addresses.to_pylist(), strict=True)
-        if "\n" in value or "\r" in value
-    ]
-    if spanning:
+    # Whole-column checks (Arrow compute), never a Python loop over the rows.
+    spans = _any_column(table, lambda c: pc.match_substring_regex(c, "[\r\n]"), pc.or_)
+    if pc.any(spans).as_py():
+        first = pc.index(spans, True).as_py() + 2
         raise SuppressionError(
-            f"{path}: a quoted address spans lines (from line {spanning[0]}); "
-            "an address has no line breaks"
+            f"{path}: a quoted value spans lines (line {first} onwards); "
+            "suppression files have one row per line"
         )
-    blank = pc.and_(
-        pc.equal(pc.utf8_trim_whitespace(rows["address"]), ""),
-        pc.equal(pc.utf8_trim_whitespace(pc.fill_null(rows["reason"], "")), ""),
-    )
+    blank = _any_column(table, lambda c: pc.equal(pc.utf8_trim_whitespace(c), ""), pc.and_)
     kept = rows.filter(pc.invert(blank))
     return kept, rows.num_rows - kept.num_rows
+
+
+def _any_column(
+    table: pa.Table,
+    test: Callable[[pa.ChunkedArray], pa.ChunkedArray],
+    combine: Callable[[pa.ChunkedArray, pa.ChunkedArray], pa.ChunkedArray],
+) -> pa.ChunkedArray:
+    """``test`` applied to every column of ``table``, combined row-wise with ``combine``."""
+    return functools.reduce(combine, (test(column) for column in table.columns))
 
 
 def _listed(title: str, problems: list[str], total: int | None = None) -> str:
