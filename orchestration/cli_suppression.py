@@ -36,9 +36,13 @@ from mailers.suppression_entries import (
 from mailers.suppression_import import ImportReport, import_csv, import_relation
 from mailers.tables import ensure_tables
 
-app = typer.Typer(no_args_is_help=True, help=__doc__)
-console = Console(soft_wrap=True, highlight=False)
-errors = Console(stderr=True, soft_wrap=True, highlight=False)
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Why an address is blocked; add, import or remove suppression entries.",
+)
+# No markup: addresses, reasons and [entry ids] are data, printed verbatim.
+console = Console(soft_wrap=True, highlight=False, markup=False)
+errors = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
 
 ConfigOption = Annotated[
     Path | None,
@@ -63,7 +67,7 @@ LOCKED = (
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    errors.print(f"[red]{message}[/red]")
+    errors.print(message, style="red")
     return typer.Exit(code)
 
 
@@ -105,9 +109,8 @@ def _load(settings: Settings, journal: ControlJournal, record: ControlRecord, ef
     with _warehouse(settings) as warehouse:
         if warehouse is None:
             console.print(
-                "[yellow]"
-                + LOCKED.format(id=record.control_id, dir=journal.pending_dir, effect=effect)
-                + "[/yellow]"
+                LOCKED.format(id=record.control_id, dir=journal.pending_dir, effect=effect),
+                style="yellow",
             )
             return
         loaded = load_control(warehouse, journal)
@@ -141,8 +144,11 @@ def why(
     ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Which entries block ADDRESS, for which scopes, from which event or import, since when,
-    and which were lifted (by whom, why). Exits 0 either way."""
+    """Which entries block ADDRESS, and which were lifted.
+
+    Each entry with its scope, source, event (and provider account), file or relation, who
+    added it and since when; each lifted one with who removed it and why. Exits 0 either way.
+    """
     settings = _settings(config)
     if stream and not workspace:
         raise _fail("--stream needs --workspace", 2)
@@ -154,8 +160,9 @@ def why(
     with _warehouse(settings, read_only=True) as warehouse:
         if warehouse is None and settings.warehouse_path.is_file():
             console.print(
-                "[yellow]the warehouse is locked by another process (a running send?): "
-                "showing only control records not loaded yet[/yellow]"
+                "the warehouse is locked by another process (a running send?): "
+                "showing only control records not loaded yet",
+                style="yellow",
             )
         history = entries(warehouse, stored) if warehouse is not None else []
     history += pending_entries(journal, stored)
@@ -235,8 +242,11 @@ def remove(
     actor: ActorOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Lift ADDRESS's entries of exactly one scope, with a reason (audited). A complaint
-    entry needs --override-complaint."""
+    """Lift ADDRESS's entries of exactly one scope, with a reason (audited).
+
+    A complaint entry needs --override-complaint. Works while a send is running: the send
+    keeps blocking the address until the removal is loaded.
+    """
     settings = _settings(config)
     target = _target(settings, scope)
     journal = ControlJournal(settings.data_dir)
@@ -265,16 +275,15 @@ def remove(
             f"recorded the removal of {stored} at {target} [control record {record.control_id}]"
         )
         console.print(
-            "[yellow]"
-            + LOCKED.format(
+            LOCKED.format(
                 id=record.control_id,
                 dir=journal.pending_dir,
                 effect=(
                     "a running send keeps blocking the address until then. It could not be "
                     "checked now; it never lifts a complaint entry without --override-complaint."
                 ),
-            )
-            + "[/yellow]"
+            ),
+            style="yellow",
         )
         return
     console.print(
@@ -297,8 +306,10 @@ def import_(
     actor: ActorOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Suppress every address of a CSV file or a warehouse relation, all or nothing (needs the
-    warehouse: not while a send holds it)."""
+    """Suppress every address of a CSV file or a warehouse relation, all or nothing.
+
+    Needs the warehouse: not while a send holds it.
+    """
     settings = _settings(config)
     if (file is None) == (relation is None):
         raise _fail("give either FILE.csv or --relation schema.table", 2)
