@@ -7,21 +7,18 @@ whoever opens it next (the running send when it ends). ``import`` needs the ware
 
 from __future__ import annotations
 
-import getpass
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
-import duckdb
 import typer
-from rich.console import Console
 
-from adapters.settings import load
+from adapters.control_load import load_control_now
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.config import Settings
 from mailers.control import ControlJournal, ControlRecord, load_control
-from mailers.errors import MailersError, WarehouseError
+from mailers.errors import WarehouseBusy
 from mailers.suppression import SuppressionError, SuppressionTarget
 from mailers.suppression_entries import (
     Entry,
@@ -35,29 +32,24 @@ from mailers.suppression_entries import (
 )
 from mailers.suppression_import import ImportReport, import_csv, import_relation
 from mailers.tables import ensure_tables
+from orchestration.cli_common import (
+    ActorOption,
+    ConfigOption,
+    actor_of,
+    console,
+    errors,
+    settings_of,
+)
 
 app = typer.Typer(
     no_args_is_help=True,
     help="Why an address is blocked; add, import or remove suppression entries.",
 )
-# No markup: addresses, reasons and [entry ids] are data, printed verbatim.
-console = Console(soft_wrap=True, highlight=False, markup=False)
-errors = Console(stderr=True, soft_wrap=True, highlight=False, markup=False)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="Config file (default: $MAILERS_CONFIG or ./mailers.yaml)."
-    ),
-]
 ScopeOption = Annotated[
     str,
     typer.Option("--scope", help="global, workspace:W or stream:W.S (e.g. stream:acme.lifecycle)."),
 ]
 ReasonOption = Annotated[str, typer.Option("--reason", help="Why (recorded and audited).")]
-ActorOption = Annotated[
-    str | None, typer.Option("--actor", help="Who asks (default: the OS user).")
-]
 
 LOCKED = (
     "the warehouse is locked by another process (a running send?): control record {id} is "
@@ -66,16 +58,17 @@ LOCKED = (
 )
 
 
+def _say(text: str, style: str | None = None) -> None:
+    # No markup: addresses, reasons and [entry ids] are data, printed verbatim.
+    console.print(text, style=style, markup=False, highlight=False, soft_wrap=True)
+
+
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    errors.print(message, style="red")
+    errors.print(message, style="red", markup=False, highlight=False)
     return typer.Exit(code)
 
 
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load(config)
-    except MailersError as err:
-        raise _fail(f"config error\n{err}") from err
+_settings = settings_of
 
 
 def _target(settings: Settings, scope: str) -> SuppressionTarget:
@@ -94,11 +87,9 @@ def _warehouse(settings: Settings, *, read_only: bool = False) -> Iterator[DuckD
         return
     try:
         warehouse = DuckDBWarehouse(settings.warehouse_path, read_only=read_only)
-    except WarehouseError as err:
-        if isinstance(err.__cause__, duckdb.IOException) and "lock" in str(err).lower():
-            yield None
-            return
-        raise
+    except WarehouseBusy:
+        yield None
+        return
     with warehouse:
         if not read_only:
             ensure_tables(warehouse)
@@ -106,15 +97,14 @@ def _warehouse(settings: Settings, *, read_only: bool = False) -> Iterator[DuckD
 
 
 def _load(settings: Settings, journal: ControlJournal, record: ControlRecord, effect: str) -> None:
-    with _warehouse(settings) as warehouse:
-        if warehouse is None:
-            console.print(
-                LOCKED.format(id=record.control_id, dir=journal.pending_dir, effect=effect),
-                style="yellow",
-            )
-            return
-        loaded = load_control(warehouse, journal)
-    console.print(f"loaded {loaded} control record(s) into {settings.warehouse_path}")
+    loaded = load_control_now(settings)
+    if loaded is None:
+        _say(
+            LOCKED.format(id=record.control_id, dir=journal.pending_dir, effect=effect),
+            style="yellow",
+        )
+        return
+    _say(f"loaded {loaded} control record(s) into {settings.warehouse_path}")
 
 
 def _count(n: int) -> str:
@@ -159,7 +149,7 @@ def why(
     journal = ControlJournal(settings.data_dir)
     with _warehouse(settings, read_only=True) as warehouse:
         if warehouse is None and settings.warehouse_path.is_file():
-            console.print(
+            _say(
                 "the warehouse is locked by another process (a running send?): "
                 "showing only control records not loaded yet",
                 style="yellow",
@@ -180,20 +170,20 @@ def why(
     )
     active = [e for e in history if e.active]
     if active:
-        console.print(f"{stored} is suppressed{where} by {_count(len(active))}:")
+        _say(f"{stored} is suppressed{where} by {_count(len(active))}:")
         for entry in active:
-            console.print(f"  blocked at {_describe(entry)}")
+            _say(f"  blocked at {_describe(entry)}")
     else:
-        console.print(f"{stored} is not suppressed{where}")
+        _say(f"{stored} is not suppressed{where}")
     for entry in history:
         if entry.lift is not None:
             lift = entry.lift
-            console.print(
+            _say(
                 f"  lifted: {_describe(entry)}; removed by {lift.actor} at "
                 f"{lift.lifted_at:%Y-%m-%d %H:%M:%S} UTC: {lift.reason} [removal {lift.removal_id}]"
             )
     for record in pending_removals(journal, stored):
-        console.print(
+        _say(
             f"  pending removal at {record.body['scope']} by {record.actor}: {record.reason} "
             f"[control record {record.control_id}; applies once loaded]"
         )
@@ -217,14 +207,12 @@ def add(
             address,
             target,
             reason=reason,
-            actor=actor or getpass.getuser(),
+            actor=actor_of(actor),
             config_hash=settings.config_hash,
         )
     except SuppressionError as err:
         raise _fail(str(err), 2) from err
-    console.print(
-        f"suppressed {record.body['address']} at {target} [control record {record.control_id}]"
-    )
+    _say(f"suppressed {record.body['address']} at {target} [control record {record.control_id}]")
     _load(settings, journal, record, "a running send applies it before its next batch.")
 
 
@@ -262,7 +250,7 @@ def remove(
                 stored,
                 target,
                 reason=reason,
-                actor=actor or getpass.getuser(),
+                actor=actor_of(actor),
                 config_hash=settings.config_hash,
                 override_complaint=override_complaint,
             )
@@ -271,10 +259,8 @@ def remove(
     except SuppressionError as err:
         raise _fail(str(err)) from err
     if warehouse is None:
-        console.print(
-            f"recorded the removal of {stored} at {target} [control record {record.control_id}]"
-        )
-        console.print(
+        _say(f"recorded the removal of {stored} at {target} [control record {record.control_id}]")
+        _say(
             LOCKED.format(
                 id=record.control_id,
                 dir=journal.pending_dir,
@@ -286,7 +272,7 @@ def remove(
             style="yellow",
         )
         return
-    console.print(
+    _say(
         f"removed {stored} at {target}: lifted {_count(len(lifted))} "
         f"({', '.join(f'{e.source} {e.suppression_id}' for e in lifted)}) "
         f"[control record {record.control_id}, audited]"
@@ -316,7 +302,7 @@ def import_(
     if not scope:
         raise _fail("--scope is required (global, workspace:W or stream:W.S)", 2)
     target = _target(settings, scope)
-    who = actor or getpass.getuser()
+    who = actor_of(actor)
     try:
         with _warehouse(settings) as warehouse:
             if warehouse is None:
@@ -346,7 +332,7 @@ def import_(
                 )
     except SuppressionError as err:
         raise _fail(str(err)) from err
-    console.print(
+    _say(
         f"imported {report.added} suppressions at {target} from {report.origin} "
         f"({report.rows} rows: {report.already_suppressed} already suppressed there, "
         f"{report.duplicates} duplicates"

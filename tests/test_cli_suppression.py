@@ -319,6 +319,6 @@ def test_dim_suppressions_honours_removals_and_builds_with_its_tests(
     )
     kept = dim[("kept@example.com", "manual")]
     assert (kept["is_active"], kept["scope"]) == (True, "global")
-    assert kept["first_added_by"] == getpass.getuser()
+    assert kept["first_added_by"] == f"cli:{getpass.getuser()}"
     assert kept["first_origin"].startswith("control:")
     assert len(dim) == 3  # removals are not suppressions

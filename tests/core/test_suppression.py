@@ -393,6 +393,11 @@ def test_pending_adds_block_a_batch_and_pending_removals_do_not_unblock(
         config_hash="h",
     )
     assert blocks.blocked("globex", "lifecycle", batch) == {"cy@example.com"}
+    reasons = blocks.reasons("acme", "transactional", batch)
+    assert reasons.keys() == {"bob@example.com", "cy@example.com"}
+    assert reasons["cy@example.com"].startswith(
+        "suppressed at global by a (pending control record "
+    )
 
 
 def test_scopes_are_checked_against_the_config() -> None:
