@@ -3,6 +3,7 @@ that the audience honours, imports are all or nothing, pending adds block a runn
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,6 +36,7 @@ from mailers.warehouse import MAILERS_SCHEMA
 from .test_ingest import ACCOUNT, event, land
 
 ACME = SuppressionTarget.parse("workspace:acme")
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.fixture
@@ -415,3 +417,28 @@ def test_scopes_are_checked_against_the_config() -> None:
         SuppressionTarget.parse("brand:acme", config)
     with pytest.raises(SuppressionError, match=r"write it as stream:W\.S"):
         SuppressionTarget.parse("stream:acme", config)
+
+
+def test_a_provider_reported_one_click_unsubscribe_names_its_event_and_spares_transactional(
+    warehouse: DuckDBWarehouse, tmp_path: Path
+) -> None:
+    # Mailgun hosts the List-Unsubscribe one-click endpoint and reports it as "unsubscribed"
+    # (the recorded webhook body; see tests/fixtures/mailgun/README.md).
+    body = json.loads((FIXTURES / "mailgun" / "unsubscribed.json").read_text())
+    landing = tmp_path / "landing"
+    directory = landing / "mailgun" / "acme_mailgun"
+    directory.mkdir(parents=True)
+    (directory / "1.jsonl").write_text(json.dumps(body) + "\n")
+
+    ingest(warehouse, landing, event_parser)
+
+    entry = only(entries(warehouse, "alice@example.com"))
+    (stored,) = warehouse.query("select event_id from mailers.events").to_pylist()
+    assert (entry.source, entry.target.key) == (
+        SuppressionSource.UNSUBSCRIBE,
+        "stream:acme.lifecycle",
+    )
+    assert (entry.event_id, entry.provider_account) == (stored["event_id"], "acme_mailgun")
+    assert entry.provenance() == f"event {stored['event_id']} via acme_mailgun"
+    assert blocked(warehouse, "acme", "lifecycle", "alice@example.com") == {"alice@example.com"}
+    assert blocked(warehouse, "acme", "transactional", "alice@example.com") == set()
