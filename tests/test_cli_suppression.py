@@ -302,7 +302,15 @@ def test_dim_suppressions_honours_removals_and_builds_with_its_tests(
     with DuckDBWarehouse(settings.warehouse_path) as warehouse:
         ingest(warehouse, settings.landing_dir, event_parser)
 
-    run_dbt(settings, "build", "--select", "stg_mailers__suppressions", "dim_suppressions")
+    run_dbt(
+        settings,
+        "build",
+        "--select",
+        "stg_mailers__suppressions",
+        "dim_suppressions",
+        "stg_mailers__audit_log",
+        "fct_send_audit",
+    )
 
     dim = {
         (r["address"], r["source"]): r

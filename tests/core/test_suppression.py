@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from adapters.providers.registry import event_parser
 from adapters.warehouses.duckdb import DuckDBWarehouse
@@ -442,3 +443,15 @@ def test_a_provider_reported_one_click_unsubscribe_names_its_event_and_spares_tr
     assert entry.provenance() == f"event {stored['event_id']} via acme_mailgun"
     assert blocked(warehouse, "acme", "lifecycle", "alice@example.com") == {"alice@example.com"}
     assert blocked(warehouse, "acme", "transactional", "alice@example.com") == set()
+
+
+def test_dbt_accepts_every_audit_action() -> None:
+    from mailers.audit import AuditAction
+
+    from .support import DBT_PROJECT
+
+    for path in ("staging/mailers/stg_mailers__audit_log.yml", "marts/fct_send_audit.yml"):
+        (model,) = yaml.safe_load((DBT_PROJECT / "models" / path).read_text())["models"]
+        (action,) = [c for c in model["columns"] if c["name"] == "action"]
+        (accepted,) = [t["accepted_values"] for t in action["data_tests"] if "accepted_values" in t]
+        assert set(accepted["arguments"]["values"]) == {str(a) for a in AuditAction}, path
