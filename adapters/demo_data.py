@@ -105,6 +105,10 @@ def contacts(count: int, seed: int = 7) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=CONTACTS_SCHEMA)
 
 
+DEMO_ACTOR = "demo-support"
+"""Who the demo's manual suppressions say added them."""
+
+
 def manual_suppressions(people: pa.Table, share: float = 0.02, seed: int = 11) -> pa.Table:
     """Operator-entered suppressions for a share of the valid contact addresses."""
     rng = random.Random(seed)
@@ -132,6 +136,9 @@ def manual_suppressions(people: pa.Table, share: float = 0.02, seed: int = 11) -
                 else f"asked {brand} support to stop email",
                 "event_id": None,
                 "created_at": now,
+                "action": "add",
+                "actor": DEMO_ACTOR,
+                "origin": "demo seed",
             }
         )
     return pa.Table.from_pylist(rows, schema=SUPPRESSIONS_SCHEMA)

@@ -81,6 +81,8 @@ def _seed(warehouse: DuckDBWarehouse, contacts: int) -> None:
     warehouse.execute(
         f"""
         insert into mailers.suppressions
+            (suppression_id, address, scope, workspace, stream, source, reason, event_id,
+             created_at)
         select 'bench-' || i, 'user' || i || '@example.com', 'global', null, null, 'manual',
                'bench', null, now()::timestamp
         from range(0, {contacts}, 50) as t(i)

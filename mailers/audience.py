@@ -4,8 +4,9 @@ One set-based statement in the warehouse takes the segment model's rows and give
 disposition, in this order:
 
 1. normalize the address (trim, lower-case the domain);
-2. ``skip``: no address (``missing_address``), bad syntax (``invalid_address``), or on the
-   central suppression list for this workspace and stream (``suppressed``);
+2. ``skip``: no address (``missing_address``), bad syntax (``invalid_address``), or an
+   active entry of the central suppression list blocks it for this workspace and stream
+   (``suppressed``; entries a later removal lifted do not, :func:`mailers.suppression.active_sql`);
 3. ``duplicate``: a second row for the same message key (same address, case-insensitive);
 4. ``settled``: the ledger already settled this message in this send window (sent,
    skipped, in doubt...), so it is never decided twice;
@@ -27,8 +28,8 @@ from mailers.config import CampaignRef
 from mailers.errors import SegmentError
 from mailers.keys import KEY_SEPARATOR
 from mailers.ledger import SkipReason
-from mailers.suppression import SUPPRESSIONS_TABLE, SuppressionScope
-from mailers.warehouse import MAILERS_SCHEMA, WORK_SCHEMA, Warehouse
+from mailers.suppression import SuppressionScope, active_sql
+from mailers.warehouse import WORK_SCHEMA, Warehouse
 
 SEGMENTS_SCHEMA = "segments"
 """Warehouse schema the dbt segment models build into."""
@@ -111,7 +112,7 @@ def resolve_sql(
     """
     d = warehouse.dialect
     segment = warehouse.relation(SEGMENTS_SCHEMA, spec.segment)
-    suppressions = warehouse.relation(MAILERS_SCHEMA, SUPPRESSIONS_TABLE)
+    suppressions = f"({active_sql(warehouse)})"
     target = warehouse.relation(WORK_SCHEMA, spec.table_for(purpose))
     ws, stream = _literal(spec.workspace), _literal(spec.stream)
     sep = _literal(KEY_SEPARATOR)
@@ -125,7 +126,14 @@ def resolve_sql(
     domain = d.regexp_group("mailers_trimmed", "@([^@]*)$")
     return f"""
 create or replace table {target} as
-with segment as (
+with suppressed as (
+    select distinct s.address from {suppressions} as s
+    where s.scope = {_literal(SuppressionScope.GLOBAL)}
+       or (s.scope = {_literal(SuppressionScope.WORKSPACE)} and s.workspace = {ws})
+       or (s.scope = {_literal(SuppressionScope.STREAM)} and s.workspace = {ws}
+           and s.stream = {stream})
+),
+segment as (
     select *, nullif({trimmed}, '') as mailers_trimmed
     from {segment}
 ),
@@ -144,14 +152,8 @@ keyed as (
             when mailers_recipient is null then {_literal(SkipReason.MISSING_ADDRESS)}
             when length(mailers_recipient) > {MAX_ADDRESS_LENGTH} or not ({valid})
                 then {_literal(SkipReason.INVALID_ADDRESS)}
-            when exists (
-                select 1 from {suppressions} s
-                where s.address = lower(mailers_recipient)
-                  and (s.scope = {_literal(SuppressionScope.GLOBAL)}
-                       or (s.scope = {_literal(SuppressionScope.WORKSPACE)} and s.workspace = {ws})
-                       or (s.scope = {_literal(SuppressionScope.STREAM)} and s.workspace = {ws}
-                           and s.stream = {stream}))
-            ) then {_literal(SkipReason.SUPPRESSED)}
+            when lower(mailers_recipient) in (select address from suppressed)
+                then {_literal(SkipReason.SUPPRESSED)}
         end as mailers_skip_reason
     from normalized
 ),

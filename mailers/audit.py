@@ -32,6 +32,9 @@ class AuditAction(StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     AUTO_PAUSE = "auto_pause"
+    SUPPRESSION_ADD = "suppression_add"
+    SUPPRESSION_REMOVE = "suppression_remove"
+    SUPPRESSION_IMPORT = "suppression_import"
 
 
 @dataclass(frozen=True)

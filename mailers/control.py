@@ -181,7 +181,7 @@ ControlLoader = Callable[[Warehouse, Sequence[ControlRecord]], Loaded]
 
 _LOADERS: dict[ControlKind, ControlLoader] = {}
 
-LOADER_MODULES = ("mailers.pauses",)
+LOADER_MODULES = ("mailers.pauses", "mailers.suppression")
 """Modules that register the loaders of the control kinds (imported before loading)."""
 
 

@@ -22,9 +22,12 @@ from mailers.clock import utcnow
 from mailers.events import EVENTS_SCHEMA, EVENTS_TABLE, CanonicalEvent, EventType, derive_event_id
 from mailers.ledger import attributed_events_sql
 from mailers.providers import EventParser
-from mailers.suppression import SUPPRESSING_EVENTS, SUPPRESSIONS_TABLE
+from mailers.suppression import SUPPRESSING_EVENTS, SUPPRESSIONS_TABLE, SuppressionAction
 from mailers.tables import LANDED_FILES_SCHEMA, LANDED_FILES_TABLE
 from mailers.warehouse import MAILERS_SCHEMA, Warehouse
+
+INGEST_ACTOR = "ingest"
+"""The actor of the suppressions ingestion derives from provider feedback."""
 
 ParserFor = Callable[[str], EventParser]
 """Returns the event parser for a provider kind."""
@@ -129,7 +132,8 @@ def _suppressions_sql(warehouse: Warehouse, staged: str) -> str:
     """Set-based insert of the suppressions implied by newly staged events.
 
     An event's address, workspace and stream are its own, else those of the message it is
-    about (:func:`~mailers.ledger.attributed_events_sql`).
+    about (:func:`~mailers.ledger.attributed_events_sql`). The entry names its event and
+    provider account, and takes effect when the event occurred.
     """
     d = warehouse.dialect
     events = warehouse.relation(MAILERS_SCHEMA, EVENTS_TABLE)
@@ -147,7 +151,8 @@ def _suppressions_sql(warehouse: Warehouse, staged: str) -> str:
     )
     return f"""
 insert into {suppressions}
-    (suppression_id, address, scope, workspace, stream, source, reason, event_id, created_at)
+    (suppression_id, address, scope, workspace, stream, source, reason, event_id, created_at,
+     action, actor, provider_account, origin)
 select
     {d.md5_hex("n.event_id || '|suppression'")},
     lower(n.recipient),
@@ -157,7 +162,11 @@ select
     source,
     n.reason,
     n.event_id,
-    n.occurred_at
+    n.occurred_at,
+    '{SuppressionAction.ADD}',
+    '{INGEST_ACTOR}',
+    n.provider_account,
+    'event:' || n.event_id
 from (
     select n.*,
         case {" ".join(whens_source)} end as source,

@@ -60,6 +60,7 @@ from mailers.warehouse import MAILERS_SCHEMA
 from mailers.windows import WindowRequest, requested_window, send_window
 from orchestration import cli_control
 from orchestration.cli_common import ConfigOption, console, errors, settings_of
+from orchestration.cli_suppression import app as suppression_app
 
 if TYPE_CHECKING:  # Dagster is imported only by the commands that run pipelines.
     from dagster import DagsterInstance
@@ -251,6 +252,8 @@ def _caps_table(result: SendPlan) -> Table:
         )
     return table
 
+
+app.add_typer(suppression_app, name="suppression")
 
 policy_app = typer.Typer(no_args_is_help=True, help="The sending policy: limits, routes, warm-up.")
 app.add_typer(policy_app, name="policy")

@@ -242,7 +242,7 @@ def test_suppressions_gain_hard_bounces_complaints_and_unsubscribes(pipeline) ->
     assert by_source["manual"] > 0
     assert by_source["bounce"] > 0 and by_source["complaint"] > 0
     scopes = {(row["source"], row["scope"]) for row in dim}
-    assert ("bounce", "global") in scopes and ("complaint", "workspace") in scopes
+    assert ("bounce", "workspace") in scopes and ("complaint", "workspace") in scopes
     hard = {
         row["recipient"].lower()
         for row in query(

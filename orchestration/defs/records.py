@@ -79,8 +79,8 @@ def ledger_asset(sends: Sequence[dg.AssetKey]) -> dg.AssetsDefinition:
             group_name="records",
             kinds={"duckdb"},
             description=(
-                "Central suppression list: operator entries plus hard bounces (global), "
-                "complaints (workspace) and unsubscribes (stream)."
+                "Central suppression list, append-only: operator entries, imports, hard "
+                "bounces and complaints (workspace), unsubscribes (stream), and removals."
             ),
         ),
     ],

@@ -172,7 +172,9 @@ def test_repeated_event_in_a_later_run_is_a_duplicate(
     assert len(suppressions(warehouse)) == 1
 
 
-def test_hard_bounce_suppresses_globally(warehouse: DuckDBWarehouse, landing: Path) -> None:
+def test_hard_bounce_suppresses_for_the_workspace(
+    warehouse: DuckDBWarehouse, landing: Path
+) -> None:
     land(
         landing,
         "1.jsonl",
@@ -185,8 +187,8 @@ def test_hard_bounce_suppresses_globally(warehouse: DuckDBWarehouse, landing: Pa
     assert suppressions(warehouse) == [
         {
             "address": "gone@example.com",
-            "scope": "global",
-            "workspace": None,
+            "scope": "workspace",
+            "workspace": "acme",
             "stream": None,
             "source": "bounce",
             "event_id": "sbx-b",

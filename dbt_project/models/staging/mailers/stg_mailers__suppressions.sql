@@ -18,7 +18,14 @@ renamed as (
         source,
         reason,
         event_id,
-        created_at
+        created_at,
+        -- rows written before removals existed have no action: they are entries
+        coalesce(action, 'add') as action,
+        actor,
+        provider_account,
+        origin,
+        coalesce(override_complaint, false) as override_complaint,
+        control_id
 
     from source
 
