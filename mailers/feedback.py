@@ -1,13 +1,14 @@
-"""Feedback that has landed but is not loaded yet: hard bounces and complaints on the way in.
+"""Feedback that has landed but is not loaded yet: hard bounces, complaints, unsubscribes.
 
 During a long send the send holds the warehouse, so provider events land as files
 (:mod:`mailers.landing`) that nobody loads until it ends. :class:`LandedFeedback` reads
 them meanwhile: each :meth:`~LandedFeedback.poll` lists the landing zone, parses only the
 files it has not read before (and that ingestion has not loaded), and keeps the hard
-bounces and complaints among their events as an Arrow table of
-:data:`~mailers.events.EVENTS_SCHEMA`, which the pause rules count beside the warehouse's
-own events. A poll when nothing new landed costs a listing of the landing zone's provider
-and account folders (not of their files).
+bounces, complaints and unsubscribes among their events as an Arrow table of
+:data:`~mailers.events.EVENTS_SCHEMA`: the pause rules count the first two beside the
+warehouse's own events, and :mod:`mailers.late_suppressions` blocks their addresses. A poll
+when nothing new landed costs a listing of the landing zone's provider and account folders
+(not of their files).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from mailers.warehouse import MAILERS_SCHEMA, Warehouse
 
 
 class LandedFeedback:
-    """Hard bounces and complaints of landing files not loaded into the warehouse yet."""
+    """Hard bounces, complaints and unsubscribes of landing files not loaded yet."""
 
     def __init__(self, warehouse: Warehouse, landing_dir: Path, parser_for: ParserFor) -> None:
         self.warehouse = warehouse
@@ -39,15 +40,15 @@ class LandedFeedback:
 
     @property
     def table(self) -> pa.Table:
-        """Every hard bounce and complaint read so far (possibly some already loaded too:
-        the rules count distinct messages, so an event read twice counts once)."""
+        """Every hard bounce, complaint and unsubscribe read so far (possibly some already
+        loaded too: the rules count distinct messages, so an event read twice counts once)."""
         if len(self._tables) > 1:
             self._tables = [pa.concat_tables(self._tables)]
         return self._tables[0]
 
     def poll(self) -> int:
         """Read the landing files that are new since the last poll; return how many hard
-        bounces and complaints they held."""
+        bounces, complaints and unsubscribes they held."""
         new = self._new_files()
         if not new:
             return 0
@@ -113,10 +114,13 @@ def mtime_after(mtime_ns: int) -> float:
 
 
 def _feedback(events: pa.Table) -> pa.Table:
-    """The hard bounces and complaints of a parsed file."""
+    """The hard bounces, complaints and unsubscribes of a parsed file."""
     hard = pc.and_kleene(
         pc.equal(events["event_type"], str(EventType.BOUNCED)),
         pc.equal(events["bounce_class"], str(BounceClass.HARD)),
     )
-    complaint = pc.equal(events["event_type"], str(EventType.COMPLAINED))
-    return events.filter(pc.fill_null(pc.or_kleene(hard, complaint), False))
+    others = pc.is_in(
+        events["event_type"],
+        value_set=pa.array([str(EventType.COMPLAINED), str(EventType.UNSUBSCRIBED)]),
+    )
+    return events.filter(pc.fill_null(pc.or_kleene(hard, others), False))

@@ -26,6 +26,10 @@ EXPLAINED_STATUSES = frozenset(
 )
 """Statuses whose reasons are kept apart; the others are counted only."""
 
+NOT_SENT_FAILURE = "were not sent:"
+PAUSED_FAILURE = "are paused, not handed over:"
+"""Words of a failed send run's description (``mailers demo`` tells the two apart)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Tally:

@@ -6,8 +6,9 @@ process while the send holds the warehouse:
 * a pause (:mod:`mailers.pauses`) of the workspace, stream or campaign stops the whole
   send: the rest of the window is recorded ``paused``; a pause of an identity or a
   provider account holds only that identity's or account's messages;
-* checks run before each batch, such as the automatic pause rules evaluated on the
-  feedback landed so far (they may pause a scope, which the same batch then sees);
+* checks run before each batch of audience rows and each provider batch, such as the
+  automatic pause rules evaluated on the feedback landed so far (they may pause a scope,
+  which the same batch then sees);
 * blockers: suppressions that arrived during the send (a manual ``suppression add``, a
   bounce, complaint or unsubscribe landed but not loaded yet); a blocked recipient is
   recorded ``skipped`` (suppressed) instead of being handed over.
@@ -39,13 +40,19 @@ class SendControl:
     blockers: Sequence[Blocker] = ()
 
     def before_batch(self) -> Pause | None:
-        """Run the checks, then return the pause that holds the whole window, if any."""
-        for check in self.checks:
-            check()
+        """Run the checks, then return the pause that holds the whole window, if any
+        (asked before each batch of audience rows: a paused window stops streaming)."""
+        self.run_checks()
         return self.board.holding(self.workspace, self.stream, self.campaign, levels=RUN_LEVELS)
 
+    def run_checks(self) -> None:
+        """Run the checks (also before each provider batch: they are cheap when nothing
+        new landed)."""
+        for check in self.checks:
+            check()
+
     def holding(self, account: str, identity: str) -> Pause | None:
-        """The pause holding messages of ``identity`` through ``account`` now, if any."""
+        """The pause of any level holding messages of ``identity`` through ``account``."""
         return self.board.holding(self.workspace, self.stream, self.campaign, identity, account)
 
     def blocked(self, addresses: Sequence[str]) -> dict[str, str]:

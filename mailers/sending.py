@@ -473,6 +473,7 @@ class CampaignSender:
         """
         if self.control is None:
             return chunk
+        self.control.run_checks()
         blocked = self.control.blocked([m.recipient for m in chunk])
         pauses = {i: self.control.holding(account, i) for i in {m.identity for m in chunk}}
         if not blocked and not any(pauses.values()):

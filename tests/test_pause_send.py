@@ -166,17 +166,19 @@ def test_a_pause_written_during_the_send_stops_it_before_the_next_batch(
     assert max(sent_keys(settings).values()) == 1
 
 
-def test_a_check_before_each_batch_can_pause_the_rest_of_the_window(
+def test_a_check_before_each_provider_batch_can_pause_the_rest_of_the_window(
     core_project: Callable[..., Settings],
 ) -> None:
-    """What the automatic rules do during a send: a check pauses, the next batch obeys."""
-    settings = core_project()
+    """What the automatic rules do during a send: a check pauses, the next call obeys."""
+    settings = core_project(_small_batches)
     board = PauseBoard(settings.data_dir)
-    batches: list[int] = []
+    checks: list[int] = []
 
-    def trip_on_second_batch() -> None:
-        batches.append(len(eml_files(settings)))
-        if len(batches) == 2:
+    def trip_on_the_third_check() -> None:
+        # Checks run before the audience batch, then before each provider batch: the third
+        # runs after one call of 10 left.
+        checks.append(len(eml_files(settings)))
+        if len(checks) == 3:
             board.pause(
                 _scope(settings, "campaign:acme.pro_tips"),
                 actor="rule:hard_bounce",
@@ -185,16 +187,11 @@ def test_a_check_before_each_batch_can_pause_the_rest_of_the_window(
                 automatic=True,
             )
 
-    import mailers.sending as sending
+    report = send(settings, "run-1", checks=[trip_on_the_third_check])
 
-    small = 50
-    original, sending.AUDIENCE_BATCH_ROWS = sending.AUDIENCE_BATCH_ROWS, small
-    try:
-        report = send(settings, "run-1", checks=[trip_on_second_batch])
-    finally:
-        sending.AUDIENCE_BATCH_ROWS = original
-    assert len(batches) == 2
-    assert 0 < report.counts["accepted"] + report.counts["rejected"] <= small
-    assert report.counts["paused"] > 0
+    handed_over = report.counts["accepted"] + report.counts["rejected"]
+    assert 0 < handed_over <= 10
+    assert len(eml_files(settings)) == report.counts["accepted"]
+    assert report.counts["paused"] > 80
     assert list(report.paused_by) == ["campaign:acme.pro_tips"]
     assert report.paused_by["campaign:acme.pro_tips"].automatic

@@ -17,6 +17,7 @@ from mailers.config import CampaignRef, Settings
 from mailers.control import ControlJournal, load_control
 from mailers.deferrals import DeferralNotes, deferred_in_window
 from mailers.errors import MailersError
+from mailers.late_suppressions import LandedSuppressions
 from mailers.ledger import LedgerContext, LedgerStatus, LedgerWriter
 from mailers.outcomes import window_outcome
 from mailers.pause_rules import LiveRules
@@ -25,6 +26,7 @@ from mailers.pauses import PauseBoard
 from mailers.preflight import require_environment
 from mailers.send_control import SendControl
 from mailers.sending import CampaignSender, SendContext
+from mailers.suppression_blocks import PendingBlocks
 from mailers.warehouse import MAILERS_SCHEMA, WORK_SCHEMA, Warehouse
 from orchestration.defs.checks import sends_check_results, sends_check_specs, unfinished_failure
 from orchestration.defs.resources import WAREHOUSE_POOL, MailersResource
@@ -104,7 +106,7 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
                     "over and settles what that run left dispatching as unknown"
                 )
             table = _resolved_audience(warehouse, spec, window, qualified)
-            control = _send_control(settings, warehouse, ref)
+            control = send_control(settings, warehouse, ref)
             audience_counts = disposition_counts(warehouse, table)
             context_ = SendContext(
                 settings=settings,
@@ -226,7 +228,7 @@ def _resolved_audience(
     return table
 
 
-def _send_control(settings: Settings, warehouse: Warehouse, ref: CampaignRef) -> SendControl:
+def send_control(settings: Settings, warehouse: Warehouse, ref: CampaignRef) -> SendControl:
     """The pause board and late checks of a send of ``ref``, with pending control records
     (pauses written while no run held the warehouse) loaded first: before every batch the
     automatic pause rules judge the feedback landed so far."""
@@ -235,7 +237,17 @@ def _send_control(settings: Settings, warehouse: Warehouse, ref: CampaignRef) ->
     load_control(warehouse, journal)
     board.restore(warehouse)
     rules = LiveRules(warehouse, settings, board, event_parser)
-    return SendControl(board, ref.workspace, str(ref.config.stream), ref.name, checks=[rules.check])
+    return SendControl(
+        board,
+        ref.workspace,
+        str(ref.config.stream),
+        ref.name,
+        checks=[rules.check],
+        blockers=[
+            PendingBlocks(journal).reasons,
+            LandedSuppressions(warehouse, rules.feedback).reasons,
+        ],
+    )
 
 
 def _unsubscribe_key(settings: Settings, campaign: CampaignRef) -> str | None:

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import dagster as dg
 
 from mailers.ledger import LedgerStatus
-from mailers.outcomes import WindowOutcome
+from mailers.outcomes import NOT_SENT_FAILURE, PAUSED_FAILURE, WindowOutcome
 from mailers.pauses import Pause
 
 NOT_SENT = "not_sent"
@@ -100,7 +100,7 @@ def unfinished_failure(
     if left:
         why = _summary(outcome.reasons(LedgerStatus.NOT_SENT, this_run=True))
         parts.append(
-            f"{left} messages of {qualified} (window {window}) were not sent: {why}. Nothing "
+            f"{left} messages of {qualified} (window {window}) {NOT_SENT_FAILURE} {why}. Nothing "
             f"was handed over for them; re-run window {window} (run tag "
             f"mailers/send_window={window}) to retry them; nothing already accepted is sent "
             "again."
@@ -110,7 +110,7 @@ def unfinished_failure(
         held = "; ".join(p.describe() for _, p in sorted(pauses.items())) or "a pause"
         resume = " or ".join(f"`mailers resume {key} --reason ...`" for key in sorted(pauses))
         parts.append(
-            f"{paused} messages of {qualified} (window {window}) are paused, not handed over: "
+            f"{paused} messages of {qualified} (window {window}) {PAUSED_FAILURE} "
             f"{held}. Once resumed ({resume or 'mailers resume'}), the paused_resumed sensor "
             f"(or a re-run of window {window}) sends them; nothing already accepted is sent "
             "again."
