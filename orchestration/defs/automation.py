@@ -28,7 +28,7 @@ from mailers.paused_windows import PausedNotes, PausedWindow
 from mailers.pauses import PauseBoard
 from mailers.windows import send_window
 from orchestration.defs.campaigns import audience_key, segment_key, sends_key
-from orchestration.defs.records import EVENTS_KEY, SUPPRESSIONS_KEY
+from orchestration.defs.records import EVENTS_KEY, LEDGER_KEY, SUPPRESSIONS_KEY
 from orchestration.defs.runs import ACTOR_TAG, BACKFILL_TAG, SEND_WINDOW_TAG
 
 INGEST_JOB = "ingest_events"
@@ -48,7 +48,11 @@ def jobs_and_schedules(settings: Settings) -> dg.Definitions:
         ),
         dg.define_asset_job(
             INGEST_JOB,
-            selection=dg.AssetSelection.assets(EVENTS_KEY, SUPPRESSIONS_KEY).downstream(),
+            # The ledger's record and models too: every mart is rebuilt, also after a run
+            # whose paused sends skipped them.
+            selection=dg.AssetSelection.assets(
+                LEDGER_KEY, EVENTS_KEY, SUPPRESSIONS_KEY
+            ).downstream(),
             description="Load landed provider events, then rebuild the marts.",
         ),
     ]
