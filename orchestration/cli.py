@@ -42,7 +42,7 @@ from adapters.settings import SIMULATOR_PORT_ENV, load
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers import clock
 from mailers.audience import SEGMENTS_SCHEMA
-from mailers.audit import AUDIT_TABLE
+from mailers.audit import append_audit
 from mailers.config import Settings
 from mailers.errors import MailersError, WindowError
 from mailers.planning import SendPlan
@@ -56,8 +56,8 @@ from mailers.preflight import (
 from mailers.reconcile import reconcile as reconcile_window
 from mailers.reconcile import window_filter
 from mailers.tables import ensure_tables
-from mailers.warehouse import MAILERS_SCHEMA
 from mailers.windows import WindowRequest, requested_window, send_window
+from orchestration.cli_audit import audit_app
 
 if TYPE_CHECKING:  # Dagster is imported only by the commands that run pipelines.
     from dagster import DagsterInstance
@@ -268,6 +268,7 @@ def _caps_table(result: SendPlan) -> Table:
 
 policy_app = typer.Typer(no_args_is_help=True, help="The sending policy: limits, routes, warm-up.")
 app.add_typer(policy_app, name="policy")
+app.add_typer(audit_app, name="audit")
 
 
 @policy_app.command("show")
@@ -352,7 +353,7 @@ def reconcile(
                 campaign=ref,
                 send_window=window,
             )
-            warehouse.append(MAILERS_SCHEMA, AUDIT_TABLE, record.to_arrow())
+            append_audit(warehouse, [record])
             remaining = sum(report.still_unknown.values())
             left += remaining
             table.add_row(
