@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from adapters.settings import load
 from adapters.warehouses.duckdb import DuckDBWarehouse
@@ -88,18 +87,16 @@ def _verified(settings: Settings, workspace: str | None) -> list[ChainReport]:
 
 
 def _print_reports(reports: list[ChainReport]) -> None:
-    table = Table(title="Audit chains")
-    for column in ("workspace", "rows", "head seq", "head hash", "state"):
-        table.add_column(column, justify="right" if column in ("rows", "head seq") else "left")
+    """One line per chain: state, workspace, rows, head seq and hash (the full hash, to copy)."""
     for r in reports:
-        table.add_row(
-            r.chain,
-            str(r.rows),
-            str(r.head_seq or "-"),
-            r.head_hash or "-",
-            "[green]OK[/green]" if r.ok else f"[red]{r.broken.problem if r.broken else ''}[/red]",
+        state = "OK" if r.ok else "BROKEN"
+        console.print(
+            f"{state}  workspace {r.chain}  rows {r.rows}  head seq {r.head_seq}  {r.head_hash}",
+            style=None if r.ok else "red",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
         )
-    console.print(table)
 
 
 @audit_app.command("verify")
@@ -222,29 +219,16 @@ def changes(
         for row in rows:
             typer.echo(json.dumps(row, default=str, sort_keys=True))
         return
-    table = Table(title="Identity changes")
-    for column in (
-        "detected at",
-        "workspace",
-        "subject",
-        "field",
-        "change",
-        "before",
-        "after",
-        "run",
-    ):
-        table.add_column(column)
+    # One line per change, not a table: route values are long JSON and a table wraps them.
     for row in rows:
-        table.add_row(
-            f"{row['detected_at']:%Y-%m-%d %H:%M:%S}",
-            row["workspace"],
-            f"{row['subject_kind']} {row['subject_name']}",
-            row["field"],
-            row["change"],
-            row["before"] or "-",
-            row["after"] or "-",
-            row["run_id"],
+        console.print(
+            f"{row['detected_at']:%Y-%m-%d %H:%M:%S}  {row['workspace']}  "
+            f"{row['subject_kind']} {row['subject_name']}  {row['field']}  {row['change']}: "
+            f"{row['before'] or '-'} -> {row['after'] or '-'}  (run {row['run_id']}, "
+            f"{row['actor']})",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
         )
-    console.print(table)
     if not rows:
         console.print("no identity changes recorded")
