@@ -183,7 +183,7 @@ def _report(r: Mapping[str, Any]) -> ChainReport:
             r["head_audit_id"],
             ChainProblem.HEAD_MISMATCH,
             f"the chain ends at seq {r['head_seq']} but audit_heads {recorded}: rows were "
-            "deleted from or appended to the end outside append_audit",
+            "deleted from or appended to the end outside append_audit (or audit_heads edited)",
         )
     return ChainReport(
         chain=r["chain"],
