@@ -29,6 +29,7 @@ from mailers.audit_verify import (
     verify_chains,
 )
 from mailers.clock import FixedClock, utcnow
+from mailers.errors import WarehouseError
 from mailers.tables import ensure_tables
 
 LOG = "mailers.audit_log"
@@ -356,3 +357,19 @@ def test_an_audit_log_from_before_the_chain_is_chained_once_on_upgrade(
         GLOBAL_CHAIN: (1, 1, True),
     }
     assert [r["run_id"] for r in rows_of(path, "acme")] == ["old-0", "old-2", "new"]
+
+
+def test_two_writers_racing_for_one_chain_cannot_fork_it(log: Path) -> None:
+    """Two connections in one process (DuckDB lets only one process write a file): the
+    second transaction to move a chain's head is refused, so no two rows share a seq."""
+    with DuckDBWarehouse(log) as first, DuckDBWarehouse(log) as second, first.transaction():
+        append_audit(first, [record("acme", run_id="first")])
+        with (
+            pytest.raises(WarehouseError, match="Conflict"),
+            second.transaction(),
+        ):
+            append_audit(second, [record("acme", run_id="second")])
+
+    found = reports(log)["acme"]
+    assert (found.rows, found.ok) == (6, True)
+    assert rows_of(log, "acme")[-1]["run_id"] == "first"
