@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib
 import json
 import os
 import uuid
@@ -180,6 +181,9 @@ ControlLoader = Callable[[Warehouse, Sequence[ControlRecord]], Loaded]
 
 _LOADERS: dict[ControlKind, ControlLoader] = {}
 
+LOADER_MODULES = ("mailers.pauses",)
+"""Modules that register the loaders of the control kinds (imported before loading)."""
+
 
 def register_loader(kind: ControlKind, loader: ControlLoader) -> None:
     """Say how records of ``kind`` land in the warehouse (modules owning a kind call this)."""
@@ -196,6 +200,8 @@ def load_control(warehouse: Warehouse, journal: ControlJournal) -> int:
     records = journal.pending()
     if not records:
         return 0
+    for module in LOADER_MODULES:
+        importlib.import_module(module)
     by_kind: dict[ControlKind, list[ControlRecord]] = {}
     for record in records:
         by_kind.setdefault(record.kind, []).append(record)

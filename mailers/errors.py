@@ -49,6 +49,10 @@ class WarehouseError(MailersError):
     """The warehouse rejected a statement or a table is missing."""
 
 
+class WarehouseBusy(WarehouseError):
+    """Another process holds the warehouse (DuckDB: its one writer lock)."""
+
+
 class WindowError(MailersError):
     """A send window was refused before anything was read or sent.
 

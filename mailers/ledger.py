@@ -58,10 +58,13 @@ class LedgerStatus(StrEnum):
     NOT_SENT = "not_sent"
     UNKNOWN = "unknown"
     DEFERRED = "deferred"
+    PAUSED = "paused"
+    """Not handed over: a pause held its scope (:mod:`mailers.pauses`); the next run of the
+    window after the resume sends it."""
 
 
 RETRYABLE_STATUSES: frozenset[LedgerStatus] = frozenset(
-    {LedgerStatus.RENDER_FAILED, LedgerStatus.NOT_SENT}
+    {LedgerStatus.RENDER_FAILED, LedgerStatus.NOT_SENT, LedgerStatus.PAUSED}
 )
 """Latest statuses that leave a message eligible for a later run of the same window
 (and ``deferred``, once its ``eligible_at`` has passed)."""
@@ -259,6 +262,24 @@ class LedgerWriter:
             LedgerStatus.SKIPPED,
         )
 
+    def record_paused_from(self, audience: str, first_key: str, reason: str) -> int:
+        """Record as ``paused`` (set-based) the audience's ``send`` rows from ``first_key``
+        on (in message key order) that this window has not settled: the rest of a send
+        stopped by a pause. Returns how many."""
+        return self._insert_select(
+            f"""
+            select mailers_message_key as message_key, mailers_recipient as recipient,
+                   {sql_text(reason)} as reason, null as identity, null as sending_domain,
+                   null as provider, null as provider_account, null as provider_message_id
+            from {audience}
+            where mailers_disposition in ('send', 'settled')
+              and mailers_skip_reason is null
+              and mailers_message_key >= {sql_text(first_key)}
+              and mailers_message_key not in ({self.settled_keys_sql()})
+            """,
+            LedgerStatus.PAUSED,
+        )
+
     def settle_in_doubt(self) -> int:
         """Mark messages of this window left ``dispatching`` by an earlier run as ``unknown``.
 
@@ -286,6 +307,7 @@ STATUS_PRECEDENCE: tuple[LedgerStatus, ...] = (
     LedgerStatus.RENDER_FAILED,
     LedgerStatus.NOT_SENT,
     LedgerStatus.DEFERRED,
+    LedgerStatus.PAUSED,
     LedgerStatus.UNKNOWN,
     LedgerStatus.SKIPPED,
     LedgerStatus.REJECTED,
@@ -296,7 +318,7 @@ STATUS_PRECEDENCE: tuple[LedgerStatus, ...] = (
 :func:`stamp` orders the rows of one process, so only rows of two processes tie. Then a
 dispatch precedes its outcome; a retryable outcome is superseded by an ambiguous one and
 that by a settled one (a message that may have gone out is never made retryable by a tie);
-``deferred`` (nothing handed over) ranks with the retryable ones; of the settled ones,
+``deferred`` and ``paused`` (nothing handed over) rank with the retryable ones; of the settled ones,
 ``accepted`` (the provider has it) wins over ``rejected`` over ``skipped``. dbt's
 ``ledger_recency_order`` macro ranks the statuses the same way.
 """

@@ -106,6 +106,9 @@ class SendOutcome(StrEnum):
     UNKNOWN = "unknown"
     """Handed over but no usable answer came back: recorded unknown, never re-sent blindly;
     reconciliation against the provider's records settles it."""
+    HELD = "held"
+    """Never handed over: a pause holds its scope (:mod:`mailers.pauses`); a run after the
+    resume sends it."""
 
 
 @dataclass(frozen=True, slots=True)

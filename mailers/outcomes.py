@@ -21,6 +21,7 @@ EXPLAINED_STATUSES = frozenset(
         LedgerStatus.NOT_SENT,
         LedgerStatus.UNKNOWN,
         LedgerStatus.DEFERRED,
+        LedgerStatus.PAUSED,
     }
 )
 """Statuses whose reasons are kept apart; the others are counted only."""

@@ -14,7 +14,11 @@ provider kind. The contract for :meth:`Provider.send_batch`:
   from :meth:`DispatchJournal.handing_over` (e.g. its circuit breaker is open,
   :mod:`mailers.breaker`): that call is not made, and every message of the batch not yet
   handed over is ``not_sent`` with ``account_unavailable`` and the journal's reason, as
-  when the account itself fails, so the core fails them over to another account.
+  when the account itself fails, so the core fails them over to another account;
+* it may also refuse by raising :class:`HandOverHeld` (a pause holds the messages' scope):
+  that call is not made and every message of the batch not yet handed over is ``held``,
+  never failed over (a pause never reroutes mail); messages of a call already in doubt
+  stay ``unknown``.
 """
 
 from __future__ import annotations
@@ -38,6 +42,18 @@ class AccountUnavailable(Exception):
         self.reason = reason
 
 
+class HandOverHeld(Exception):
+    """Raised by a journal's ``handing_over``: a pause holds these messages' scope.
+
+    The call is not made; the messages of the batch not yet handed over end ``held`` (see
+    the module docstring), and ``reason`` says which pause holds them.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class DispatchJournal(Protocol):
     """Where a provider records each call it makes, before and after making it."""
 
@@ -49,7 +65,8 @@ class DispatchJournal(Protocol):
         ``idempotency_keys`` maps a message key to the idempotency key its call carries,
         for providers that deduplicate by one (empty otherwise); a retry of the same call
         carries the same key. Returns once that is durable; raising stops the send before
-        the call is made (:class:`AccountUnavailable`: only this account's part of it).
+        the call is made (:class:`AccountUnavailable`: only this account's part of it;
+        :class:`HandOverHeld`: a pause holds the rest of the batch).
         """
         ...
 

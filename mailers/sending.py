@@ -18,7 +18,12 @@ The flow, for each run:
    (:mod:`mailers.breaker_board`), which opens on failures and later probes. An account
    whose provider gives up on it is marked down for the rest of the run and
    its unsent messages fail over along the routing chain; messages of a call without a
-   usable answer are ``unknown`` (only those) and never re-sent blindly.
+   usable answer are ``unknown`` (only those) and never re-sent blindly;
+5. before every batch and every provider call the send asks its :class:`SendControl`:
+   a pause of the workspace, stream or campaign stops the send (what is in flight is
+   recorded as it ends, the rest of the window ``paused`` in one set-based insert); a
+   pause of an identity or account holds its messages ``paused`` (never rerouted); a
+   recipient suppressed since the audience was resolved is recorded ``skipped``.
 
 Memory holds one record batch at a time, whatever the audience size.
 """
@@ -47,10 +52,12 @@ from mailers.ledger import LedgerContext, LedgerEntry, LedgerStatus, LedgerWrite
 from mailers.mailboxes import MailboxPool, MailboxWait, Sleep, Slot
 from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome, SendResult
 from mailers.pacing import Pacer
-from mailers.providers import Provider
+from mailers.pauses import Pause
+from mailers.providers import HandOverHeld, Provider
 from mailers.reconcile import MessageLookup, ReconcileReport, reconcile, window_filter
 from mailers.rendering import CampaignTemplate, RenderFailure
 from mailers.routing import Router
+from mailers.send_control import SendControl
 from mailers.unsubscribe import LIST_UNSUBSCRIBE_POST, UnsubscribeClaim, unsubscribe_url
 from mailers.warehouse import Warehouse
 from mailers.warmup_starts import with_started_curves
@@ -72,6 +79,8 @@ class SendReport:
     reconciled: ReconcileReport = field(default_factory=ReconcileReport)
     deferred: Counter[str] = field(default_factory=Counter)
     """Messages deferred by the sending policy, per cap (its config key)."""
+    paused_by: dict[str, Pause] = field(default_factory=dict)
+    """The pauses that held messages of this run, by scope key."""
 
     def as_counts(self) -> dict[str, int]:
         return dict(self.counts)
@@ -108,13 +117,15 @@ class CampaignSender:
         lookups: Mapping[str, MessageLookup] | None = None,
         quotas: Mapping[str, int] | None = None,
         sleep: Sleep = time.sleep,
+        control: SendControl | None = None,
     ) -> None:
         """``before_dispatch`` is called before every provider call and may stop the send
         by raising (e.g. this run no longer holds its window); ``lookups`` are the
         accounts' searchable records, used to settle messages in doubt; ``quotas`` are
         daily quotas providers publish for accounts (enforced beside configured caps);
         ``sleep`` waits for mailbox slots (:mod:`mailers.mailboxes`), calling
-        ``before_dispatch`` at least every half minute of a wait."""
+        ``before_dispatch`` at least every half minute of a wait; ``control`` is asked
+        before every batch and call whether pauses or late suppressions hold messages."""
         self.warehouse = warehouse
         self.context = context
         self.providers = providers
@@ -154,6 +165,7 @@ class CampaignSender:
             warehouse, workspace, context.campaign, self.assigner.allowance
         )
         self.sleep = sleep
+        self.control = control
         self._slots: dict[str, Slot] = {}
         """Message key → its mailbox slot (current batch, pooled campaigns)."""
         self.template = CampaignTemplate(
@@ -202,10 +214,14 @@ class CampaignSender:
             f"order by mailers_message_key"
         )
         try:
-            for batch in self.warehouse.stream(query, batch_rows=AUDIENCE_BATCH_ROWS):
-                self._send_rows(batch.to_pylist())
-                if self.progress:
-                    self.progress(batch.num_rows)
+            batches = self.warehouse.stream(query, batch_rows=AUDIENCE_BATCH_ROWS)
+            try:
+                stopped = self._stream(batches)
+            finally:
+                # A send a pause stopped leaves the stream unread: release its cursor now.
+                getattr(batches, "close", lambda: None)()
+            if stopped is not None:
+                self._record_rest_paused(audience, *stopped)
         finally:
             # Reservations of messages a stopped run never handed over: the ledger (which
             # the next send re-reads) has no row using them, so nothing stays reserved.
@@ -219,6 +235,27 @@ class CampaignSender:
         if self.pool is not None:
             counts["recipient_timezone_unknown"] += sum(self.pool.unknown_zones.values())
         return self.report
+
+    def _stream(self, batches: Iterable[Any]) -> tuple[str, Pause] | None:
+        """Send the audience's record batches; stop before a batch a pause of the whole
+        window holds, and return its first message key and the pause."""
+        for batch in batches:
+            rows = batch.to_pylist()
+            pause = self.control.before_batch() if self.control is not None else None
+            if pause is not None and rows:
+                return rows[0]["mailers_message_key"], pause
+            self._send_rows(rows)
+            if self.progress:
+                self.progress(batch.num_rows)
+        return None
+
+    def _record_rest_paused(self, audience: str, first_key: str, pause: Pause) -> None:
+        """Record every message of the window from ``first_key`` on as ``paused``."""
+        left = self.ledger.record_paused_from(audience, first_key, _paused_reason(pause))
+        self.report.counts[str(LedgerStatus.PAUSED)] += left
+        self.report.paused_by[pause.scope.key] = pause
+        if self.progress:
+            self.progress(left)
 
     def _send_rows(self, rows: list[dict[str, Any]]) -> None:
         failures: list[LedgerEntry] = []
@@ -377,23 +414,39 @@ class CampaignSender:
                 self._send_chunk(provider, chunk)
 
     def _send_chunk(self, provider: Provider, chunk: Sequence[OutboundMessage]) -> None:
+        chunk = self._controlled(provider.account, chunk)
+        if not chunk:
+            return
         if self.scope_pacer is not None:
             self.scope_pacer.acquire(len(chunk))
         chunk = self._await_slots(chunk)
         if not chunk:
             return
         journal = LedgerJournal(
-            self.ledger, provider, chunk, self.before_dispatch, routes=self._routes
+            self.ledger,
+            provider,
+            chunk,
+            self.before_dispatch,
+            routes=self._routes,
+            control=self.control,
         )
+        results: list[SendResult] = []
         try:
             results = provider.send_batch(chunk, self.breakers.journal(provider.account, journal))
         finally:
+            held = {r.message_key for r in results if r.outcome is SendOutcome.HELD}
+            self.report.paused_by.update(journal.held_by)
             if self.pool is not None:
-                self.pool.handed_over([m.identity for m in chunk])
-            # Whatever was handed over is in the ledger now, which counts it from here on.
+                self.pool.handed_over([m.identity for m in chunk if m.message_key not in held])
+            # Whatever was handed over is in the ledger now, which counts it from here on;
+            # what a pause held never left, so its capacity is given back.
             for message in chunk:
                 reservation = self._reserved.pop(message.message_key, None)
-                if reservation is not None:
+                if reservation is None:
+                    continue
+                if message.message_key in held:
+                    self.assigner.allowance.release(reservation)
+                else:
                     self.assigner.allowance.settle(reservation)
         self._record_first_sends(provider.account, chunk, results)
         # Messages the account failed to take are not counted here: the next account up
@@ -408,6 +461,55 @@ class CampaignSender:
             # The provider gave up on the account (not its breaker): out for this run.
             self.down[provider.account] = moving[0].reason or "unavailable"
         self._fail_over([journal.messages[r.message_key] for r in moving])
+
+    def _controlled(
+        self, account: str, chunk: Sequence[OutboundMessage]
+    ) -> Sequence[OutboundMessage]:
+        """The messages of ``chunk`` that may leave through ``account`` now.
+
+        Recipients suppressed since the audience was resolved are recorded ``skipped``,
+        messages a pause of their identity or of the account holds ``paused``; neither is
+        handed over, and their reserved capacity is given back.
+        """
+        if self.control is None:
+            return chunk
+        blocked = self.control.blocked([m.recipient for m in chunk])
+        pauses = {i: self.control.holding(account, i) for i in {m.identity for m in chunk}}
+        if not blocked and not any(pauses.values()):
+            return chunk
+        kept, stopped = [], []
+        for message in chunk:
+            pause = pauses[message.identity]
+            why = blocked.get(message.recipient)
+            if why is None and pause is None:
+                kept.append(message)
+                continue
+            if why is not None:
+                status, reason = LedgerStatus.SKIPPED, f"{SkipReason.SUPPRESSED}: {why}"
+                self.report.counts[f"skipped_{SkipReason.SUPPRESSED}_during_send"] += 1
+            else:
+                assert pause is not None
+                status, reason = LedgerStatus.PAUSED, _paused_reason(pause)
+                self.report.counts[str(LedgerStatus.PAUSED)] += 1
+                self.report.paused_by[pause.scope.key] = pause
+            self._unpick(message.message_key)
+            reservation = self._reserved.pop(message.message_key, None)
+            if reservation is not None:
+                self.assigner.allowance.release(reservation)
+            stopped.append(
+                LedgerEntry(
+                    message_key=message.message_key,
+                    status=status,
+                    recipient=message.recipient,
+                    reason=reason,
+                    identity=message.identity,
+                    sending_domain=message.sending_domain,
+                    provider_account=account,
+                    route=self._routes.pop(message.message_key, None),
+                )
+            )
+        self.ledger.record(stopped)
+        return kept
 
     def _fail_over(self, chunk: Iterable[OutboundMessage]) -> None:
         """Send ``chunk`` (not handed over, or refused as a whole) through the next accounts.
@@ -519,6 +621,11 @@ def _scope_pacer(workspace: WorkspaceConfig, campaign: CampaignRef) -> Pacer | N
     return Pacer(min(rates), burst=float(max(1, math.ceil(min(rates)))))
 
 
+def _paused_reason(pause: Pause) -> str:
+    """The ledger reason of a message a pause held: the pause, and how to lift it."""
+    return f"paused: {pause.describe()} (mailers resume {pause.scope.key} --reason ...)"
+
+
 def _status(result: SendResult) -> LedgerStatus:
     if result.accepted:
         return LedgerStatus.ACCEPTED
@@ -528,6 +635,7 @@ def _status(result: SendResult) -> LedgerStatus:
 _UNANSWERED = {
     SendOutcome.NOT_SENT: LedgerStatus.NOT_SENT,
     SendOutcome.UNKNOWN: LedgerStatus.UNKNOWN,
+    SendOutcome.HELD: LedgerStatus.PAUSED,
 }
 
 
@@ -548,20 +656,32 @@ class LedgerJournal:
         before_dispatch: Callable[[], None] | None = None,
         *,
         routes: Mapping[str, str] | None = None,
+        control: SendControl | None = None,
     ) -> None:
-        """``routes`` maps a message key to why this account was chosen for it."""
+        """``routes`` maps a message key to why this account was chosen for it; ``control``
+        is asked before every call whether a pause holds its messages."""
         self.ledger = ledger
         self.provider = provider
         self.messages = {m.message_key: m for m in messages}
         self.before_dispatch = before_dispatch
         self.routes = routes or {}
+        self.control = control
         self.batch_ids: dict[str, str] = {}
+        self.held_by: dict[str, Pause] = {}
+        """The pause that refused a call of this batch, by scope key."""
 
     def handing_over(
         self, messages: Sequence[OutboundMessage], idempotency_keys: Mapping[str, str]
     ) -> None:
         if self.before_dispatch is not None:
             self.before_dispatch()
+        if self.control is not None:
+            # A pause written after the batch began still stops its next call.
+            for identity in sorted({m.identity for m in messages}):
+                pause = self.control.holding(self.provider.account, identity)
+                if pause is not None:
+                    self.held_by[pause.scope.key] = pause
+                    raise HandOverHeld(_paused_reason(pause))
         # A call's batch id is its idempotency key when the provider takes one, so the
         # ledger shows which rows were one request and that a retry repeated it.
         batch_id = uuid.uuid4().hex

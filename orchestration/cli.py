@@ -38,7 +38,7 @@ from rich.progress import (
 from rich.table import Table
 
 from adapters import demo_data
-from adapters.settings import SIMULATOR_PORT_ENV, load
+from adapters.settings import SIMULATOR_PORT_ENV
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers import clock
 from mailers.audience import SEGMENTS_SCHEMA
@@ -57,7 +57,9 @@ from mailers.reconcile import reconcile as reconcile_window
 from mailers.reconcile import window_filter
 from mailers.tables import ensure_tables
 from mailers.windows import WindowRequest, requested_window, send_window
+from orchestration import cli_control
 from orchestration.cli_audit import audit_app
+from orchestration.cli_common import ConfigOption, console, errors, settings_of
 
 if TYPE_CHECKING:  # Dagster is imported only by the commands that run pipelines.
     from dagster import DagsterInstance
@@ -65,24 +67,8 @@ if TYPE_CHECKING:  # Dagster is imported only by the commands that run pipelines
     from adapters.simulator.local import LocalProviders
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-# A pipe or CI log gets a fixed width wide enough for the summary tables.
-console = Console() if sys.stdout.isatty() else Console(width=130)
-errors = Console(stderr=True, soft_wrap=True)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="Config file (default: $MAILERS_CONFIG or ./mailers.yaml)."
-    ),
-]
-
-
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load(config)
-    except MailersError as err:
-        errors.print(f"[red]config error[/red]\n{err}", markup=True, highlight=False)
-        raise typer.Exit(1) from err
+cli_control.register(app)
+_settings = settings_of
 
 
 @app.command()

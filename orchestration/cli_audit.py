@@ -7,15 +7,12 @@ All three only read the warehouse (opened read-only).
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from adapters.settings import load
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers import clock
 from mailers.audit import AUDIT_TABLE
@@ -30,31 +27,15 @@ from mailers.config import Settings
 from mailers.errors import MailersError
 from mailers.identity_changes import IDENTITY_CHANGES_TABLE
 from mailers.warehouse import MAILERS_SCHEMA
+from orchestration.cli_common import ConfigOption, console, errors, settings_of
 
 audit_app = typer.Typer(
     no_args_is_help=True, help="The audit log: verify its hash chains, export heads, changes."
 )
-console = Console() if sys.stdout.isatty() else Console(width=130)
-errors = Console(stderr=True, soft_wrap=True)
-
-ConfigOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="Config file (default: $MAILERS_CONFIG or ./mailers.yaml)."
-    ),
-]
 WorkspaceOption = Annotated[
     str | None,
     typer.Option("--workspace", "-w", help="Only this workspace ('*': records without one)."),
 ]
-
-
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load(config)
-    except MailersError as err:
-        errors.print(f"[red]config error[/red]\n{err}", markup=True, highlight=False)
-        raise typer.Exit(1) from err
 
 
 def _open(settings: Settings) -> DuckDBWarehouse:
@@ -113,7 +94,7 @@ def verify(
     config: ConfigOption = None,
 ) -> None:
     """Recompute every chain; name the first broken row of each (exit 1 if any)."""
-    settings = _settings(config)
+    settings = settings_of(config)
     exported: dict[str, Any] | None = None
     if against is not None:
         try:
@@ -164,7 +145,7 @@ def head(
     config: ConfigOption = None,
 ) -> None:
     """Each chain's head (seq and hash), to keep elsewhere; refuses a broken chain."""
-    settings = _settings(config)
+    settings = settings_of(config)
     reports = _verified(settings, workspace)
     broken = [r for r in reports if r.broken is not None]
     if broken:
@@ -193,7 +174,7 @@ def changes(
     config: ConfigOption = None,
 ) -> None:
     """Changes to sending identities, accounts and routes detected at the start of sends."""
-    settings = _settings(config)
+    settings = settings_of(config)
     filters: list[str] = []
     params: list[Any] = []
     if workspace is not None:

@@ -41,7 +41,10 @@ what the provider did.
 
 The journal takes the account out of the run the same way when its ``handing_over``
 raises :class:`~mailers.providers.AccountUnavailable` (a circuit breaker refusing the
-call): that wave is not made, and the reason is the journal's.
+call): that wave is not made, and the reason is the journal's. When it raises
+:class:`~mailers.providers.HandOverHeld` (a pause holds the scope), that wave is not made
+either, and every message not yet handed over is ``held`` with the pause as its reason:
+not failed over, since a pause never reroutes mail.
 
 An account built by the registry has a :class:`~mailers.pacing.Pacer`
 (:meth:`BatchProvider.pace`). Each wave of calls first acquires its messages from it, and
@@ -87,7 +90,7 @@ from adapters.providers.hooks import (
 )
 from mailers.messages import OutboundMessage, SendOutcome, SendResult
 from mailers.pacing import Pacer, ThrottleWaitExceeded
-from mailers.providers import AccountUnavailable, DispatchJournal, NoJournal
+from mailers.providers import AccountUnavailable, DispatchJournal, HandOverHeld, NoJournal
 
 
 @dataclass
@@ -111,6 +114,8 @@ class _State:
     final: dict[str, SendResult] = field(default_factory=dict)
     down: str | None = None
     down_throttled: bool = False
+    held: bool = False
+    """``down`` is a pause holding the batch: what was not handed over is ``held``."""
     """The account left the run because of a rate limit (its messages are ``throttled``)."""
     throttle_waited: float = 0.0
     """Seconds this send spent in the pacer's rate-limit pauses."""
@@ -209,9 +214,10 @@ class BatchProvider(ABC):
                 journal.handing_over(
                     [m for call in wave for m in call.messages], idempotency_keys=self._keys(wave)
                 )
-            except AccountUnavailable as refused:
+            except (AccountUnavailable, HandOverHeld) as refused:
                 state.pending.extendleft(reversed(wave))
                 state.down = refused.reason
+                state.held = isinstance(refused, HandOverHeld)
                 break
             answers = self._make_calls(wave)
             state.again, state.wait = [], 0.0
@@ -228,10 +234,15 @@ class BatchProvider(ABC):
         if state.pending:
             never_sent = [m for call in state.pending if not call.in_doubt for m in call.messages]
             doubted = [m for call in state.pending if call.in_doubt for m in call.messages]
-            reason = f"not sent: {state.down}"
-            left = _not_sent(
-                never_sent, reason, account_unavailable=True, throttled=state.down_throttled
-            )
+            if state.held:
+                left = _held(never_sent, state.down or "paused")
+            else:
+                left = _not_sent(
+                    never_sent,
+                    f"not sent: {state.down}",
+                    account_unavailable=True,
+                    throttled=state.down_throttled,
+                )
             journal.answered(
                 state.settle(left)
                 + state.settle(_in_doubt(doubted, f"in doubt, not retried: {state.down}"))
@@ -368,6 +379,13 @@ def _complete(messages: Sequence[OutboundMessage], answer: list[SendResult]) -> 
 def _in_doubt(messages: Sequence[OutboundMessage], reason: str) -> list[SendResult]:
     return [
         SendResult(m.message_key, accepted=False, reason=reason, outcome=SendOutcome.UNKNOWN)
+        for m in messages
+    ]
+
+
+def _held(messages: Sequence[OutboundMessage], reason: str) -> list[SendResult]:
+    return [
+        SendResult(m.message_key, accepted=False, reason=reason, outcome=SendOutcome.HELD)
         for m in messages
     ]
 

@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from mailers.errors import WarehouseError
+from mailers.errors import WarehouseBusy, WarehouseError
 
 _ARROW_TO_DUCKDB = {
     pa.string(): "varchar",
@@ -76,7 +76,9 @@ class DuckDBWarehouse:
         try:
             self.connection = duckdb.connect(self.path, read_only=read_only)
         except duckdb.IOException as err:
-            raise WarehouseError(
+            # DuckDB says "Could not set lock on file ... Conflicting lock is held in ...".
+            busy = "lock" in str(err).lower()
+            raise (WarehouseBusy if busy else WarehouseError)(
                 f"cannot open DuckDB warehouse {self.path}: {err} (is another process "
                 "writing it? DuckDB allows one writer at a time)"
             ) from err

@@ -1,6 +1,6 @@
 {#- mailers.ledger.recency_order() is the same rule; tests/test_ledger_parity.py holds them to it. -#}
 {% macro ledger_recency_order() -%}
-    {%- set precedence = ['dispatching', 'render_failed', 'not_sent', 'deferred', 'unknown', 'skipped', 'rejected', 'accepted'] -%}
+    {%- set precedence = ['dispatching', 'render_failed', 'not_sent', 'deferred', 'paused', 'unknown', 'skipped', 'rejected', 'accepted'] -%}
     recorded_at desc,
     case status
         {%- for status in precedence %}

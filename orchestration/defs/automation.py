@@ -8,19 +8,24 @@
   ``landed_events`` sensor when new files land;
 * the ``deferred_due`` sensor launches a campaign's send job for a window whose messages
   the sending policy deferred, once the first of them is eligible (a backfill when the
-  window is no longer the campaign's current one).
+  window is no longer the campaign's current one);
+* the ``paused_resumed`` sensor launches it for a window whose messages a pause held, once
+  every pause that held them is resumed.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import dagster as dg
 
 from mailers import clock
 from mailers.config import Settings
-from mailers.deferrals import DeferralNotes
+from mailers.deferrals import DeferralNotes, DeferredWindow
 from mailers.ingest import landed_files
+from mailers.paused_windows import PausedNotes, PausedWindow
+from mailers.pauses import PauseBoard
 from mailers.windows import send_window
 from orchestration.defs.campaigns import audience_key, segment_key, sends_key
 from orchestration.defs.records import EVENTS_KEY, SUPPRESSIONS_KEY
@@ -70,7 +75,11 @@ def jobs_and_schedules(settings: Settings) -> dg.Definitions:
                     default_status=dg.DefaultScheduleStatus.STOPPED,
                 )
             )
-    sensors = [landed_events_sensor(settings), deferred_due_sensor(settings, jobs)]
+    sensors = [
+        landed_events_sensor(settings),
+        deferred_due_sensor(settings, jobs),
+        paused_resumed_sensor(settings, jobs),
+    ]
     return dg.Definitions(jobs=jobs, schedules=schedules, sensors=sensors)
 
 
@@ -94,29 +103,69 @@ def deferred_due_sensor(
     )
     def deferred_due(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         now = clock.utcnow()
-        requests = []
-        for note in DeferralNotes(settings.data_dir).due(now):
-            try:
-                ref = settings.campaign(note.qualified_campaign)
-            except KeyError:
-                continue  # a campaign removed from the config since
-            current = send_window(ref.config.schedule, clock.now())
-            tags = {SEND_WINDOW_TAG: note.send_window, ACTOR_TAG: "sensor:deferred_due"}
-            if note.send_window != current:
-                tags[BACKFILL_TAG] = "true"
-            requests.append(
-                dg.RunRequest(
-                    run_key=f"deferred-{ref.qualified_name}-{note.send_window}-"
-                    f"{note.eligible_at.isoformat()}",
-                    job_name=_send_job_name(ref.workspace, ref.name),
-                    tags=tags,
-                )
-            )
+        requests = [
+            request
+            for note in DeferralNotes(settings.data_dir).due(now)
+            if (request := _window_request(settings, note, "deferred_due", note.eligible_at))
+        ]
         if not requests:
             return dg.SensorResult(skip_reason="no deferred messages are eligible yet")
         return dg.SensorResult(run_requests=requests)
 
     return deferred_due
+
+
+def paused_resumed_sensor(
+    settings: Settings, jobs: list[dg.UnresolvedAssetJobDefinition]
+) -> dg.SensorDefinition:
+    """Finish windows a pause stopped once it is resumed: reads the paused-window notes and
+    the pause state file, never the warehouse.
+
+    The run key names the window and when its note was written, so one note launches one
+    run; that run rewrites (or removes) the note.
+    """
+    by_name = {job.name: job for job in jobs}
+    send_jobs = [by_name[_send_job_name(ref.workspace, ref.name)] for ref in settings.campaigns()]
+
+    @dg.sensor(
+        name="paused_resumed",
+        jobs=send_jobs or [by_name[INGEST_JOB]],
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description="Send the messages a pause held once every pause holding them is resumed.",
+    )
+    def paused_resumed(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        notes = PausedNotes(settings.data_dir).resumable(PauseBoard(settings.data_dir))
+        requests = [
+            request
+            for note in notes
+            if (request := _window_request(settings, note, "paused_resumed", note.noted_at))
+        ]
+        if not requests:
+            return dg.SensorResult(skip_reason="no paused window has been resumed")
+        return dg.SensorResult(run_requests=requests)
+
+    return paused_resumed
+
+
+def _window_request(
+    settings: Settings, note: DeferredWindow | PausedWindow, sensor: str, moment: datetime
+) -> dg.RunRequest | None:
+    """The run that sends the rest of a noted window (a backfill when it is not the
+    campaign's current window); None for a campaign no longer configured."""
+    try:
+        ref = settings.campaign(note.qualified_campaign)
+    except KeyError:
+        return None
+    current = send_window(ref.config.schedule, clock.now())
+    tags = {SEND_WINDOW_TAG: note.send_window, ACTOR_TAG: f"sensor:{sensor}"}
+    if note.send_window != current:
+        tags[BACKFILL_TAG] = "true"
+    return dg.RunRequest(
+        run_key=f"{sensor}-{ref.qualified_name}-{note.send_window}-{moment.isoformat()}",
+        job_name=_send_job_name(ref.workspace, ref.name),
+        tags=tags,
+    )
 
 
 def landed_events_sensor(settings: Settings) -> dg.SensorDefinition:

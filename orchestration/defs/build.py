@@ -7,6 +7,7 @@ import dagster as dg
 from adapters.settings import load
 from orchestration.defs.automation import jobs_and_schedules
 from orchestration.defs.campaigns import all_campaign_assets, sends_key
+from orchestration.defs.control import control_definitions
 from orchestration.defs.dbt import dbt_definitions
 from orchestration.defs.records import external_tables, ledger_asset, provider_events
 from orchestration.defs.resources import MailersResource
@@ -24,4 +25,6 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
         # than a process per step and keeps a single writer.
         executor=dg.in_process_executor,
     )
-    return dg.Definitions.merge(core, dbt_definitions(settings), jobs_and_schedules(settings))
+    return dg.Definitions.merge(
+        core, dbt_definitions(settings), jobs_and_schedules(settings), control_definitions
+    )

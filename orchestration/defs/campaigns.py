@@ -13,15 +13,19 @@ from mailers.audience import AudienceSpec, disposition_counts, resolve
 from mailers.audit import AuditAction, AuditRecord, append_audit
 from mailers.claims import WindowClaim
 from mailers.config import CampaignRef, Settings
+from mailers.control import ControlJournal, load_control
 from mailers.deferrals import DeferralNotes, deferred_in_window
 from mailers.errors import MailersError
 from mailers.identity_changes import record_identity_changes
-from mailers.ledger import LedgerContext, LedgerWriter
+from mailers.ledger import LedgerContext, LedgerStatus, LedgerWriter
 from mailers.outcomes import window_outcome
+from mailers.paused_windows import PausedNotes
+from mailers.pauses import PauseBoard
 from mailers.preflight import require_environment
+from mailers.send_control import SendControl
 from mailers.sending import CampaignSender, SendContext
 from mailers.warehouse import WORK_SCHEMA, Warehouse
-from orchestration.defs.checks import not_sent_failure, sends_check_results, sends_check_specs
+from orchestration.defs.checks import sends_check_results, sends_check_specs, unfinished_failure
 from orchestration.defs.resources import WAREHOUSE_POOL, MailersResource
 from orchestration.defs.runs import run_actor, run_send_window, run_window
 
@@ -100,6 +104,7 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
                     "over and settles what that run left dispatching as unknown"
                 )
             table = _resolved_audience(warehouse, spec, window, qualified)
+            control = _send_control(settings, warehouse, ref)
             audience_counts = disposition_counts(warehouse, table)
             context_ = SendContext(
                 settings=settings,
@@ -117,8 +122,11 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
                     before_dispatch=claim.ensure_held,
                     lookups=mailers.lookups(settings, ref.workspace),
                     quotas=mailers.daily_quotas(settings, ref.workspace),
+                    control=control,
                 )
                 report = sender.run(table)
+            # Pauses and resumes written while the send held the warehouse land now.
+            load_control(warehouse, control.board.journal)
             counts = {**audience_counts, **report.as_counts()}
             detail: dict[str, object] = {
                 "accepted_by_account": dict(report.accounts),
@@ -148,6 +156,13 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
             outcome = window_outcome(window_ledger)
             deferred = deferred_in_window(warehouse, window_ledger)
             DeferralNotes(settings.data_dir).update(ref.workspace, ref.name, window, deferred)
+            PausedNotes(settings.data_dir).update(
+                ref.workspace,
+                ref.name,
+                window,
+                outcome.count(LedgerStatus.PAUSED),
+                report.paused_by,
+            )
         metadata: dict[str, str | int | bool] = {
             "send_window": window,
             "backfill": request.is_backfill,
@@ -173,7 +188,13 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
                 f"{counts['unknown']} messages of {qualified} have an unknown outcome; they "
                 "will not be re-sent (provider events settle them)"
             )
-        failure = not_sent_failure(outcome, qualified, window, metadata)
+        for pause in report.paused_by.values():
+            context.log.warning(
+                f"{qualified} (window {window}): {pause.describe()}; its messages are recorded "
+                f"paused, nothing of them was handed over (mailers resume {pause.scope.key} "
+                "--reason ... lifts it; the paused_resumed sensor then finishes the window)"
+            )
+        failure = unfinished_failure(outcome, qualified, window, metadata, report.paused_by)
         if failure is None:
             yield dg.MaterializeResult(metadata=metadata)
         # Checks follow the materialization they judge; a failing run still reports them.
@@ -203,6 +224,16 @@ def _resolved_audience(
             f"sends window {window}: materialize the audience asset in this run first"
         )
     return table
+
+
+def _send_control(settings: Settings, warehouse: Warehouse, ref: CampaignRef) -> SendControl:
+    """The pause board and late checks of a send of ``ref``, with pending control records
+    (pauses written while no run held the warehouse) loaded first."""
+    journal = ControlJournal(settings.data_dir)
+    board = PauseBoard(settings.data_dir, journal)
+    load_control(warehouse, journal)
+    board.restore(warehouse)
+    return SendControl(board, ref.workspace, str(ref.config.stream), ref.name)
 
 
 def _unsubscribe_key(settings: Settings, campaign: CampaignRef) -> str | None:

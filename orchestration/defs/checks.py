@@ -27,6 +27,7 @@ import dagster as dg
 
 from mailers.ledger import LedgerStatus
 from mailers.outcomes import WindowOutcome
+from mailers.pauses import Pause
 
 NOT_SENT = "not_sent"
 UNKNOWN = "unknown"
@@ -85,23 +86,38 @@ def sends_check_results(key: dg.AssetKey, outcome: WindowOutcome) -> list[dg.Ass
     ]
 
 
-def not_sent_failure(
-    outcome: WindowOutcome, qualified: str, window: str, metadata: Mapping[str, str | int]
+def unfinished_failure(
+    outcome: WindowOutcome,
+    qualified: str,
+    window: str,
+    metadata: Mapping[str, str | int | bool],
+    pauses: Mapping[str, Pause],
 ) -> dg.Failure | None:
-    """The failure of a send run that left messages ``not_sent`` (None when it left none)."""
+    """The failure of a send run that left messages ``not_sent`` or ``paused`` (None when
+    it left neither): a run that leaves work undone is not green."""
+    parts = []
     left = outcome.count(LedgerStatus.NOT_SENT, this_run=True)
-    if not left:
-        return None
-    why = _summary(outcome.reasons(LedgerStatus.NOT_SENT, this_run=True))
-    return dg.Failure(
-        description=(
+    if left:
+        why = _summary(outcome.reasons(LedgerStatus.NOT_SENT, this_run=True))
+        parts.append(
             f"{left} messages of {qualified} (window {window}) were not sent: {why}. Nothing "
             f"was handed over for them; re-run window {window} (run tag "
             f"mailers/send_window={window}) to retry them; nothing already accepted is sent "
             "again."
-        ),
-        metadata=dict(metadata),
-    )
+        )
+    paused = outcome.count(LedgerStatus.PAUSED, this_run=True)
+    if paused:
+        held = "; ".join(p.describe() for _, p in sorted(pauses.items())) or "a pause"
+        resume = " or ".join(f"`mailers resume {key} --reason ...`" for key in sorted(pauses))
+        parts.append(
+            f"{paused} messages of {qualified} (window {window}) are paused, not handed over: "
+            f"{held}. Once resumed ({resume or 'mailers resume'}), the paused_resumed sensor "
+            f"(or a re-run of window {window}) sends them; nothing already accepted is sent "
+            "again."
+        )
+    if not parts:
+        return None
+    return dg.Failure(description=" ".join(parts), metadata=dict(metadata))
 
 
 def provider_events_check_specs(key: dg.AssetKey) -> list[dg.AssetCheckSpec]:

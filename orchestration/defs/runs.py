@@ -69,7 +69,7 @@ def _backfill_flag(campaign: CampaignRef, value: str | None) -> bool:
     return flag == "true"
 
 
-def run_actor(context: dg.AssetExecutionContext) -> str:
+def run_actor(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> str:
     """Who or what triggered this run, for the audit log."""
     tags = context.run.tags
     if actor := tags.get(ACTOR_TAG):
