@@ -150,17 +150,21 @@ def verify_chains(warehouse: Warehouse, workspace: str | None = None) -> list[Ch
             select distinct on (chain) chain, seq, row_hash, audit_id from log
             where seq is not null order by chain, seq desc, audit_id
         )
-        select s.chain, s.n, t.seq as head_seq, t.row_hash as head_hash,
+        select c.chain, coalesce(s.n, 0) as n, t.seq as head_seq, t.row_hash as head_hash,
                t.audit_id as head_audit_id, h.seq as recorded_seq, h.row_hash as recorded_hash,
                p.seq as bad_seq, p.audit_id as bad_audit_id, p.problem, p.prior_seq,
                p.linked_seq, p.copies
-        from summary as s
-        left join tips as t on t.chain = s.chain
-        left join {heads} as h on h.chain = s.chain
-        left join problems as p on p.chain = s.chain and p.rank = 1
-        order by s.chain
+        from (
+            select chain from summary
+            union select chain from {heads} {"" if workspace is None else "where chain = ?"}
+        ) as c
+        left join summary as s on s.chain = c.chain
+        left join tips as t on t.chain = c.chain
+        left join {heads} as h on h.chain = c.chain
+        left join problems as p on p.chain = c.chain and p.rank = 1
+        order by c.chain
         """,
-        params,
+        params * 2,
     ).to_pylist()
     return [_report(r) for r in rows]
 
@@ -177,13 +181,14 @@ def _report(r: Mapping[str, Any]) -> ChainReport:
             if r["recorded_seq"] is None
             else f"says the head is seq {r['recorded_seq']} ({r['recorded_hash'][:12]})"
         )
+        ends = "has no rows" if r["head_seq"] is None else f"ends at seq {r['head_seq']}"
         broken = ChainBreak(
             r["chain"],
             r["head_seq"],
             r["head_audit_id"],
             ChainProblem.HEAD_MISMATCH,
-            f"the chain ends at seq {r['head_seq']} but audit_heads {recorded}: rows were "
-            "deleted from or appended to the end outside append_audit (or audit_heads edited)",
+            f"the chain {ends} but audit_heads {recorded}: rows were deleted from or "
+            "appended to the end outside append_audit (or audit_heads edited)",
         )
     return ChainReport(
         chain=r["chain"],

@@ -373,3 +373,16 @@ def test_two_writers_racing_for_one_chain_cannot_fork_it(log: Path) -> None:
     found = reports(log)["acme"]
     assert (found.rows, found.ok) == (6, True)
     assert rows_of(log, "acme")[-1]["run_id"] == "first"
+
+
+def test_a_whole_chain_deleted_is_found_by_its_recorded_head(log: Path) -> None:
+    _sql(log, f"delete from {LOG} where workspace = 'globex'")
+
+    found = reports(log)
+
+    assert found["acme"].ok and found[GLOBAL_CHAIN].ok
+    broken = found["globex"].broken
+    assert found["globex"].rows == 0 and broken is not None
+    assert broken.problem is ChainProblem.HEAD_MISMATCH
+    assert "has no rows but audit_heads says the head is seq 2" in broken.explanation
+    assert reports(log, "globex")["globex"].broken == broken
