@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from mailers.audit import AUDIT_TABLE, AuditAction, AuditRecord
+from mailers.audit import AUDIT_TABLE, AuditAction, AuditRecord, append_audit
 from mailers.breaker import BreakerState, CircuitBreaker, Transition, judge_wave
 from mailers.messages import OutboundMessage, SendResult
 from mailers.policy_config import BreakerConfig
@@ -148,7 +148,7 @@ class BreakerBoard:
             campaign=self.run.campaign,
             send_window=self.run.send_window,
         )
-        self.warehouse.append(MAILERS_SCHEMA, AUDIT_TABLE, record.to_arrow())
+        append_audit(self.warehouse, [record])
 
 
 class BreakerJournal:

@@ -1,7 +1,8 @@
 """The warehouse tables Mailers owns, by name, with their Arrow schemas.
 
 They live in the ``mailers`` schema of the warehouse (dbt reads them as the ``mailers``
-source). Every one is append-only: rows are added, never updated or deleted.
+source). Every one is append-only: rows are added, never updated or deleted, except
+``audit_heads``, a derived index of the audit chain's heads (see :mod:`mailers.audit`).
 """
 
 from __future__ import annotations
@@ -9,9 +10,17 @@ from __future__ import annotations
 import pyarrow as pa
 
 from mailers.affinity import AFFINITY_SCHEMA, AFFINITY_TABLE
-from mailers.audit import AUDIT_SCHEMA, AUDIT_TABLE
+from mailers.audit import (
+    AUDIT_HEADS_KEY,
+    AUDIT_HEADS_SCHEMA,
+    AUDIT_HEADS_TABLE,
+    AUDIT_SCHEMA,
+    AUDIT_TABLE,
+    chain_legacy_rows,
+)
 from mailers.claims import CLAIMS_KEY, CLAIMS_SCHEMA, CLAIMS_TABLE
 from mailers.events import EVENTS_SCHEMA, EVENTS_TABLE
+from mailers.identity_changes import IDENTITY_CHANGES_SCHEMA, IDENTITY_CHANGES_TABLE
 from mailers.ledger import LEDGER_SCHEMA, LEDGER_TABLE
 from mailers.pauses import PAUSES_SCHEMA, PAUSES_TABLE
 from mailers.suppression import SUPPRESSIONS_SCHEMA, SUPPRESSIONS_TABLE
@@ -42,14 +51,26 @@ OWNED_TABLES: dict[str, pa.Schema] = {
     AFFINITY_TABLE: AFFINITY_SCHEMA,
     WARMUP_STARTS_TABLE: WARMUP_STARTS_SCHEMA,
     PAUSES_TABLE: PAUSES_SCHEMA,
+    AUDIT_HEADS_TABLE: AUDIT_HEADS_SCHEMA,
+    IDENTITY_CHANGES_TABLE: IDENTITY_CHANGES_SCHEMA,
 }
 
-PRIMARY_KEYS: dict[str, tuple[str, ...]] = {CLAIMS_TABLE: CLAIMS_KEY}
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
+    CLAIMS_TABLE: CLAIMS_KEY,
+    AUDIT_HEADS_TABLE: AUDIT_HEADS_KEY,
+}
 """Owned tables whose key the warehouse must enforce (the send claim's compare-and-set)."""
 
 
 def ensure_tables(warehouse: Warehouse) -> None:
-    """Create Mailers' schemas and tables where they do not exist yet (idempotent)."""
+    """Create Mailers' schemas and tables where they do not exist yet (idempotent).
+
+    A warehouse from before a column existed gets it added; an audit log from before the
+    hash chain gets its rows chained once (:func:`~mailers.audit.chain_legacy_rows`).
+    """
+    audit_columns = warehouse.columns(MAILERS_SCHEMA, AUDIT_TABLE)
     for table, columns in OWNED_TABLES.items():
         warehouse.ensure_table(MAILERS_SCHEMA, table, columns, PRIMARY_KEYS.get(table, ()))
     warehouse.execute(f"create schema if not exists {warehouse.dialect.quote(WORK_SCHEMA)}")
+    if audit_columns is not None and "row_hash" not in audit_columns:
+        chain_legacy_rows(warehouse)

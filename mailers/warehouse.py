@@ -43,6 +43,14 @@ class Dialect(Protocol):
         """Lower-case hex md5 of a string expression."""
         ...
 
+    def sha256_hex(self, expr: str) -> str:
+        """Lower-case hex sha256 of the UTF-8 bytes of a string expression."""
+        ...
+
+    def timestamp_text(self, expr: str) -> str:
+        """A timestamp as ``YYYY-MM-DD HH:MM:SS.ffffff`` text (microseconds always shown)."""
+        ...
+
     def star_except(self, alias: str, columns: Sequence[str]) -> str:
         """``alias.*`` without the named columns."""
         ...
@@ -98,7 +106,10 @@ class Warehouse(Protocol):
         ...
 
     def transaction(self) -> AbstractContextManager[None]:
-        """Group statements so that they commit together or not at all."""
+        """Group statements so that they commit together or not at all.
+
+        Inside another transaction's block it joins that one (it commits with the outer).
+        """
         ...
 
     def relation(self, schema: str, table: str) -> str:

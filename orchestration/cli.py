@@ -42,7 +42,7 @@ from adapters.settings import SIMULATOR_PORT_ENV
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers import clock
 from mailers.audience import SEGMENTS_SCHEMA
-from mailers.audit import AUDIT_TABLE
+from mailers.audit import append_audit
 from mailers.config import Settings
 from mailers.errors import MailersError, WindowError
 from mailers.outcomes import NOT_SENT_FAILURE, PAUSED_FAILURE
@@ -57,9 +57,9 @@ from mailers.preflight import (
 from mailers.reconcile import reconcile as reconcile_window
 from mailers.reconcile import window_filter
 from mailers.tables import ensure_tables
-from mailers.warehouse import MAILERS_SCHEMA
 from mailers.windows import WindowRequest, requested_window, send_window
 from orchestration import cli_control
+from orchestration.cli_audit import audit_app
 from orchestration.cli_common import ConfigOption, console, errors, settings_of
 from orchestration.cli_suppression import app as suppression_app
 
@@ -258,6 +258,7 @@ app.add_typer(suppression_app, name="suppression")
 
 policy_app = typer.Typer(no_args_is_help=True, help="The sending policy: limits, routes, warm-up.")
 app.add_typer(policy_app, name="policy")
+app.add_typer(audit_app, name="audit")
 
 
 @policy_app.command("show")
@@ -342,7 +343,7 @@ def reconcile(
                 campaign=ref,
                 send_window=window,
             )
-            warehouse.append(MAILERS_SCHEMA, AUDIT_TABLE, record.to_arrow())
+            append_audit(warehouse, [record])
             remaining = sum(report.still_unknown.values())
             left += remaining
             table.add_row(

@@ -7,6 +7,7 @@ a streaming read uses its own cursor so appends on the main connection do not ca
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -48,6 +49,12 @@ class DuckDBDialect:
     def md5_hex(self, expr: str) -> str:
         return f"md5({expr})"
 
+    def sha256_hex(self, expr: str) -> str:
+        return f"sha256({expr})"
+
+    def timestamp_text(self, expr: str) -> str:
+        return f"strftime({expr}, '%Y-%m-%d %H:%M:%S.%f')"
+
     def star_except(self, alias: str, columns: Sequence[str]) -> str:
         return f"{alias}.* exclude ({', '.join(self.quote(c) for c in columns)})"
 
@@ -76,6 +83,8 @@ class DuckDBWarehouse:
                 "writing it? DuckDB allows one writer at a time)"
             ) from err
         self.dialect = DuckDBDialect()
+        self._transaction_depth = 0
+        self._depth_lock = threading.Lock()
 
     def close(self) -> None:
         self.connection.close()
@@ -175,10 +184,22 @@ class DuckDBWarehouse:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        self.connection.execute("begin transaction")
+        with self._depth_lock:
+            outer = self._transaction_depth == 0
+            self._transaction_depth += 1
         try:
-            yield
-        except BaseException:
-            self.connection.execute("rollback")
-            raise
-        self.connection.execute("commit")
+            if not outer:
+                # Nested (e.g. append_audit inside a caller's transaction): the outer block
+                # commits or rolls back the whole; an error here propagates to it.
+                yield
+                return
+            self.connection.execute("begin transaction")
+            try:
+                yield
+            except BaseException:
+                self.connection.execute("rollback")
+                raise
+            self.connection.execute("commit")
+        finally:
+            with self._depth_lock:
+                self._transaction_depth -= 1

@@ -11,12 +11,13 @@ import dagster as dg
 
 from adapters.providers.registry import event_parser
 from mailers.audience import AudienceSpec, disposition_counts, resolve
-from mailers.audit import AUDIT_TABLE, AuditAction, AuditRecord
+from mailers.audit import AuditAction, AuditRecord, append_audit
 from mailers.claims import WindowClaim
 from mailers.config import CampaignRef, Settings
 from mailers.control import ControlJournal, load_control
 from mailers.deferrals import DeferralNotes, deferred_in_window
 from mailers.errors import MailersError
+from mailers.identity_changes import record_identity_changes
 from mailers.late_suppressions import LandedSuppressions
 from mailers.ledger import LedgerContext, LedgerStatus, LedgerWriter
 from mailers.outcomes import window_outcome
@@ -27,7 +28,7 @@ from mailers.preflight import require_environment
 from mailers.send_control import SendControl
 from mailers.sending import CampaignSender, SendContext
 from mailers.suppression_blocks import PendingBlocks
-from mailers.warehouse import MAILERS_SCHEMA, WORK_SCHEMA, Warehouse
+from mailers.warehouse import WORK_SCHEMA, Warehouse
 from orchestration.defs.checks import sends_check_results, sends_check_specs, unfinished_failure
 from orchestration.defs.resources import WAREHOUSE_POOL, MailersResource
 from orchestration.defs.runs import run_actor, run_send_window, run_window
@@ -98,6 +99,7 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
                 warehouse, LedgerContext.of(ref, window, context.run.run_id)
             ) as claim,
         ):
+            record_identity_changes(warehouse, settings, actor=actor, run_id=context.run.run_id)
             if claim.took_over is not None:
                 context.log.warning(
                     f"run {claim.took_over.run_id} stopped renewing its claim on window {window} "
@@ -151,7 +153,7 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
                 campaign=ref.name,
                 send_window=window,
             )
-            warehouse.append(MAILERS_SCHEMA, AUDIT_TABLE, record.to_arrow())
+            append_audit(warehouse, [record])
             window_ledger = LedgerWriter(
                 warehouse, LedgerContext.of(ref, window, context.run.run_id)
             )

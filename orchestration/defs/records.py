@@ -5,7 +5,7 @@ from collections.abc import Iterator, Sequence
 import dagster as dg
 
 from adapters.providers.registry import event_parser, poll_targets
-from mailers.audit import AUDIT_TABLE, AuditAction, AuditRecord
+from mailers.audit import AUDIT_TABLE, AuditAction, AuditRecord, append_audit
 from mailers.config import Settings
 from mailers.ingest import ingest
 from mailers.ledger import LEDGER_TABLE, latest_rows_sql
@@ -97,17 +97,18 @@ def provider_events(
         report = ingest(warehouse, settings.landing_dir, event_parser)
         report.counts["events_polled"] = polled
         report.counts["poll_errors"] = len(poll_errors)
-        warehouse.append(
-            MAILERS_SCHEMA,
-            AUDIT_TABLE,
-            AuditRecord(
-                run_id=context.run.run_id,
-                actor=run_actor(context),
-                action=AuditAction.INGEST_EVENTS,
-                config_hash=settings.config_hash,
-                counts=report.counts,
-                detail={"events_by_type": report.by_type, "poll_errors": poll_errors},
-            ).to_arrow(),
+        append_audit(
+            warehouse,
+            [
+                AuditRecord(
+                    run_id=context.run.run_id,
+                    actor=run_actor(context),
+                    action=AuditAction.INGEST_EVENTS,
+                    config_hash=settings.config_hash,
+                    counts=report.counts,
+                    detail={"events_by_type": report.by_type, "poll_errors": poll_errors},
+                )
+            ],
         )
     context.log.info(f"ingested {report.counts}")
     yield dg.MaterializeResult(

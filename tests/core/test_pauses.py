@@ -86,10 +86,12 @@ def test_control_records_load_once_with_audit_and_state_is_rebuilt_from_the_ware
             ("resume", "account:acme.acme_sandbox_a"),
         ]
         audit = warehouse.query(
-            f"select action, detail from {warehouse.relation(MAILERS_SCHEMA, AUDIT_TABLE)}"
+            f"select action, reason, before, after "
+            f"from {warehouse.relation(MAILERS_SCHEMA, AUDIT_TABLE)}"
         ).to_pylist()
         assert sorted(a["action"] for a in audit) == ["pause", "pause", "resume"]
-        assert all(json.loads(a["detail"])["reason"] for a in audit)
+        assert all(a["reason"] for a in audit)
+        assert {json.loads(a["after"])["paused"] for a in audit} == {True, False}
         # A new data directory beside the same warehouse learns what is paused.
         fresh = PauseBoard(tmp_path / "elsewhere")
         fresh.restore(warehouse)

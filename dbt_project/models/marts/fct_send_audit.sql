@@ -24,7 +24,14 @@ final as (
         {{ key }},
         {%- endfor %}
         counts,
-        detail
+        detail,
+        scope,
+        reason,
+        before,
+        after,
+        seq,
+        prev_hash,
+        row_hash
 
     from audit_log
 

@@ -23,7 +23,14 @@ renamed as (
         coalesce({{ json_extract_int('counts', key) }}, 0) as {{ key }},
         {%- endfor %}
         counts,
-        detail
+        detail,
+        scope,
+        reason,
+        before,
+        after,
+        seq,
+        prev_hash,
+        row_hash
 
     from source
 
