@@ -1,11 +1,13 @@
-"""The ``mailers`` command line: ``demo``, ``dev``, ``validate``, ``plan``, ``reconcile`` and
-``policy show``.
+"""The ``mailers`` command line: ``demo``, ``dev``, ``validate``, ``plan``, ``reconcile``,
+``policy show``, ``pause``/``resume``/``pauses``, ``suppression`` and ``audit``.
 
 ``demo`` builds a DuckDB warehouse, seeds example contacts and suppressions, runs the
 whole Dagster pipeline in-process and prints the deliverability marts. ``validate`` checks
 the config, the environment variables it needs and its templates against the segments'
 columns. ``plan`` is a dry run of one campaign window. ``policy show`` prints the
 effective sending policy of a workspace, stream or campaign and where each value comes from.
+The control commands (``orchestration/cli_control.py``, ``cli_suppression.py``,
+``cli_audit.py``) work while a send holds the warehouse, through durable control records.
 """
 
 from __future__ import annotations
