@@ -37,6 +37,28 @@ SANDBOX_CONFIG = REPO / "examples" / "sandbox.yaml"
 UNSUBSCRIBE_KEY = "test-unsubscribe-key"
 
 
+SHARED_FIXTURE_MODULES = frozenset(
+    {"tests/test_pipeline.py", "tests/test_local_providers.py", "tests/test_ledger_parity.py"}
+)
+"""Modules whose tests read one expensive module-scoped fixture: each runs on one worker."""
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's `load`, except that each module of :data:`SHARED_FIXTURE_MODULES` is
+    one unit of work, so its fixture is built once. (``--dist loadgroup`` would read
+    ``xdist_group`` marks, but xdist 3.8 cannot rename pytest 9's node ids, so it groups
+    nothing.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in SHARED_FIXTURE_MODULES else nodeid
+
+    return SharedFixtureScheduling(config, log)
+
+
 def pytest_report_header() -> str:
     value = os.environ.get(clock.CLOCK_ENV)
     source = f"{clock.CLOCK_ENV}={value}" if value else "the system clock"

@@ -33,9 +33,6 @@ from mailers.tables import ensure_tables
 from mailers.warehouse import MAILERS_SCHEMA
 from tests.conftest import run_dbt, write_config
 
-# One worker builds the module's `readings` fixture once and runs every test that reads it.
-pytestmark = pytest.mark.xdist_group("test_ledger_parity")
-
 AT = datetime(2026, 11, 23, 8, 0, 0)
 LATEST = (
     "ledger_id",

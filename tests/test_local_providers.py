@@ -24,9 +24,6 @@ from mailers.landing import read_cursor
 from orchestration.defs.build import build_definitions
 from tests.conftest import REPO, query, seed_warehouse
 
-# One worker builds the module's `simulated` fixture once and runs every test that reads it.
-pytestmark = pytest.mark.xdist_group("test_local_providers")
-
 
 def _free_port() -> int:
     with socket.socket() as probe:

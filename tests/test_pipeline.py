@@ -34,9 +34,6 @@ from orchestration.defs.campaigns import audience_key
 from orchestration.defs.runs import SEND_WINDOW_TAG
 from tests.conftest import eml_files, example_config, query, seed_warehouse, write_config
 
-# One worker builds the module's `pipeline` fixture once and runs every test that reads it.
-pytestmark = pytest.mark.xdist_group("test_pipeline")
-
 IN_WINDOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 """Now, for the runs tagged with window 2026-11-23T08:00:00Z: it is the current window."""
 
