@@ -37,6 +37,28 @@ SANDBOX_CONFIG = REPO / "examples" / "sandbox.yaml"
 UNSUBSCRIBE_KEY = "test-unsubscribe-key"
 
 
+SHARED_FIXTURE_MODULES = frozenset(
+    {"tests/test_pipeline.py", "tests/test_local_providers.py", "tests/test_ledger_parity.py"}
+)
+"""Modules whose tests read one expensive module-scoped fixture: each runs on one worker."""
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's `load`, except that each module of :data:`SHARED_FIXTURE_MODULES` is
+    one unit of work, so its fixture is built once. (``--dist loadgroup`` would read
+    ``xdist_group`` marks, but xdist 3.8 cannot rename pytest 9's node ids, so it groups
+    nothing.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return module if module in SHARED_FIXTURE_MODULES else nodeid
+
+    return SharedFixtureScheduling(config, log)
+
+
 def pytest_report_header() -> str:
     value = os.environ.get(clock.CLOCK_ENV)
     source = f"{clock.CLOCK_ENV}={value}" if value else "the system clock"
@@ -73,14 +95,37 @@ def _default_signals() -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _environment() -> Iterator[None]:
-    """The env a user would export; dbt telemetry off."""
+def _environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The env a user would export; dbt telemetry off. ``DAGSTER_HOME`` is this session's
+    own copy of the shipped instance config (as ``make`` exports it), so parallel workers
+    never share an instance's storage or its pool slots."""
+    home = tmp_path_factory.mktemp("dagster_home")
+    shutil.copyfile(REPO / ".dagster" / "dagster.yaml", home / "dagster.yaml")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MAILERS_UNSUBSCRIBE_KEY", UNSUBSCRIBE_KEY)
         patch.setenv("DO_NOT_TRACK", "1")
+        patch.setenv("DAGSTER_HOME", str(home))
         patch.delenv("MAILERS_CONFIG", raising=False)
         patch.delenv("MAILERS_DATA_DIR", raising=False)
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dbt_manifest(_environment: None) -> None:
+    """The project's manifest, parsed once under a lock before any test loads definitions.
+
+    Parallel workers (pytest-xdist) share ``dbt_project/target``: unlocked, two workers of a
+    fresh clone both find no manifest and parse at once, and one reads the other's
+    half-written ``manifest.json``. Once it is current nobody rewrites it: Dagster's dbt runs
+    use a target path of their own, and :func:`run_dbt` one per worker."""
+    from filelock import FileLock  # a dependency of Dagster's
+
+    from orchestration.defs.dbt import project
+
+    target = REPO / "dbt_project" / "target"
+    target.mkdir(parents=True, exist_ok=True)
+    with FileLock(target / ".pytest-parse.lock"):
+        project(REPO / "dbt_project")
 
 
 def example_config() -> dict[str, Any]:
@@ -119,8 +164,21 @@ def run_dbt(settings: Settings, *args: str) -> None:
     """Run the project's dbt against this settings' warehouse, failing the test on error."""
     from orchestration.defs.dbt import dbt_executable
 
-    env = {**os.environ, "MAILERS_DUCKDB_PATH": str(settings.warehouse_path)}
     project = str(settings.dbt_project_dir)
+    # A target (and log) path per worker: `dbt run` rewrites the manifest in its target, and
+    # other workers read the one in dbt_project/target. Seeded from that one's partial parse,
+    # as Dagster's dbt runs are.
+    target = settings.dbt_project_dir / "target" / f"pytest-{_worker()}"
+    shared_parse = settings.dbt_project_dir / "target" / "partial_parse.msgpack"
+    if shared_parse.exists() and not (target / shared_parse.name).exists():
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shared_parse, target / shared_parse.name)
+    env = {
+        **os.environ,
+        "MAILERS_DUCKDB_PATH": str(settings.warehouse_path),
+        "DBT_TARGET_PATH": str(target),
+        "DBT_LOG_PATH": str(target),
+    }
     completed = subprocess.run(
         [dbt_executable(), *args, "--project-dir", project, "--profiles-dir", project],
         env=env,
@@ -129,6 +187,11 @@ def run_dbt(settings: Settings, *args: str) -> None:
         check=False,
     )
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
+
+
+def _worker() -> str:
+    """This pytest-xdist worker's id (``gw0``…), or ``main`` without xdist."""
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
 
 @pytest.fixture(scope="session")
