@@ -147,6 +147,10 @@ class BreakerBoard:
             stream=self.run.stream,
             campaign=self.run.campaign,
             send_window=self.run.send_window,
+            scope=f"account:{self.workspace}.{transition.account}",
+            reason=transition.trigger,
+            before={"state": str(transition.from_state)},
+            after={"state": str(transition.to_state)},
         )
         append_audit(self.warehouse, [record])
 

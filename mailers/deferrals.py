@@ -9,14 +9,13 @@ without opening the warehouse, which a running send holds (DuckDB has one writer
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from mailers.landing import write_atomic
 from mailers.ledger import LedgerStatus, LedgerWriter, sql_text
 from mailers.warehouse import Warehouse
+from mailers.window_notes import WindowNotes
 
 
 @dataclass(frozen=True)
@@ -53,48 +52,35 @@ class DeferralNotes:
     """The notes of windows holding deferred messages, under ``<data_dir>/deferred``."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.folder = data_dir / "deferred"
-
-    def _path(self, workspace: str, campaign: str, window: str) -> Path:
-        safe = window.replace(":", "")
-        return self.folder / f"{workspace}__{campaign}__{safe}.json"
+        self.notes = WindowNotes(data_dir / "deferred")
 
     def update(
         self, workspace: str, campaign: str, window: str, deferred: DeferredWindow | None
     ) -> None:
         """Write the window's note, or remove it when nothing of it is deferred."""
-        path = self._path(workspace, campaign, window)
-        if deferred is None:
-            path.unlink(missing_ok=True)
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        note = {
-            "workspace": workspace,
-            "campaign": campaign,
-            "send_window": window,
-            "eligible_at": deferred.eligible_at.isoformat(),
-            "messages": deferred.messages,
-        }
-        write_atomic(path, json.dumps(note, sort_keys=True).encode())
+        note = None
+        if deferred is not None:
+            note = {
+                "workspace": workspace,
+                "campaign": campaign,
+                "send_window": window,
+                "eligible_at": deferred.eligible_at.isoformat(),
+                "messages": deferred.messages,
+            }
+        self.notes.write(workspace, campaign, window, note)
 
     def all(self) -> list[DeferredWindow]:
         """Every note, earliest eligible first; unreadable notes are skipped (rewritten by
         the next send of their window)."""
-        found = []
-        for path in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []:
-            try:
-                note = json.loads(path.read_text())
-                found.append(
-                    DeferredWindow(
-                        note["workspace"],
-                        note["campaign"],
-                        note["send_window"],
-                        datetime.fromisoformat(note["eligible_at"]),
-                        int(note["messages"]),
-                    )
-                )
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
+        found = self.notes.read(
+            lambda note: DeferredWindow(
+                note["workspace"],
+                note["campaign"],
+                note["send_window"],
+                datetime.fromisoformat(note["eligible_at"]),
+                int(note["messages"]),
+            )
+        )
         return sorted(found, key=lambda d: d.eligible_at)
 
     def due(self, now: datetime) -> list[DeferredWindow]:

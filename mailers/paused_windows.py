@@ -10,15 +10,14 @@ pauses is resumed, without opening the warehouse a running send holds.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from mailers.clock import utcnow
-from mailers.landing import write_atomic
 from mailers.pauses import PauseBoard
+from mailers.window_notes import WindowNotes
 
 
 @dataclass(frozen=True)
@@ -41,50 +40,37 @@ class PausedNotes:
     """The notes of windows holding paused messages, under ``<data_dir>/paused``."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.folder = data_dir / "paused"
-
-    def _path(self, workspace: str, campaign: str, window: str) -> Path:
-        safe = window.replace(":", "")
-        return self.folder / f"{workspace}__{campaign}__{safe}.json"
+        self.notes = WindowNotes(data_dir / "paused")
 
     def update(
         self, workspace: str, campaign: str, window: str, messages: int, scopes: Iterable[str]
     ) -> None:
         """Write the window's note, or remove it when no message of it is paused."""
-        path = self._path(workspace, campaign, window)
-        if not messages:
-            path.unlink(missing_ok=True)
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        note = {
-            "workspace": workspace,
-            "campaign": campaign,
-            "send_window": window,
-            "messages": messages,
-            "scopes": sorted(set(scopes)),
-            "noted_at": utcnow().isoformat(),
-        }
-        write_atomic(path, json.dumps(note, sort_keys=True).encode())
+        note = None
+        if messages:
+            note = {
+                "workspace": workspace,
+                "campaign": campaign,
+                "send_window": window,
+                "messages": messages,
+                "scopes": sorted(set(scopes)),
+                "noted_at": utcnow().isoformat(),
+            }
+        self.notes.write(workspace, campaign, window, note)
 
     def all(self) -> list[PausedWindow]:
         """Every note, oldest first; unreadable ones are skipped (the next send of their
         window rewrites them)."""
-        found = []
-        for path in sorted(self.folder.glob("*.json")) if self.folder.is_dir() else []:
-            try:
-                note = json.loads(path.read_text())
-                found.append(
-                    PausedWindow(
-                        note["workspace"],
-                        note["campaign"],
-                        note["send_window"],
-                        int(note["messages"]),
-                        tuple(note["scopes"]),
-                        datetime.fromisoformat(note["noted_at"]),
-                    )
-                )
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
+        found = self.notes.read(
+            lambda note: PausedWindow(
+                note["workspace"],
+                note["campaign"],
+                note["send_window"],
+                int(note["messages"]),
+                tuple(note["scopes"]),
+                datetime.fromisoformat(note["noted_at"]),
+            )
+        )
         return sorted(found, key=lambda w: w.noted_at)
 
     def resumable(self, board: PauseBoard) -> list[PausedWindow]:

@@ -141,6 +141,13 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
                 detail["backfill_requested_by"] = actor
             if claim.took_over is not None:
                 detail["took_over_window_from"] = claim.took_over.run_id
+            if report.paused_by:
+                detail["paused_by"] = {k: p.describe() for k, p in report.paused_by.items()}
+            window_ledger = LedgerWriter(
+                warehouse, LedgerContext.of(ref, window, context.run.run_id)
+            )
+            outcome = window_outcome(window_ledger)
+            # The run summary: what the run did (counts) and where the window stands after.
             record = AuditRecord(
                 run_id=context.run.run_id,
                 actor=actor,
@@ -152,12 +159,13 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
                 stream=str(ref.config.stream),
                 campaign=ref.name,
                 send_window=window,
+                scope=f"campaign:{ref.workspace}.{ref.name}",
+                reason=f"backfill of window {window} requested by {actor}"
+                if request.is_backfill
+                else f"send of window {window}",
+                after=outcome.by_status(),
             )
             append_audit(warehouse, [record])
-            window_ledger = LedgerWriter(
-                warehouse, LedgerContext.of(ref, window, context.run.run_id)
-            )
-            outcome = window_outcome(window_ledger)
             deferred = deferred_in_window(warehouse, window_ledger)
             DeferralNotes(settings.data_dir).update(ref.workspace, ref.name, window, deferred)
             PausedNotes(settings.data_dir).update(
