@@ -70,8 +70,10 @@ SIMULATORS = {
     "sendgrid": sendgrid_sim,
     "resend": resend_sim,
 }
-CLIENT_TIMEOUT = 1.5
-"""The adapters' read timeout; a simulated timeout holds its answer well past it."""
+CLIENT_TIMEOUT = 4.0
+"""The adapters' read timeout; a simulated timeout holds its answer well past it. Generous,
+so that on a loaded two-core machine (two test workers) an answer the simulator did not
+hold is never late enough to look like a timeout."""
 
 FAULT_MIX = FaultMix(
     (
