@@ -409,3 +409,35 @@ def test_an_outage_fails_the_sends_step_and_its_retry_sends_each_message_once(
         healed, "select count(*) as n from mailers.send_ledger where status = 'rejected'"
     )[0]["n"]
     assert len(accepted) + rejected == not_sent
+
+
+def test_suppression_why_explains_every_block_of_the_run(pipeline) -> None:
+    """Every recipient the audience skipped as suppressed, and every address of the
+    suppression mart, is explained by ``mailers suppression why`` for its scope."""
+    from typer.testing import CliRunner
+
+    from orchestration.cli import app
+
+    settings = pipeline.settings
+    blocked = {
+        (r["recipient"].lower(), r["workspace"], r["stream"])
+        for r in pipeline.after_first.ledger
+        if r["status"] == "skipped" and r["reason"] == "suppressed"
+    }
+    assert len(blocked) >= 10
+    runner = CliRunner()
+    for address, workspace, stream in sorted(blocked):
+        result = runner.invoke(
+            app,
+            ["suppression", "why", address, "--workspace", workspace, "--stream", stream,
+             "--config", str(settings.path)],
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert f"{address} is suppressed in {workspace} on {stream} by" in result.output
+        assert "blocked at " in result.output and " since " in result.output
+    dim = query(settings, "select address, source from marts.dim_suppressions")
+    for row in dim:
+        result = runner.invoke(
+            app, ["suppression", "why", row["address"], "--config", str(settings.path)]
+        )
+        assert result.exit_code == 0 and f"by {row['source']}" in result.output, result.output
