@@ -12,11 +12,13 @@ import json
 import socket
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
 
+from adapters.settings import load
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.audience import AudienceSpec, resolve
 from mailers.clock import FixedClock, use_clock
@@ -26,7 +28,7 @@ from orchestration.defs.build import build_definitions
 from orchestration.defs.campaigns import audience_key, sends_key
 from orchestration.defs.records import EVENTS_KEY
 from orchestration.defs.runs import SEND_WINDOW_TAG
-from tests.conftest import eml_files, query
+from tests.conftest import eml_files, query, write_config
 from tests.test_render_failures import with_template
 
 WINDOW = "2026-11-23T08:00:00Z"
@@ -87,7 +89,9 @@ def _latest(settings: Settings, campaign: str) -> list[dict[str, Any]]:
     )
 
 
-def test_a_run_leaving_messages_not_sent_fails_after_recording_them(core_project) -> None:
+def test_a_run_leaving_messages_not_sent_fails_after_recording_them(
+    core_project, tmp_path: Path
+) -> None:
     settings = core_project(_fault("throttled", "acme_sandbox_b"))
 
     result = _run(settings)
@@ -105,7 +109,8 @@ def test_a_run_leaving_messages_not_sent_fails_after_recording_them(core_project
     assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
     assert check.metadata["messages"].value == len(not_sent)
 
-    healed = core_project()  # the same warehouse, the provider is back
+    # The same warehouse and data directory, the provider is back.
+    healed = load(write_config(tmp_path))
     retry = _run(healed)
 
     assert retry.success, _failure(retry)
