@@ -40,6 +40,7 @@ from rich.progress import (
 from rich.table import Table
 
 from adapters import demo_data
+from adapters.control_load import load_control_now
 from adapters.settings import SIMULATOR_PORT_ENV
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers import clock
@@ -408,6 +409,9 @@ def demo(
     from orchestration.rules import print_pause_rules
 
     print_pause_rules(console, settings)
+    # A pause the rules just wrote lands in mailers.pauses and the audit log now, not only
+    # at the next send.
+    load_control_now(settings)
 
 
 @app.command()
