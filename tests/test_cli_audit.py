@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,9 @@ def test_an_identity_change_made_only_in_the_config_shows_up_in_audit_changes(
     assert {(c["subject_name"], c["field"], c["before"], c["after"]) for c in found} == {
         ("acme_news", "from_address", '"news@news.acme.test"', '"hello@news.acme.test"')
     }
-    assert changes(settings, "--since", "2026-12-03") == []
+    # Every change was detected on the pinned clock's day; none since the day after it.
+    day_after = (WEDNESDAY + timedelta(days=1)).date().isoformat()
+    assert changes(settings, "--since", day_after) == []
     table = mailers("audit", "changes", "-c", str(settings.path), "--workspace", "acme")
     assert table.returncode == 0, table.stderr
     assert "hello@news.acme.test" in table.stdout and "from_address" in table.stdout
