@@ -29,6 +29,7 @@ from mailers.policy_config import (
 )
 from mailers.rules_config import PauseRulesConfig
 from mailers.secrets import SecretRef
+from mailers.serve_config import ServeConfig
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 """Names of workspaces, accounts, identities and campaigns: they become table and asset names."""
@@ -389,6 +390,7 @@ class MailersConfig(_Strict):
     templates_dir: str = Field(default="templates", description="Relative to the config file.")
     warehouse: WarehouseConfig = Field(default_factory=WarehouseConfig)
     unsubscribe: UnsubscribeConfig
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     workspaces: dict[Name, WorkspaceConfig] = Field(min_length=1)
 
     @model_validator(mode="after")

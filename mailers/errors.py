@@ -10,6 +10,8 @@
     ├── ScopeError               a policy scope the config does not have (names the unknown
     │                            part and what exists)
     ├── WebhookRejected          a provider webhook failed verification (nothing is stored)
+    │   └── WebhookMalformed     its body cannot be parsed (from a verified sender, or one
+    │                            whose signature is inside the body): HTTP 400, not 401
     ├── ClaimError               the one-sender-per-window claim (mailers.claims)
     │   ├── WindowClaimed        another run holds the window (names it, when its lease ends)
     │   └── ClaimLost            this run no longer holds its window: it stops sending
@@ -71,6 +73,12 @@ class ScopeError(MailersError):
 
 class WebhookRejected(MailersError):
     """A webhook request failed verification: forged, stale, replayed or malformed."""
+
+
+class WebhookMalformed(WebhookRejected):
+    """A webhook body that cannot be parsed: the sender was verified (its body is not
+    JSON), or the provider signs inside the body (Mailgun, SNS) and there is no body to
+    verify. Receivers answer 400 rather than 401; nothing is stored either way."""
 
 
 class ClaimError(MailersError):

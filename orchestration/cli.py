@@ -64,6 +64,7 @@ from mailers.windows import WindowRequest, requested_window, send_window
 from orchestration import cli_control
 from orchestration.cli_audit import audit_app
 from orchestration.cli_common import ConfigOption, console, errors, settings_of
+from orchestration.cli_serve import serve
 from orchestration.cli_suppression import app as suppression_app
 
 if TYPE_CHECKING:  # Dagster is imported only by the commands that run pipelines.
@@ -262,6 +263,7 @@ app.add_typer(suppression_app, name="suppression")
 policy_app = typer.Typer(no_args_is_help=True, help="The sending policy: limits, routes, warm-up.")
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
+app.command("serve")(serve)
 
 
 @policy_app.command("show")

@@ -1,5 +1,6 @@
 """Run a config's providers locally: the simulator behind every loopback account, plus a
-webhook receiver that the simulator posts signed webhooks to.
+webhook service (:class:`~adapters.serve.embedded.EmbeddedServer`) that the simulator
+posts signed webhooks to.
 
 An account is *simulated* when its provider kind has a simulator module and its
 ``settings.base_url`` points at a loopback address. :class:`LocalProviders` starts one
@@ -26,7 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from adapters.receiver import WebhookReceiver
+from adapters.serve.embedded import EmbeddedServer
 from adapters.simulator import mailgun, postmark, resend, sendgrid
 from adapters.simulator.server import Request, Response, Simulator
 from mailers.config import MailersConfig, ProviderAccountConfig, Settings
@@ -124,7 +125,7 @@ class LocalProviders:
                 raise ConfigError(f"the simulator serves one {kind} account; found several")
         self.origin = origins.pop() if origins else None
         self.simulator: Simulator | None = None
-        self.receiver: WebhookReceiver | None = None
+        self.receiver: EmbeddedServer | None = None
         self._posted: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -141,7 +142,7 @@ class LocalProviders:
                 "the accounts' settings.base_url at a free one"
             ) from err
         self.simulator = simulator.start()
-        self.receiver = WebhookReceiver(self.settings).start()
+        self.receiver = EmbeddedServer(self.settings).start()
         for account in self.accounts:
             credentials = account.credentials()
             module: Any = SIMULATED_KINDS[account.kind]

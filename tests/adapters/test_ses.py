@@ -59,7 +59,7 @@ from adapters.providers.ses import webhooks
 from adapters.providers.ses.sending import SesProvider
 from adapters.providers.ses.sns import CertificateStore, https_get, string_to_sign
 from adapters.providers.ses.webhooks import SubscriptionConfirmations
-from adapters.receiver import WebhookReceiver
+from adapters.serve.embedded import EmbeddedServer
 from adapters.simulator import Fault, Request, Response, Simulator
 from adapters.simulator.outcomes import refuses
 from mailers import clock
@@ -1263,7 +1263,7 @@ def test_the_receiver_confirms_a_listed_topic_at_a_loopback_sns(
         )
         monkeypatch.setattr(webhooks, "DEFAULT_CERTIFICATES", FakeCertificates().store)
         settings = receiver_settings(tmp_path, events_topic_arns=[TOPIC_ARN])
-        with WebhookReceiver(settings) as receiver:
+        with EmbeddedServer(settings) as receiver:
             url = receiver.url_for("acme", ACCOUNT)
             listed = sns_request(sign(confirmation()))
             answers = [httpx.post(url, content=listed.body, headers=dict(listed.headers))]

@@ -18,6 +18,7 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trustme
 from aiosmtpd.controller import Controller
@@ -29,14 +30,13 @@ from adapters.providers.smtp import DEFERRED, MAX_BATCH_SIZE, SMTPProvider
 from adapters.providers.smtp import SmtpSettings as Settings
 from adapters.providers.smtp import pool as smtp_pool
 from adapters.providers.smtp.replies import retry_hint
-from adapters.receiver import WebhookReceiver
+from adapters.serve.embedded import EmbeddedServer
 from adapters.settings import load
 from mailers.config import ProviderAccountConfig
 from mailers.errors import ConfigError, SecretMissing
 from mailers.events import EventType
 from mailers.messages import MESSAGE_KEY_HEADER, OutboundMessage, SendOutcome
 from mailers.secrets import SecretRef
-from mailers.webhooks import WebhookRequest
 from tests.adapters.provider_contract import (
     CLIENT_TIMEOUT,
     HELD,
@@ -904,12 +904,10 @@ def test_the_receiver_answers_404_for_an_smtp_account(tmp_path: Path) -> None:
         accounts = config["workspaces"]["acme"]["provider_accounts"]
         accounts[ACCOUNT] = {"kind": "smtp", "settings": {"host": "smtp.example.com"}}
 
-    with WebhookReceiver(load(write_config(tmp_path, add_smtp_account))) as receiver:
-        status, reason = receiver.handle(
-            f"/webhooks/acme/{ACCOUNT}", WebhookRequest(body=b'{"event": "delivered"}')
-        )
+    with EmbeddedServer(load(write_config(tmp_path, add_smtp_account))) as receiver:
+        answer = httpx.post(receiver.url_for("acme", ACCOUNT), content=b'{"event": "delivered"}')
 
-    assert (status, reason) == (404, "provider kind smtp has no webhooks")
+    assert (answer.status_code, answer.text) == (404, "provider kind smtp has no webhooks")
     assert (receiver.landed, receiver.rejected) == (0, 0)
     assert smtp.SPEC.verify_webhook is None
 

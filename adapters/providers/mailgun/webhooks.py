@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from adapters.providers.mailgun.settings import KIND, WEBHOOK_SIGNING_KEY, MailgunSettings
 from mailers.clock import epoch
 from mailers.config import ProviderAccountConfig
-from mailers.errors import ConfigError, WebhookRejected
+from mailers.errors import ConfigError, WebhookMalformed, WebhookRejected
 from mailers.webhooks import ReplayGuard, WebhookRequest
 
 WEBHOOK_MAX_AHEAD_SECONDS = 300
@@ -41,9 +41,9 @@ def verify_webhook(
     try:
         body = json.loads(request.body)
     except (ValueError, UnicodeDecodeError) as err:
-        raise WebhookRejected("mailgun webhook: the body is not JSON") from err
+        raise WebhookMalformed("mailgun webhook: the body is not JSON") from err
     if not isinstance(body, dict) or not isinstance(body.get("event-data"), dict):
-        raise WebhookRejected("mailgun webhook: expected an object with 'event-data'")
+        raise WebhookMalformed("mailgun webhook: expected an object with 'event-data'")
     signature = body.get("signature")
     if not isinstance(signature, dict):
         raise WebhookRejected("mailgun webhook: the 'signature' object is missing")

@@ -17,7 +17,7 @@ import json
 
 from adapters.providers.postmark.settings import KIND, WEBHOOK_PASSWORD, WEBHOOK_USERNAME
 from mailers.config import ProviderAccountConfig
-from mailers.errors import WebhookRejected
+from mailers.errors import WebhookMalformed, WebhookRejected
 from mailers.webhooks import ReplayGuard, WebhookRequest
 
 REPLAY_TTL_SECONDS = 50.0
@@ -70,9 +70,9 @@ def verify_webhook(
     try:
         data = json.loads(request.body)
     except ValueError as err:
-        raise WebhookRejected("webhook body is not JSON") from err
+        raise WebhookMalformed("webhook body is not JSON") from err
     if not isinstance(data, dict):
-        raise WebhookRejected("webhook body is not a JSON object")
+        raise WebhookMalformed("webhook body is not a JSON object")
     token = f"{KIND}:body:{hashlib.sha256(request.body).hexdigest()}"
     if not guard.first_use(token, ttl_seconds=REPLAY_TTL_SECONDS):
         raise WebhookRejected("replayed webhook: the same body was accepted moments ago")

@@ -21,7 +21,7 @@ import json
 from adapters.providers.resend.settings import KIND, WEBHOOK_SECRET
 from mailers.clock import epoch
 from mailers.config import ProviderAccountConfig
-from mailers.errors import ConfigError, WebhookRejected
+from mailers.errors import ConfigError, WebhookMalformed, WebhookRejected
 from mailers.webhooks import ReplayGuard, WebhookRequest
 
 ID_HEADERS = ("svix-id", "webhook-id")
@@ -87,9 +87,9 @@ def verify_webhook(
     try:
         body = json.loads(request.body)
     except (ValueError, UnicodeDecodeError) as err:
-        raise WebhookRejected("resend webhook: the body is not JSON") from err
+        raise WebhookMalformed("resend webhook: the body is not JSON") from err
     if not isinstance(body, dict):
-        raise WebhookRejected("resend webhook: the body is not a JSON object")
+        raise WebhookMalformed("resend webhook: the body is not a JSON object")
     if not guard.first_use(f"{KIND}:{message_id}:{timestamp}", ttl_seconds=REPLAY_TTL_SECONDS):
         raise WebhookRejected("resend webhook: this svix-id and timestamp were already accepted")
 

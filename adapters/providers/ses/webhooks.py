@@ -35,7 +35,7 @@ from adapters.providers.ses.sns import (
 )
 from mailers.clock import epoch
 from mailers.config import ProviderAccountConfig
-from mailers.errors import WebhookRejected
+from mailers.errors import WebhookMalformed, WebhookRejected
 from mailers.webhooks import ReplayGuard, WebhookRequest
 
 _log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def _sns_message(request: WebhookRequest) -> dict[str, Any]:
     try:
         message = json.loads(request.body)
     except ValueError as err:
-        raise WebhookRejected("webhook body is not JSON") from err
+        raise WebhookMalformed("webhook body is not JSON") from err
     if not isinstance(message, dict) or message.get("Type") not in SIGNED_FIELDS:
-        raise WebhookRejected("webhook body is not an SNS message")
+        raise WebhookMalformed("webhook body is not an SNS message")
     return message

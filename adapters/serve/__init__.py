@@ -1,0 +1,10 @@
+"""``mailers serve``: the webhook service (Starlette on uvicorn) and its durable landing.
+
+- :mod:`adapters.serve.app`: the routes and their status codes (``create_app``).
+- :mod:`adapters.serve.lander`: group commit, the writer thread behind the ``Land`` port
+  (:mod:`adapters.serve.landing_port`).
+- :mod:`adapters.serve.segments`: local append-only segment files and crash recovery.
+- :mod:`adapters.serve.s3_store`: S3 landing and ``mirror_landing`` into the local dir.
+- :mod:`adapters.serve.replay`: the replay guard all receiver processes share.
+- :mod:`adapters.serve.embedded`: uvicorn in a thread (``EmbeddedServer``) or as the process.
+"""
