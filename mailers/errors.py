@@ -10,6 +10,10 @@
     ├── ScopeError               a policy scope the config does not have (names the unknown
     │                            part and what exists)
     ├── WebhookRejected          a provider webhook failed verification (nothing is stored)
+    ├── UnsubscribeTokenError    an unsubscribe link's token is refused (also a ValueError)
+    │   ├── TokenMalformed       not a token of ours: truncated, mangled, wrong shape
+    │   ├── TokenTampered        well-formed, but the signature does not match
+    │   └── TokenExpired         genuine, but past its expiry
     ├── ClaimError               the one-sender-per-window claim (mailers.claims)
     │   ├── WindowClaimed        another run holds the window (names it, when its lease ends)
     │   └── ClaimLost            this run no longer holds its window: it stops sending
@@ -71,6 +75,35 @@ class ScopeError(MailersError):
 
 class WebhookRejected(MailersError):
     """A webhook request failed verification: forged, stale, replayed or malformed."""
+
+
+class UnsubscribeTokenError(MailersError, ValueError):
+    """An unsubscribe token that must not unsubscribe anyone; ``problem`` says why in a word."""
+
+    problem = "invalid"
+
+
+class TokenMalformed(UnsubscribeTokenError):
+    """The token does not have the shape of one Mailers signs (truncated or mangled link)."""
+
+    problem = "malformed"
+
+
+class TokenTampered(UnsubscribeTokenError):
+    """The token is well-formed but its signature does not match: altered, or signed with
+    another key."""
+
+    problem = "tampered"
+
+
+class TokenExpired(UnsubscribeTokenError):
+    """The token is genuine but past its expiry; ``expired_at`` says when it ran out."""
+
+    problem = "expired"
+
+    def __init__(self, message: str, expired_at: datetime) -> None:
+        super().__init__(message)
+        self.expired_at = expired_at
 
 
 class ClaimError(MailersError):
