@@ -379,6 +379,14 @@ class UnsubscribeConfig(_Strict):
 
     base_url: str = Field(pattern=r"^https://")
     signing_key: SecretRef
+    # A year: CAN-SPAM wants an opt-out to work for at least 30 days after sending, and
+    # people unsubscribe from mail in their archive months later; a dead link there turns
+    # into a "report spam" click. A leaked token can only unsubscribe, so little is lost.
+    token_ttl_days: int | None = Field(
+        default=365,
+        ge=30,
+        description="Days an unsubscribe link keeps working (at least 30); null: forever.",
+    )
 
 
 class MailersConfig(_Strict):

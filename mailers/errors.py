@@ -12,6 +12,10 @@
     ├── WebhookRejected          a provider webhook failed verification (nothing is stored)
     │   └── WebhookMalformed     its body cannot be parsed (from a verified sender, or one
     │                            whose signature is inside the body): HTTP 400, not 401
+    ├── UnsubscribeTokenError    an unsubscribe link's token is refused (also a ValueError)
+    │   ├── TokenMalformed       not a token of ours: truncated, mangled, wrong shape
+    │   ├── TokenTampered        well-formed, but the signature does not match
+    │   └── TokenExpired         genuine, but past its expiry
     ├── ClaimError               the one-sender-per-window claim (mailers.claims)
     │   ├── WindowClaimed        another run holds the window (names it, when its lease ends)
     │   └── ClaimLost            this run no longer holds its window: it stops sending
@@ -79,6 +83,35 @@ class WebhookMalformed(WebhookRejected):
     """A webhook body that cannot be parsed: the sender was verified (its body is not
     JSON), or the provider signs inside the body (Mailgun, SNS) and there is no body to
     verify. Receivers answer 400 rather than 401; nothing is stored either way."""
+
+
+class UnsubscribeTokenError(MailersError, ValueError):
+    """An unsubscribe token that must not unsubscribe anyone; ``problem`` says why in a word."""
+
+    problem = "invalid"
+
+
+class TokenMalformed(UnsubscribeTokenError):
+    """The token does not have the shape of one Mailers signs (truncated or mangled link)."""
+
+    problem = "malformed"
+
+
+class TokenTampered(UnsubscribeTokenError):
+    """The token is well-formed but its signature does not match: altered, or signed with
+    another key."""
+
+    problem = "tampered"
+
+
+class TokenExpired(UnsubscribeTokenError):
+    """The token is genuine but past its expiry; ``expired_at`` says when it ran out."""
+
+    problem = "expired"
+
+    def __init__(self, message: str, expired_at: datetime) -> None:
+        super().__init__(message)
+        self.expired_at = expired_at
 
 
 class ClaimError(MailersError):

@@ -58,7 +58,12 @@ from mailers.reconcile import MessageLookup, ReconcileReport, reconcile, window_
 from mailers.rendering import CampaignTemplate, RenderFailure
 from mailers.routing import Router
 from mailers.send_control import SendControl
-from mailers.unsubscribe import LIST_UNSUBSCRIBE_POST, UnsubscribeClaim, unsubscribe_url
+from mailers.unsubscribe import (
+    LIST_UNSUBSCRIBE_POST,
+    UnsubscribeClaim,
+    link_expiry,
+    unsubscribe_url,
+)
 from mailers.warehouse import Warehouse
 from mailers.warmup_starts import with_started_curves
 
@@ -355,8 +360,9 @@ class CampaignSender:
         headers = {MESSAGE_KEY_HEADER: key}
         if ctx.stream.needs_unsubscribe and ctx.unsubscribe_key:
             claim = UnsubscribeClaim(key, ctx.campaign.workspace, str(ctx.stream))
+            links = ctx.settings.config.unsubscribe
             url = unsubscribe_url(
-                ctx.settings.config.unsubscribe.base_url, claim, ctx.unsubscribe_key
+                links.base_url, claim, ctx.unsubscribe_key, link_expiry(links.token_ttl_days)
             )
             variables["unsubscribe_url"] = url
             headers["List-Unsubscribe"] = f"<{url}>"

@@ -27,6 +27,8 @@ from mailers.pacing import Pacer, ProviderQuota, daily_limit, pace_limit
 from mailers.polling import PollTarget
 from mailers.providers import EventParser, Provider
 from mailers.reconcile import MessageLookup
+from mailers.unsubscribe_landing import PARSER as UNSUBSCRIBE_PARSER
+from mailers.unsubscribe_landing import UNSUBSCRIBE_KIND
 
 SPECS: Mapping[str, ProviderSpec[Any]] = {
     spec.kind: spec
@@ -119,7 +121,11 @@ def _quota(
 
 
 def event_parser(kind: str) -> EventParser:
-    """The parser for events landed by a provider kind (its spec: ``spec.parse``)."""
+    """The parser for events landed under ``kind``: a provider's spec (``spec.parse``), or
+    for one-click unsubscribes (:data:`~mailers.unsubscribe_landing.UNSUBSCRIBE_KIND`, no
+    provider) their own."""
+    if kind == UNSUBSCRIBE_KIND:
+        return UNSUBSCRIBE_PARSER
     return provider_spec(kind)
 
 
