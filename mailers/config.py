@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mailers.completeness import CompletenessConfig
 from mailers.errors import ConfigError
 from mailers.policy_config import (
     DEFAULT_MAILBOX_PROVIDERS,
@@ -390,6 +391,7 @@ class MailersConfig(_Strict):
     warehouse: WarehouseConfig = Field(default_factory=WarehouseConfig)
     unsubscribe: UnsubscribeConfig
     workspaces: dict[Name, WorkspaceConfig] = Field(min_length=1)
+    completeness: CompletenessConfig = Field(default_factory=CompletenessConfig)
 
     @model_validator(mode="after")
     def _account_names_unique(self) -> MailersConfig:
