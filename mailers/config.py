@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mailers.completeness import CompletenessConfig
 from mailers.errors import ConfigError
 from mailers.policy_config import (
     DEFAULT_MAILBOX_PROVIDERS,
@@ -400,6 +401,7 @@ class MailersConfig(_Strict):
     unsubscribe: UnsubscribeConfig
     serve: ServeConfig = Field(default_factory=ServeConfig)
     workspaces: dict[Name, WorkspaceConfig] = Field(min_length=1)
+    completeness: CompletenessConfig = Field(default_factory=CompletenessConfig)
 
     @model_validator(mode="after")
     def _account_names_unique(self) -> MailersConfig:

@@ -7,6 +7,7 @@ import dagster as dg
 from adapters.settings import load
 from orchestration.defs.automation import jobs_and_schedules
 from orchestration.defs.campaigns import all_campaign_assets, sends_key
+from orchestration.defs.completeness import overdue_feedback
 from orchestration.defs.control import control_definitions
 from orchestration.defs.dbt import dbt_definitions
 from orchestration.defs.pause_rules import rules_definitions
@@ -21,6 +22,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     sends = [sends_key(ref) for ref in settings.campaigns()]
     core = dg.Definitions(
         assets=[*external_tables, *campaigns, ledger_asset(sends), provider_events],
+        asset_checks=[overdue_feedback],
         resources={"mailers": MailersResource(config_path=str(settings.path))},
         # Every step touches the one DuckDB file: running them in one process is faster
         # than a process per step and keeps a single writer.

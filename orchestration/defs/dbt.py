@@ -5,6 +5,7 @@ The segment models (and what they read) build *before* audiences; everything els
 ``@dbt_assets`` over one manifest keep that order without a cycle in the asset graph.
 """
 
+import json
 import os
 import shutil
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from mailers.completeness import dbt_vars
 from mailers.config import Settings
 from orchestration.defs.preflight import require_run_environment
 from orchestration.defs.resources import WAREHOUSE_POOL, MailersResource
@@ -79,8 +81,10 @@ def _manifest_stale(dbt: DbtProject) -> bool:
 def _build(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, mailers: MailersResource
 ) -> Iterator[Any]:
-    point_dbt_at(mailers.settings())
-    yield from dbt.cli(["build"], context=context).stream()
+    settings = mailers.settings()
+    point_dbt_at(settings)
+    build_vars = json.dumps(dbt_vars(settings.config.completeness))
+    yield from dbt.cli(["build", "--vars", build_vars], context=context).stream()
 
 
 def dbt_definitions(settings: Settings) -> dg.Definitions:
