@@ -3,9 +3,9 @@
 Providers' events (webhook bodies, polled pages, the sandbox's own output) land as files
 ``<landing>/<provider kind>/<account>/<name>.jsonl``, one payload per line, written
 atomically (complete files only). Ingestion parses each new file with its provider's
-parser, then, in one transaction: appends the events not seen before (unique by
+parser, then, in one transaction per batch of files: appends the events not seen before (unique by
 ``event_id``), appends the suppressions those events imply (:data:`SUPPRESSING_EVENTS`),
-and records the file as loaded, so each file is ingested exactly once and a crash leaves
+and records the files as loaded, so each file is ingested exactly once and a crash leaves
 nothing half-done. A line no parser understands becomes an ``unknown`` event with the raw
 text kept: nothing is dropped.
 """
@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from mailers.clock import utcnow
 from mailers.events import EVENTS_SCHEMA, EVENTS_TABLE, CanonicalEvent, EventType, derive_event_id
@@ -128,15 +130,15 @@ def _events_table(events: list[CanonicalEvent], source_file: str) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=EVENTS_SCHEMA)
 
 
-def _suppressions_sql(warehouse: Warehouse, staged: str) -> str:
-    """Set-based insert of the suppressions implied by newly staged events.
+def _suppressions_sql(warehouse: Warehouse, staged: str, seen: str) -> str:
+    """Set-based insert of the suppressions implied by newly staged events (those not in
+    ``seen``, the stored events they could repeat).
 
     An event's address, workspace and stream are its own, else those of the message it is
     about (:func:`~mailers.ledger.attributed_events_sql`). The entry names its event and
     provider account, and takes effect when the event occurred.
     """
     d = warehouse.dialect
-    events = warehouse.relation(MAILERS_SCHEMA, EVENTS_TABLE)
     suppressions = warehouse.relation(MAILERS_SCHEMA, SUPPRESSIONS_TABLE)
     whens_source, whens_scope = [], []
     for (event_type, bounce_class), (source, scope) in SUPPRESSING_EVENTS.items():
@@ -147,7 +149,7 @@ def _suppressions_sql(warehouse: Warehouse, staged: str) -> str:
         whens_scope.append(f"when {cond} then '{scope}'")
     fresh = (
         f"(select * from {staged} as s "
-        f"where not exists (select 1 from {events} e where e.event_id = s.event_id))"
+        f"where not exists (select 1 from {seen} e where e.event_id = s.event_id))"
     )
     return f"""
 insert into {suppressions}
@@ -177,54 +179,111 @@ where n.source is not null and n.recipient is not null
 """
 
 
+CLOCK_TIMED_WITHIN = "1 hour"
+"""How long parsing one batch can take at most: a stored event whose ``occurred_at`` is
+this close before its ``ingested_at`` may have been timed by the clock."""
+
+FILES_PER_BATCH = 50
+"""Landing files loaded per transaction: enough to amortize each statement's fixed cost,
+few enough that a batch's parsed events stay small in memory."""
+
+
 def ingest(
     warehouse: Warehouse,
     landing_dir: Path,
     parser_for: ParserFor,
     *,
     progress: Callable[[int], None] | None = None,
+    files_per_batch: int = FILES_PER_BATCH,
 ) -> IngestReport:
-    """Load every pending landing file, one transaction per file; return the tallies."""
+    """Load every pending landing file, ``files_per_batch`` files per transaction.
+
+    Each transaction appends the batch's new events, the suppressions they imply and the
+    batch's rows of the load manifest together, so a crash between batches leaves every
+    file either loaded once or pending, never half-loaded. ``progress`` is called with
+    the number of files of each committed batch.
+    """
     report = IngestReport()
+    pending = pending_files(warehouse, landing_dir)
+    for start in range(0, len(pending), max(1, files_per_batch)):
+        batch = pending[start : start + max(1, files_per_batch)]
+        parse_started = utcnow()
+        parsed = [(landed, parse_file(landed, parser_for(landed.kind))) for landed in batch]
+        _load_batch(warehouse, parsed, parse_started, report)
+        if progress:
+            progress(len(batch))
+    return report
+
+
+def _load_batch(
+    warehouse: Warehouse,
+    parsed: list[tuple[LandedFile, pa.Table]],
+    parse_started: datetime,
+    report: IngestReport,
+) -> None:
+    """Load one batch of parsed files in one transaction and add its tallies to ``report``."""
     events = warehouse.relation(MAILERS_SCHEMA, EVENTS_TABLE)
     columns = ", ".join(EVENTS_SCHEMA.names)
-    for landed in pending_files(warehouse, landing_dir):
-        parsed = parse_file(landed, parser_for(landed.kind))
-        with warehouse.staged(parsed) as staged, warehouse.transaction():
-            # One row per event id within the file; the anti-join drops ones already loaded.
-            unique = (
-                f"(select {columns} from (select *, row_number() over "
-                f"(partition by event_id order by occurred_at) as file_rank from {staged}) "
-                f"as ranked where file_rank = 1)"
-            )
-            added = warehouse.execute(_suppressions_sql(warehouse, unique))
-            new = warehouse.execute(
-                f"insert into {events} ({columns}) select {columns} from {unique} as n "
-                f"where not exists (select 1 from {events} e where e.event_id = n.event_id)"
-            )
-            warehouse.append(
-                MAILERS_SCHEMA,
-                LANDED_FILES_TABLE,
-                pa.Table.from_pylist(
-                    [
-                        {
-                            "source_file": landed.relative,
-                            "provider_account": landed.account,
-                            "event_count": parsed.num_rows,
-                            "loaded_at": utcnow(),
-                        }
-                    ],
-                    schema=LANDED_FILES_SCHEMA,
-                ),
-            )
-        counts = report.counts
-        counts["files"] += 1
-        counts["events_parsed"] += parsed.num_rows
-        counts["events_new"] += new
-        counts["events_duplicate"] += parsed.num_rows - new
-        counts["suppressions_added"] += added
-        for item in parsed["event_type"].value_counts().to_pylist():
-            report.by_type[item["values"]] = report.by_type.get(item["values"], 0) + item["counts"]
-        if progress:
-            progress(1)
-    return report
+    table = pa.concat_tables([events_of for _, events_of in parsed])
+    manifest = pa.Table.from_pylist(
+        [
+            {
+                "source_file": landed.relative,
+                "provider_account": landed.account,
+                "event_count": events_of.num_rows,
+                "loaded_at": utcnow(),
+            }
+            for landed, events_of in parsed
+        ],
+        schema=LANDED_FILES_SCHEMA,
+    )
+    with warehouse.staged(table) as staged, warehouse.transaction():
+        # One row per event id within the batch; the anti-join drops ones already loaded,
+        # looking only at stored events in the time range the batch's events can match.
+        unique = (
+            f"(select {columns} from (select *, row_number() over "
+            f"(partition by event_id order by occurred_at, source_file) as batch_rank "
+            f"from {staged}) as ranked where batch_rank = 1)"
+        )
+        seen = _seen_events_sql(events, table, parse_started)
+        added = warehouse.execute(_suppressions_sql(warehouse, unique, seen))
+        new = warehouse.execute(
+            f"insert into {events} ({columns}) select {columns} from {unique} as n "
+            f"where not exists (select 1 from {seen} e where e.event_id = n.event_id)"
+        )
+        warehouse.append(MAILERS_SCHEMA, LANDED_FILES_TABLE, manifest)
+    counts = report.counts
+    counts["files"] += len(parsed)
+    counts["events_parsed"] += table.num_rows
+    counts["events_new"] += new
+    counts["events_duplicate"] += table.num_rows - new
+    counts["suppressions_added"] += added
+    for item in table["event_type"].value_counts().to_pylist():
+        report.by_type[item["values"]] = report.by_type.get(item["values"], 0) + item["counts"]
+
+
+def _seen_events_sql(events: str, staged: pa.Table, parse_started: datetime) -> str:
+    """The stored events a staged batch's event ids can collide with, as a relation.
+
+    Every provider mapping derives an event's id from fields that include (or fix) when
+    it occurred, so a re-landed event has the same ``occurred_at``: only stored events
+    within the batch's ``occurred_at`` range can be its copies. The range is written as
+    literals so DuckDB prunes row groups by their zonemaps instead of scanning history.
+    Events a parser timed by the clock (a payload that says no time) have no such bound:
+    when a batch holds any (``occurred_at`` at or after ``parse_started``), stored events
+    timed the same way (``occurred_at`` within :data:`CLOCK_TIMED_WITHIN` before their
+    ``ingested_at``) are matched too, a scan that only such rare batches pay.
+    """
+    if staged.num_rows == 0:
+        return f"(select event_id from {events} where false)"
+    occurred = staged["occurred_at"]
+    low = pc.min(occurred).as_py()
+    high = pc.max(occurred).as_py()
+    bounded = (
+        f"occurred_at between cast('{low.isoformat(sep=' ')}' as timestamp) "
+        f"and cast('{high.isoformat(sep=' ')}' as timestamp)"
+    )
+    if high >= parse_started.replace(tzinfo=None):
+        # Some staged event is timed by the clock: its earlier copy was too.
+        bounded += f" or occurred_at >= ingested_at - interval {CLOCK_TIMED_WITHIN}"
+    return f"(select event_id from {events} where {bounded})"
