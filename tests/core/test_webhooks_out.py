@@ -8,15 +8,20 @@ import itertools
 import json
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from adapters.settings import load
 from mailers.config import WorkspaceConfig
 from mailers.errors import ConfigError
+from mailers.preflight import environment_references, run_references
 from mailers.subscribers_config import THREE_DAYS, DisableConfig, RetryConfig, SubscriberConfig
 from mailers.webhooks_out import payload, schedule, signing
+
+from .support import ConfigEditor
 
 SECRET_A = "whsec_" + base64.b64encode(b"a" * 24).decode()
 SECRET_B = "whsec_" + base64.b64encode(b"b" * 32).decode()
@@ -133,3 +138,20 @@ def test_subscriber_config_is_strict_and_part_of_a_workspace() -> None:
             {"url": "https://x.test", "secrets": [{"env": "K"}], "event_types": ["nope"]}
         )
     assert "webhook_subscribers" in WorkspaceConfig.model_fields
+
+
+def test_subscriber_secrets_are_listed_for_validate_but_not_needed_by_sends(
+    edit_config: ConfigEditor,
+) -> None:
+    def subscribe(config: dict[str, Any]) -> None:
+        config["workspaces"]["acme"]["webhook_subscribers"] = {
+            "crm": {"url": "https://crm.test/h", "secrets": [{"env": "CRM_A"}, {"env": "CRM_B"}]}
+        }
+
+    settings = load(edit_config(subscribe))
+    listed = [r for r in environment_references(settings) if r.subscriber == "crm"]
+    assert [(r.env, r.path, r.needed) for r in listed] == [
+        ("CRM_A", "workspaces.acme.webhook_subscribers.crm.secrets.0", True),
+        ("CRM_B", "workspaces.acme.webhook_subscribers.crm.secrets.1", True),
+    ]
+    assert not [r for r in run_references(settings, settings.campaigns()) if r.subscriber]
