@@ -31,6 +31,7 @@ from mailers.policy_config import (
 from mailers.rules_config import PauseRulesConfig
 from mailers.secrets import SecretRef
 from mailers.serve_config import ServeConfig
+from mailers.subscribers_config import SubscriberConfig
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
 """Names of workspaces, accounts, identities and campaigns: they become table and asset names."""
@@ -243,6 +244,9 @@ class WorkspaceConfig(_Strict):
     pause_rules: PauseRulesConfig = Field(
         default_factory=PauseRulesConfig,
         description="Automatic pauses on hard-bounce and complaint rates (mailers.pause_rules).",
+    )
+    webhook_subscribers: dict[Name, SubscriberConfig] = Field(
+        default_factory=dict, description="Canonical events out, signed (mailers.webhooks_out)."
     )
 
     @model_validator(mode="after")

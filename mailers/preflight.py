@@ -4,7 +4,8 @@ against their segments' columns.
 Secrets: every ``{env: NAME}`` of the config is an :class:`EnvReference`. A provider
 account's credentials are all needed (sending, polling or verifying its webhooks resolves
 them); the unsubscribe signing key only when a campaign sends on a stream that carries
-one-click unsubscribe links. A run of some campaigns needs the credentials of every account
+one-click unsubscribe links; an enabled webhook subscriber's secrets by the webhook delivery
+only (never by a send run). A run of some campaigns needs the credentials of every account
 of their workspaces (the sends step builds them all) and, when it polls events, those of the
 polled accounts. Missing variables are reported all at once, by name, never with a value.
 
@@ -43,6 +44,8 @@ class EnvReference:
     workspace: str | None = None
     account: str | None = None
     """The provider account whose credential this is (None for the unsubscribe key)."""
+    subscriber: str | None = None
+    """The webhook subscriber whose signing secret this is (see mailers.subscribers_config)."""
 
     def is_set(self, environ: Mapping[str, str] | None = None) -> bool:
         """Whether the variable has a non-empty value (the value itself is never kept)."""
@@ -71,6 +74,17 @@ def environment_references(settings: Settings) -> list[EnvReference]:
                         account=name,
                     )
                 )
+        for name, subscriber in workspace.webhook_subscribers.items():
+            for index, secret in enumerate(subscriber.secrets):
+                refs.append(
+                    EnvReference(
+                        env=secret.env,
+                        path=f"workspaces.{ws_name}.webhook_subscribers.{name}.secrets.{index}",
+                        needed=subscriber.enabled,
+                        workspace=ws_name,
+                        subscriber=name,
+                    )
+                )
     return refs
 
 
@@ -90,7 +104,7 @@ def run_references(
     return [
         ref
         for ref in environment_references(settings)
-        if (ref.account is None and bulk)
+        if (ref.account is None and ref.subscriber is None and bulk)
         or (ref.account is not None and (ref.workspace in workspaces or ref.account in polled))
     ]
 

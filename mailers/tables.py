@@ -26,6 +26,7 @@ from mailers.pauses import PAUSES_SCHEMA, PAUSES_TABLE
 from mailers.suppression import SUPPRESSIONS_SCHEMA, SUPPRESSIONS_TABLE
 from mailers.warehouse import MAILERS_SCHEMA, WORK_SCHEMA, Warehouse
 from mailers.warmup_starts import WARMUP_STARTS_SCHEMA, WARMUP_STARTS_TABLE
+from mailers.webhooks_out.tables import WEBHOOK_TABLES
 
 __all__ = ["LANDED_FILES_TABLE", "MAILERS_SCHEMA", "OWNED_TABLES", "WORK_SCHEMA", "ensure_tables"]
 
@@ -53,6 +54,7 @@ OWNED_TABLES: dict[str, pa.Schema] = {
     PAUSES_TABLE: PAUSES_SCHEMA,
     AUDIT_HEADS_TABLE: AUDIT_HEADS_SCHEMA,
     IDENTITY_CHANGES_TABLE: IDENTITY_CHANGES_SCHEMA,
+    **WEBHOOK_TABLES,
 }
 
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {

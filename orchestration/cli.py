@@ -121,7 +121,9 @@ def _check_environment(settings: Settings) -> list[str]:
     names = list(dict.fromkeys(ref.env for ref in missing))
     problem = f"{len(names)} needed environment variables are not set: {', '.join(names)}"
     simulated = {a.name for a in simulated_accounts(settings)}
-    filled = sorted({ref.env for ref in missing if ref.account in simulated | {None}})
+    filled = sorted(
+        {ref.env for ref in missing if ref.account in simulated | {None} and not ref.subscriber}
+    )
     if filled:
         which = "these" if len(filled) == len(names) else ", ".join(filled)
         problem += (
