@@ -3,7 +3,7 @@
 The link carries a compact token ``payload.signature``: the payload is the message key,
 workspace and stream (and, for links signed since tokens expire, the expiry ``e`` in Unix
 seconds), as base64url JSON; the signature is HMAC-SHA256 of the payload under the
-workspace-independent signing key. The unsubscribe page (:mod:`adapters.unsubscribe_page`)
+workspace-independent signing key. The unsubscribe page (:mod:`adapters.serve.unsubscribe`)
 verifies it and lands an ``unsubscribed`` event (:mod:`mailers.unsubscribe_landing`).
 
 :func:`verify` tells three refusals apart (see :mod:`mailers.errors`): a token that is not

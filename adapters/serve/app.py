@@ -42,6 +42,7 @@ from adapters.serve.lander import GroupCommitLander
 from adapters.serve.replay import PendingTokens, SharedReplayStore
 from adapters.serve.s3_store import S3Segments
 from adapters.serve.segments import LocalSegments
+from adapters.serve.unsubscribe import unsubscribe_routes
 from mailers.config import ProviderAccountConfig, Settings
 from mailers.errors import MailersError, WebhookMalformed, WebhookRejected
 from mailers.serve_config import ServeConfig
@@ -124,7 +125,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
     ]
-    # TODO(issue 10 merge): routes += unsubscribe_routes(settings, active.land)
+    routes += unsubscribe_routes(settings, active.land)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import logging
-from collections.abc import Awaitable, Callable
 from datetime import datetime
 from html import escape
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -34,14 +33,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from adapters.serve.landing_port import Land
 from mailers.config import Settings
 from mailers.errors import UnsubscribeTokenError
 from mailers.unsubscribe import UnsubscribeClaim, verify_token
 from mailers.unsubscribe_landing import UNSUBSCRIBE_KIND, Via, landing_line
-
-Land = Callable[[str, str, bytes], Awaitable[None]]
-"""``await land(kind, account, payload_line)``: returns once the line is durably landed,
-raises if it could not be."""
 
 log = logging.getLogger(__name__)
 
