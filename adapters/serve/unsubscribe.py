@@ -35,7 +35,7 @@ from starlette.routing import BaseRoute, Route
 
 from adapters.serve.landing_port import Land
 from mailers.config import Settings
-from mailers.errors import UnsubscribeTokenError
+from mailers.errors import SecretMissing, UnsubscribeTokenError
 from mailers.unsubscribe import UnsubscribeClaim, verify_token
 from mailers.unsubscribe_landing import UNSUBSCRIBE_KIND, Via, landing_line
 
@@ -87,7 +87,7 @@ def _refusal(refused: _Refused) -> HTMLResponse:
     text = _PROBLEMS.get(refused.problem, refused.detail)
     return _page(
         refused.status,
-        "Unsubscribe link not accepted",
+        "Please try again" if refused.status == 503 else "Unsubscribe link not accepted",
         f"<p>{escape(text)}</p><p>Nothing was changed ({escape(refused.problem)}: "
         f"{escape(refused.detail)}).</p>",
     )
@@ -127,10 +127,10 @@ async def _body(request: Request) -> bytes:
 def unsubscribe_routes(settings: Settings, land: Land) -> list[BaseRoute]:
     """The routes at the path of ``unsubscribe.base_url``, landing through ``land``.
 
-    Reads the signing key now (a missing one raises ``SecretMissing`` naming its env var).
+    The signing key is read per request, like a webhook account's credentials: while its
+    variable is unset the routes answer 503 (try again) rather than keep the service down.
     """
     config = settings.config.unsubscribe
-    key = config.signing_key.resolve("unsubscribe.signing_key")
     path = urlsplit(config.base_url).path or "/"
     workspaces = frozenset(settings.config.workspaces)
 
@@ -138,6 +138,11 @@ def unsubscribe_routes(settings: Settings, land: Land) -> list[BaseRoute]:
         token = request.query_params.get("token", "")
         if not token:
             raise _Refused(400, "malformed", "the link has no token")
+        try:
+            key = config.signing_key.resolve("unsubscribe.signing_key")
+        except SecretMissing as err:
+            log.error("unsubscribe links cannot be verified: %s", err)
+            raise _Refused(503, "unavailable", "unsubscribe links cannot be checked now") from err
         try:
             claim, expires_at = verify_token(token, key)
         except UnsubscribeTokenError as err:

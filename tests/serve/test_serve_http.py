@@ -11,6 +11,7 @@ import pytest
 
 from adapters.serve.embedded import EmbeddedServer
 from mailers.config import Settings
+from mailers.unsubscribe import UnsubscribeClaim, sign
 from tests.serve.helpers import (
     landed_lines,
     mailgun_request,
@@ -173,4 +174,24 @@ def test_mailgun_signed_inside_the_body_is_verified(
     forged = good.body.replace(b'"signature": "', b'"signature": "0')
     assert httpx.post(url, content=forged).status_code == 401
     assert httpx.post(url, content=good.body).status_code == 200
+    assert len(landed_lines(settings.landing_dir, "mailgun")) == 1
+
+
+def test_unsubscribe_waits_for_its_signing_key_and_lands_once_it_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unset unsubscribe key keeps webhooks flowing; the link answers 503, then works."""
+    settings = serve_settings(tmp_path, monkeypatch)
+    monkeypatch.delenv("UNUSED", raising=False)
+    token = sign(UnsubscribeClaim("m-1", "acme", "lifecycle"), "unsub-key")
+    form = {"List-Unsubscribe": "One-Click"}
+    with EmbeddedServer(settings) as server:
+        url = f"{server.base_url}/?token={token}"
+        waiting = httpx.post(url, data=form)
+        assert httpx.post(server.url_for("acme", "mg"), content=mailgun_request().body).is_success
+        monkeypatch.setenv("UNUSED", "unsub-key")
+        landed = httpx.post(url, data=form)
+    assert waiting.status_code == 503 and "try again" in waiting.text.lower()
+    assert landed.status_code == 200
+    assert len(landed_lines(settings.landing_dir, "unsubscribe")) == 1
     assert len(landed_lines(settings.landing_dir, "mailgun")) == 1
