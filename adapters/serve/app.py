@@ -2,17 +2,19 @@
 
 ``POST /webhooks/{workspace}/{account}`` answers:
 
-    200  verified and durably landed (its replay tokens recorded after landing)
+    200  verified and durably landed (its replay tokens recorded after landing); or a
+         verified retry of a request landed before (its answer was lost): not landed again
     400  Content-Length not a number; a body that cannot be parsed, from a verified
          sender or where the provider signs inside the body (Mailgun, SNS); a body
          that stopped arriving before its Content-Length
-    401  missing or bad signature or credentials, stale, or replayed
+    401  missing or bad signature or credentials, or stale
     404  unknown workspace, account or path; a provider kind without webhooks
     408  the body did not arrive within ``serve.body_timeout_seconds``
     413  a body over ``serve.max_body_bytes``: refused from Content-Length before reading,
          or as soon as a chunked body passes the limit
-    503  the payload could not be landed (disk full, directory unwritable, S3 down) or
-         the account cannot be verified now (a credential's variable unset): retry later
+    503  the payload could not be landed (disk full, directory unwritable, S3 down), the
+         account cannot be verified now (a credential's variable unset), or an identical
+         request is landing at this moment: retry later
 
 Nothing is stored for any answer but 200, and no body makes it answer 500. ``GET
 /healthz`` says the process is up; ``GET /readyz`` answers 503 when the landing zone is
@@ -68,6 +70,8 @@ class ServeStats:
     landed: int = 0
     rejected: int = 0
     """Requests refused with 400 or 401 by verification or parsing."""
+    duplicates: int = 0
+    """Verified retries of requests landed before: answered 200, not landed again."""
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,17 @@ class _Webhooks:
         except WebhookMalformed as err:
             return self._refused(guard, 400, "malformed webhook body", workspace, name, err)
         except WebhookRejected as err:
+            # Verifiers check the replay token last, after the signature: a refused token
+            # means a genuine request seen before. Landed already: the provider is retrying
+            # a request whose answer it lost (a crash between fsync and reply), and 200 is
+            # the true answer (nothing is landed again). Still landing: ask it to retry.
+            if guard.refused == "landed":
+                guard.release()
+                self.stats.duplicates += 1
+                return _answer(200, "already landed")
+            if guard.refused == "landing":
+                guard.release()
+                return _answer(503, "the same webhook is landing now; try again")
             return self._refused(guard, 401, "webhook rejected", workspace, name, err)
         except MailersError as err:  # the account cannot be verified (a secret unset)
             guard.release()

@@ -18,6 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Literal
 
 from mailers.clock import epoch
 
@@ -26,6 +27,8 @@ _PRUNE_EVERY = 1000
 
 Token = tuple[str, float]
 """(token, ttl seconds)."""
+
+Reservation = Literal["reserved", "landed", "landing"]
 
 
 class SharedReplayStore:
@@ -56,20 +59,22 @@ class SharedReplayStore:
             self._local.db = db
         return db
 
-    def reserve(self, token: str) -> bool:
-        """False when ``token`` was accepted before (and has not expired) or is landing now."""
+    def reserve(self, token: str) -> Reservation:
+        """``reserved`` for a new token (now landing here); ``landed`` when a request with
+        it was durably landed before (and has not expired); ``landing`` while an identical
+        request of this process is landing."""
         with self._lock:
             if token in self._in_flight:
-                return False
+                return "landing"
             row = (
                 self._connection()
                 .execute("select expires_at from seen where token = ?", (token,))
                 .fetchone()
             )
             if row is not None and row[0] > epoch():
-                return False
+                return "landed"
             self._in_flight.add(token)
-            return True
+            return "reserved"
 
     def release(self, tokens: Iterable[Token]) -> None:
         """Forget reservations whose request did not land."""
@@ -114,9 +119,15 @@ class PendingTokens:
     def __init__(self, store: SharedReplayStore) -> None:
         self.store = store
         self.tokens: list[Token] = []
+        self.refused: Reservation | None = None
+        """Why the last refused token was refused: ``landed`` before, or ``landing`` now."""
 
     def first_use(self, token: str, *, ttl_seconds: float) -> bool:
-        if any(token == t for t, _ in self.tokens) or not self.store.reserve(token):
+        if any(token == t for t, _ in self.tokens):
+            return False
+        reservation = self.store.reserve(token)
+        if reservation != "reserved":
+            self.refused = reservation
             return False
         self.tokens.append((token, ttl_seconds))
         return True
