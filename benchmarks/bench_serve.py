@@ -1,6 +1,6 @@
 """Load on ``mailers serve`` over loopback: requests/s and latency with durable answers.
 
-    .venv/bin/python benchmarks/bench_serve.py --requests 20000 --connections 32
+    .venv/bin/python benchmarks/bench_serve.py --requests 30000 --connections 16
 
 Starts the real service (``mailers serve``, uvicorn, production serve settings: every 200
 waits for its group commit's fsync) on a temp landing zone, sends pre-signed Postmark and
@@ -32,8 +32,8 @@ from tests.serve.live import (
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=20_000)
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=30_000)
+    parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=120.0, help="stop sending after this")
     args = parser.parse_args()
 
