@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
+from typer.testing import CliRunner
 
 from adapters.providers import mailgun
 from adapters.providers.mailgun import MailgunProvider, MailgunSettings
 from adapters.providers.registry import event_parser
+from adapters.settings import load
 from adapters.simulator import Simulator
 from adapters.simulator import mailgun as mailgun_sim
 from adapters.warehouses.duckdb import DuckDBWarehouse
@@ -32,7 +35,9 @@ from mailers.ledger import LEDGER_SCHEMA
 from mailers.messages import MESSAGE_KEY_FIELD
 from mailers.secrets import SecretRef
 from mailers.tables import ensure_tables
+from orchestration.cli import app
 from tests.adapters.provider_contract import make_message
+from tests.conftest import write_config
 
 ACCOUNT = "acme_mailgun"
 DOMAIN = "mg.backfill.test"
@@ -159,3 +164,52 @@ def test_a_failing_account_is_reported_and_others_still_backfilled(
     report = backfill_into_landing(tmp_path / "landing", [_target(sim)], windows)
     assert list(report.errors) == [ACCOUNT] and "key-wrong" not in report.errors[ACCOUNT]
     assert report.total == 0
+
+
+def _simulated_mailgun(sim: Simulator) -> Callable[[dict[str, Any]], None]:
+    def mutate(config: dict[str, Any]) -> None:
+        config["workspaces"]["acme"]["provider_accounts"][ACCOUNT] = {
+            "kind": "mailgun",
+            "credentials": {"api_key": {"env": "MAILGUN_BACKFILL_API_KEY"}},
+            "settings": {"base_url": sim.base_url, "domain": DOMAIN},
+        }
+
+    return mutate
+
+
+def test_the_cli_backfills_one_account_into_the_landing_zone(
+    sim: Simulator, tmp_path: Path, fixed_clock: clock.FixedClock
+) -> None:
+    settings = load(write_config(tmp_path, _simulated_mailgun(sim)))
+    mailgun_settings = MailgunSettings.model_validate({"domain": DOMAIN, "base_url": sim.base_url})
+    messages = [make_message(f"cli{i}@example.com") for i in range(3)]
+    provider = MailgunProvider(ACCOUNT, mailgun_settings, CREDENTIALS["api_key"])
+    try:
+        results = provider.send_batch(messages)
+    finally:
+        provider.close()
+    settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+        ensure_tables(warehouse)
+        rows = [
+            (m.message_key, r.provider_message_id, m.recipient)
+            for m, r in zip(messages, results, strict=True)
+        ]
+        warehouse.append("mailers", "send_ledger", _ledger_rows(rows))
+    fixed_clock.advance(7 * 3600)
+    runner = CliRunner()
+    config = ["--config", str(settings.path)]
+
+    unknown = runner.invoke(app, ["events", "backfill", *config, "--account", "nope"])
+    assert unknown.exit_code == 2 and "unknown provider account nope" in unknown.output
+    result = runner.invoke(app, ["events", "backfill", *config, "--account", ACCOUNT])
+
+    assert result.exit_code == 0, result.output
+    assert (
+        f"{ACCOUNT} " in result.output
+        and "3 messages without a final event (asked)" in result.output
+    )
+    assert list((settings.landing_dir / "mailgun" / ACCOUNT).glob("*.jsonl"))
+    with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+        ingest(warehouse, settings.landing_dir, event_parser)
+        assert open_windows(warehouse, settings.config.completeness) == []
