@@ -37,6 +37,18 @@ class CompletenessConfig(BaseModel):
         description="How long after hand-over a message may wait for its final event before "
         "it counts as overdue (providers retry deferred mail for up to about three days).",
     )
+    backfill_after_hours: float = Field(
+        default=6,
+        gt=0,
+        description="How long after hand-over a message without a final event has its "
+        "provider's events API asked for its window (mailers.backfill).",
+    )
+    backfill_max_age_hours: float = Field(
+        default=168,
+        gt=0,
+        description="Messages handed over longer ago than this are not backfilled any more "
+        "(providers keep events for days, not forever).",
+    )
 
 
 def dbt_vars(config: CompletenessConfig, now: datetime | None = None) -> dict[str, Any]:

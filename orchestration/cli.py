@@ -64,6 +64,7 @@ from mailers.windows import WindowRequest, requested_window, send_window
 from orchestration import cli_control
 from orchestration.cli_audit import audit_app
 from orchestration.cli_common import ConfigOption, console, errors, settings_of
+from orchestration.cli_events import events_app
 from orchestration.cli_serve import serve
 from orchestration.cli_suppression import app as suppression_app
 
@@ -265,6 +266,7 @@ app.add_typer(suppression_app, name="suppression")
 policy_app = typer.Typer(no_args_is_help=True, help="The sending policy: limits, routes, warm-up.")
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
+app.add_typer(events_app, name="events")
 app.command("serve")(serve)
 
 
@@ -628,6 +630,7 @@ def _print_failures(result: object) -> bool:
 
 
 def _print_outcome(settings: Settings) -> None:
+    from mailers.completeness import read_completeness
     from orchestration.summary import (
         deferred_by_policy,
         deliverability,
@@ -641,6 +644,7 @@ def _print_outcome(settings: Settings) -> None:
         print_statuses(console, message_statuses(warehouse))
         print_deferred(console, deferred_by_policy(warehouse))
         print_deliverability(console, deliverability(warehouse))
+        console.print(f"completeness: {read_completeness(warehouse).describe()}")
     emls = list(settings.outbox_dir.glob("*/*.eml"))
     if emls:  # sandbox accounts write every message they accept as a file
         console.print(f"{len(emls)} messages written as .eml files under {settings.outbox_dir}")

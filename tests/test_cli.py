@@ -349,6 +349,10 @@ def test_demo_runs_end_to_end_and_prints_the_marts(tmp_path: Path) -> None:
     assert "identities.globex_news.warmup" in result.stdout
     settings = load(config)
     assert f"{len(eml_files(settings))} messages written as .eml files" in result.stdout
+    completeness = next(
+        line for line in result.stdout.splitlines() if line.startswith("completeness: ")
+    )
+    assert "accepted messages have a final event; 0 overdue" in completeness, completeness
 
 
 def _governed(config: dict[str, Any]) -> None:

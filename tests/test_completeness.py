@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pyarrow as pa
 import pytest
 
@@ -24,7 +25,12 @@ from mailers.events import EVENTS_SCHEMA
 from mailers.ledger import LEDGER_SCHEMA, LEDGER_TABLE
 from mailers.tables import ensure_tables
 from mailers.warehouse import MAILERS_SCHEMA
-from orchestration.defs.completeness import overdue_feedback_result
+from orchestration.defs.completeness import (
+    COMPLETENESS_KEY,
+    overdue_feedback,
+    overdue_feedback_result,
+)
+from orchestration.defs.resources import MailersResource
 from tests.conftest import query, run_dbt, write_config
 
 DEADLINE_HOURS = 72
@@ -228,3 +234,38 @@ def test_overdue_feedback_check_fails_on_overdue_and_passes_without(
         )
     )
     assert passing.passed
+
+
+def _run_overdue_check(settings: Settings) -> dg.AssetCheckEvaluation:
+    """Execute the ``overdue_feedback`` asset check in Dagster against ``settings``' mart."""
+    result = dg.materialize(
+        [dg.AssetSpec(COMPLETENESS_KEY), overdue_feedback],
+        resources={"mailers": MailersResource(config_path=str(settings.path))},
+        selection=dg.AssetSelection.checks(overdue_feedback),
+    )
+    assert result.success
+    [evaluation] = result.get_asset_check_evaluations()
+    return evaluation
+
+
+def test_overdue_feedback_check_warns_in_dagster_and_passes_without(
+    tmp_path: Path, built: tuple[Settings, datetime]
+) -> None:
+    settings, now = built
+    failing = _run_overdue_check(settings)
+    assert not failing.passed and failing.severity == dg.AssetCheckSeverity.WARN
+    assert failing.metadata["overdue"].value == 3
+    copy = load(write_config(tmp_path))
+    copy.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    copy.warehouse_path.write_bytes(settings.warehouse_path.read_bytes())
+    build_vars = dbt_vars(CompletenessConfig(deadline_hours=200), now)
+    run_dbt(
+        copy,
+        "run",
+        "--select",
+        "fct_message_completeness int_message_completeness",
+        "--vars",
+        json.dumps(build_vars),
+    )
+    passing = _run_overdue_check(copy)
+    assert passing.passed and passing.metadata["overdue"].value == 0

@@ -15,12 +15,14 @@ enforced here: :func:`account_quotas` tells the sender what each account may sti
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from datetime import datetime
 from typing import Any
 
 from adapters.providers import mailgun, postmark, resend, sandbox, sendgrid, ses, smtp
 from adapters.providers.base import BatchProvider
 from adapters.providers.spec import ProviderSpec
+from mailers.backfill import BackfillTarget
 from mailers.config import ProviderAccountConfig, Settings
 from mailers.errors import ConfigError, ProviderUnavailable
 from mailers.pacing import Pacer, ProviderQuota, daily_limit, pace_limit
@@ -147,6 +149,31 @@ def poll_targets(settings: Settings) -> list[PollTarget]:
                 return spec.poll_events(name, account, cursor)
 
             targets.append(PollTarget(kind=account.kind, account=name, fetch=fetch))
+    return targets
+
+
+def backfill_targets(
+    settings: Settings, accounts: Collection[str] | None = None
+) -> list[BackfillTarget]:
+    """Every account (of ``accounts``, if given) whose provider can fetch a past window's
+    events, ready for :func:`mailers.backfill.backfill_into_landing`."""
+    targets = []
+    for workspace in settings.config.workspaces.values():
+        for name, account in workspace.provider_accounts.items():
+            spec = provider_spec(account.kind)
+            if spec.backfill is None or (accounts is not None and name not in accounts):
+                continue
+
+            def fetch(
+                start: datetime,
+                end: datetime,
+                spec: ProviderSpec[Any] = spec,
+                name: str = name,
+                account: ProviderAccountConfig = account,
+            ) -> list[bytes]:
+                return spec.backfill_events(name, account, start, end)
+
+            targets.append(BackfillTarget(kind=account.kind, account=name, fetch=fetch))
     return targets
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -63,6 +64,20 @@ class Poller(Protocol[SettingsIn]):
         settings: SettingsIn,
         cursor: str | None,
     ) -> tuple[list[bytes], str | None]: ...
+
+
+class Backfiller(Protocol[SettingsIn]):
+    """Every event payload of one account whose event time is in ``[start, end]`` (naive
+    UTC), from the provider's events API: what a receiver that was down missed."""
+
+    def __call__(
+        self,
+        account: str,
+        config: ProviderAccountConfig,
+        settings: SettingsIn,
+        start: datetime,
+        end: datetime,
+    ) -> list[bytes]: ...
 
 
 class LookupFactory(Protocol[SettingsIn]):
@@ -120,6 +135,10 @@ class ProviderSpec(Generic[SettingsT]):
     """The provider deduplicates a request by an idempotency key we send, so a call
     without a usable answer is made again safely (see :mod:`adapters.providers.base`)."""
     quota: QuotaReader[SettingsT] | None = None
+    backfill: Backfiller[SettingsT] | None = None
+    """Fetches a past time window's events (:mod:`mailers.backfill`). Providers whose
+    events API cannot be asked for a window (SES has none) leave missing feedback to the
+    overdue check."""
     """Reads the account's published sending limits, for ``pacing.quota_from_provider``.
     Providers that publish none (all but SES) leave pacing to the config."""
 
@@ -154,6 +173,14 @@ class ProviderSpec(Generic[SettingsT]):
         if self.poll is None:
             raise ValueError(f"provider kind {self.kind!r} has no events API to poll")
         return self.poll(account, config, self.settings_of(config), cursor)
+
+    def backfill_events(
+        self, account: str, config: ProviderAccountConfig, start: datetime, end: datetime
+    ) -> list[bytes]:
+        """One account's events of ``[start, end]`` (a ``ValueError`` for a kind without)."""
+        if self.backfill is None:
+            raise ValueError(f"provider kind {self.kind!r} has no events API to backfill from")
+        return self.backfill(account, config, self.settings_of(config), start, end)
 
     def provider_quota(self, account: str, config: ProviderAccountConfig) -> ProviderQuota | None:
         """The account's published limits when its config asks for them and the provider

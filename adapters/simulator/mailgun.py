@@ -13,10 +13,11 @@ Mailgun otherwise):
   ``404`` for an unknown domain. Success: ``{"id": "<...>", "message": "Queued. Thank
   you."}``, one id per call. A quota (:meth:`Simulator.limit`) is charged one message per
   recipient of a valid call; over it, ``429`` "Too many requests" and nothing is queued.
-* ``GET /v3/{domain}/events`` (``begin``, ``ascending=yes``, ``limit`` ≤ 300, ``event``
-  filter with ``OR``) and the ``paging.next`` URLs it hands out. Pages are in the order
-  events were written, so the URL of an empty last page later returns what was written
-  since, as Mailgun documents for continuous polling.
+* ``GET /v3/{domain}/events`` (``begin``, optional ``end`` (exclusive), ``ascending=yes``,
+  ``limit`` ≤ 300, ``event`` filter with ``OR``) and the ``paging.next`` URLs it hands
+  out. Pages are in the order events were written, so without ``end`` the URL of an
+  empty last page later returns what was written since, as Mailgun documents for
+  continuous polling.
 
 Each accepted recipient gets an ``accepted`` event and then the events of
 :func:`adapters.simulator.outcomes.outcomes` in Mailgun's event format. State lives in
@@ -276,6 +277,8 @@ class _Mailgun:
             for seq, event in written:
                 if seq <= query["after"] or event["timestamp"] < query["begin"]:
                     continue
+                if query.get("end") is not None and event["timestamp"] >= query["end"]:
+                    continue
                 if event.get("domain", {}).get("name") != domain:
                     continue
                 if wanted is not None and event["event"] not in wanted:
@@ -308,10 +311,11 @@ def _events_query(query: Mapping[str, list[str]]) -> dict[str, Any]:
         values = query.get(name)
         return values[-1] if values else None
 
-    if (one("ascending") or "no") != "yes" or one("end"):
-        raise ValueError("the simulator implements ascending=yes without 'end' only")
-    begin_text = one("begin")
+    if (one("ascending") or "no") != "yes":
+        raise ValueError("the simulator implements ascending=yes only")
+    begin_text, end_text = one("begin"), one("end")
     begin = clock.epoch() if begin_text is None else _epoch(begin_text)
+    end = None if end_text is None else _epoch(end_text, "end")
     limit = int(one("limit") or MAX_EVENTS_LIMIT)
     if not 1 <= limit <= MAX_EVENTS_LIMIT:
         raise ValueError(f"limit must be between 1 and {MAX_EVENTS_LIMIT}")
@@ -319,6 +323,7 @@ def _events_query(query: Mapping[str, list[str]]) -> dict[str, Any]:
     names = [term for term in re.split(r"\s+", event or "") if term and term != "OR"]
     return {
         "begin": begin,
+        "end": end,
         "limit": limit,
         "event": names,
         "after": 0,
@@ -326,7 +331,7 @@ def _events_query(query: Mapping[str, list[str]]) -> dict[str, Any]:
     }
 
 
-def _epoch(value: str) -> float:
+def _epoch(value: str, name: str = "begin") -> float:
     try:
         return float(value)
     except ValueError:
@@ -334,7 +339,9 @@ def _epoch(value: str) -> float:
     try:
         return parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError) as err:
-        raise ValueError(f"begin: {value!r} is neither epoch seconds nor an RFC 2822 date") from err
+        raise ValueError(
+            f"{name}: {value!r} is neither epoch seconds nor an RFC 2822 date"
+        ) from err
 
 
 def _form(request: Request) -> list[tuple[str, str]]:

@@ -4,13 +4,14 @@ from collections.abc import Iterator, Sequence
 
 import dagster as dg
 
-from adapters.providers.registry import event_parser, poll_targets
+from adapters.providers.registry import backfill_targets, event_parser, poll_targets
 from mailers.audit import AUDIT_TABLE, AuditAction, AuditRecord, append_audit
+from mailers.backfill import backfill_into_landing, open_windows
 from mailers.config import Settings
 from mailers.ingest import ingest
 from mailers.ledger import LEDGER_TABLE, latest_rows_sql
 from mailers.polling import poll_into_landing
-from mailers.warehouse import MAILERS_SCHEMA
+from mailers.warehouse import MAILERS_SCHEMA, Warehouse
 from orchestration.defs.checks import poll_errors_result, provider_events_check_specs
 from orchestration.defs.resources import WAREHOUSE_POOL, MailersResource
 from orchestration.defs.runs import run_actor
@@ -94,8 +95,10 @@ def provider_events(
     settings = mailers.settings()
     polled, poll_errors = _poll_providers(context, settings)
     with mailers.warehouse(settings) as warehouse:
+        backfilled = _backfill_providers(context, settings, warehouse, poll_errors)
         report = ingest(warehouse, settings.landing_dir, event_parser)
         report.counts["events_polled"] = polled
+        report.counts["events_backfilled"] = backfilled
         report.counts["poll_errors"] = len(poll_errors)
         append_audit(
             warehouse,
@@ -134,3 +137,21 @@ def _poll_providers(
             errors[target.account] = f"{type(err).__name__}: {err}"
             context.log.warning(f"polling {target.account} failed: {err}")
     return polled, errors
+
+
+def _backfill_providers(
+    context: dg.AssetExecutionContext,
+    settings: Settings,
+    warehouse: Warehouse,
+    errors: dict[str, str],
+) -> int:
+    """Fetch the events of messages still without a final event from the providers'
+    events APIs into the landing zone (:mod:`mailers.backfill`); failures join ``errors``."""
+    windows = open_windows(warehouse, settings.config.completeness)
+    if not windows:
+        return 0
+    report = backfill_into_landing(settings.landing_dir, backfill_targets(settings), windows)
+    for account, error in report.errors.items():
+        errors[account] = f"backfill: {error}"
+        context.log.warning(f"backfilling {account} failed: {error}")
+    return report.total

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from adapters.providers.mailgun.events import parse
 from adapters.providers.mailgun.lookup import MailgunLookup
-from adapters.providers.mailgun.polling import poll_events
+from adapters.providers.mailgun.polling import backfill_events, poll_events
 from adapters.providers.mailgun.sending import MailgunProvider, build
 from adapters.providers.mailgun.settings import (
     API_KEY,
@@ -40,6 +40,7 @@ __all__ = [
     "MailgunLookup",
     "MailgunProvider",
     "MailgunSettings",
+    "backfill_events",
     "build",
     "parse",
     "poll_events",
@@ -55,5 +56,6 @@ SPEC = ProviderSpec(
     parse=parse,
     verify_webhook=verify_webhook,
     poll=poll_events,
+    backfill=backfill_events,
     lookup=MailgunLookup,
 )

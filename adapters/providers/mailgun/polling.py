@@ -9,6 +9,7 @@ primary path, polling is the backstop.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -55,6 +56,35 @@ def poll_events(
             payloads.extend(json.dumps(item).encode() for item in items)
             url = same_origin(account, next_url, home, "paging.next")
     return payloads, url
+
+
+def backfill_events(
+    account: str,
+    config: ProviderAccountConfig,
+    settings: MailgunSettings,
+    start: datetime,
+    end: datetime,
+) -> list[bytes]:
+    """Every event of ``[start, end]`` (naive UTC): ``begin`` and ``end`` bound the range,
+    so the pages end with an empty one however much is written meanwhile."""
+    key = api_key(account, config)
+    home = origin(settings.base_url)
+    query = {
+        "begin": str(int(start.replace(tzinfo=UTC).timestamp())),
+        "end": str(int(end.replace(tzinfo=UTC).timestamp()) + 1),
+        "ascending": "yes",
+        "limit": str(settings.poll_page_size),
+        "event": POLLED_EVENTS,
+    }
+    url = f"{settings.base_url}{domain_path(settings, 'events')}?{urlencode(query)}"
+    payloads: list[bytes] = []
+    with client(account, settings, key) as api:
+        while True:
+            items, next_url = events_page(api, url)
+            if not items:
+                return payloads
+            payloads.extend(json.dumps(item).encode() for item in items)
+            url = same_origin(account, next_url, home, "paging.next")
 
 
 def events_page(api: ApiClient, url: str) -> tuple[list[Any], str]:

@@ -1,0 +1,215 @@
+"""Backfilling missed feedback from Mailgun's events API (the simulator) end to end.
+
+A receiver that was down never landed some messages' webhooks: the backfill finds those
+messages (no final event past ``backfill_after_hours``), fetches their window from the
+events API into the landing zone, and ingestion loads each missing event once while the
+events that did arrive are not stored twice.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from adapters.providers import mailgun
+from adapters.providers.mailgun import MailgunProvider, MailgunSettings
+from adapters.providers.registry import event_parser
+from adapters.settings import load
+from adapters.simulator import Simulator
+from adapters.simulator import mailgun as mailgun_sim
+from adapters.warehouses.duckdb import DuckDBWarehouse
+from mailers import clock
+from mailers.backfill import BackfillTarget, backfill_into_landing, open_windows
+from mailers.completeness import CompletenessConfig
+from mailers.config import ProviderAccountConfig
+from mailers.ingest import ingest
+from mailers.landing import land
+from mailers.ledger import LEDGER_SCHEMA
+from mailers.messages import MESSAGE_KEY_FIELD
+from mailers.secrets import SecretRef
+from mailers.tables import ensure_tables
+from orchestration.cli import app
+from tests.adapters.provider_contract import make_message
+from tests.conftest import write_config
+
+ACCOUNT = "acme_mailgun"
+DOMAIN = "mg.backfill.test"
+CREDENTIALS = {"api_key": "key-backfill-test", "webhook_signing_key": "whsk-backfill-test"}
+CONFIG = CompletenessConfig(deadline_hours=72, backfill_after_hours=6)
+
+
+@pytest.fixture
+def sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
+    monkeypatch.setenv("MAILGUN_BACKFILL_API_KEY", CREDENTIALS["api_key"])
+    with Simulator() as simulator:
+        mailgun_sim.register(simulator, credentials=CREDENTIALS, domains={DOMAIN})
+        yield simulator
+
+
+def _target(sim: Simulator) -> BackfillTarget:
+    config = ProviderAccountConfig(
+        kind="mailgun",
+        credentials={"api_key": SecretRef(env="MAILGUN_BACKFILL_API_KEY")},
+        settings={"domain": DOMAIN, "base_url": sim.base_url},
+    )
+    return BackfillTarget(
+        kind="mailgun",
+        account=ACCOUNT,
+        fetch=lambda start, end: mailgun.SPEC.backfill_events(ACCOUNT, config, start, end),
+    )
+
+
+def _ledger_rows(results: list[tuple[str, str | None, str]]) -> pa.Table:
+    """``accepted`` ledger rows of (message key, provider message id, recipient), now."""
+    at = clock.utcnow()
+    return pa.Table.from_pylist(
+        [
+            {
+                "ledger_id": uuid.uuid4().hex,
+                "message_key": key,
+                "status": "accepted",
+                "workspace": "acme",
+                "stream": "lifecycle",
+                "campaign": "pro_tips",
+                "send_window": "w1",
+                "recipient": recipient,
+                "provider": "mailgun",
+                "provider_account": ACCOUNT,
+                "provider_message_id": message_id,
+                "run_id": "run-1",
+                "recorded_at": at,
+            }
+            for key, message_id, recipient in results
+        ],
+        schema=LEDGER_SCHEMA,
+    )
+
+
+def _events(warehouse: DuckDBWarehouse) -> list[dict[str, object]]:
+    return warehouse.query(
+        "select event_id, event_type, message_key from mailers.events order by event_id"
+    ).to_pylist()
+
+
+def test_a_receiver_that_was_down_loses_nothing(
+    sim: Simulator, tmp_path: Path, fixed_clock: clock.FixedClock
+) -> None:
+    landing = tmp_path / "landing"
+    settings = MailgunSettings.model_validate({"domain": DOMAIN, "base_url": sim.base_url})
+    messages = [make_message(f"reader{i}@example.com") for i in range(6)]
+    provider = MailgunProvider(ACCOUNT, settings, CREDENTIALS["api_key"])
+    try:
+        results = provider.send_batch(messages)
+    finally:
+        provider.close()
+    assert all(r.accepted for r in results)
+    with DuckDBWarehouse(tmp_path / "wh.duckdb") as warehouse:
+        ensure_tables(warehouse)
+        rows = [
+            (m.message_key, r.provider_message_id, m.recipient)
+            for m, r in zip(messages, results, strict=True)
+        ]
+        warehouse.append("mailers", "send_ledger", _ledger_rows(rows))
+        fixed_clock.advance(1 * 3600)  # the simulator's events lie in the past now
+        arrived = {m.message_key for m in messages[:2]}
+        # the receiver was up for the first two messages' webhooks only
+        delivered = [
+            body
+            for body in mailgun_sim.events_as_webhooks(sim)
+            if json.loads(body)["event-data"]["user-variables"].get(MESSAGE_KEY_FIELD) in arrived
+        ]
+        assert delivered
+        land(landing, "mailgun", ACCOUNT, delivered)
+        ingest(warehouse, landing, event_parser)
+        before = _events(warehouse)
+
+        assert open_windows(warehouse, CONFIG) == []  # not past backfill_after_hours yet
+        fixed_clock.advance(6 * 3600)
+        [window] = open_windows(warehouse, CONFIG)
+        assert (window.provider_account, window.messages) == (ACCOUNT, 4)
+        assert open_windows(warehouse, CONFIG, accounts={"other"}) == []
+
+        report = backfill_into_landing(landing, [_target(sim)], [window])
+        assert report.errors == {} and report.total > 0
+        ingest(warehouse, landing, event_parser)
+        after = _events(warehouse)
+        again = backfill_into_landing(landing, [_target(sim)], [window])
+        ingest(warehouse, landing, event_parser)
+
+        assert open_windows(warehouse, CONFIG) == []
+        ids = [row["event_id"] for row in _events(warehouse)]
+        assert len(ids) == len(set(ids)), "an event was stored twice"
+        assert _events(warehouse) == after and again.total == report.total
+        assert {r["event_id"] for r in before} < {r["event_id"] for r in after}
+        finals = {r["message_key"] for r in after if r["event_type"] in ("delivered", "bounced")}
+        assert finals == {m.message_key for m in messages}
+
+
+def test_a_failing_account_is_reported_and_others_still_backfilled(
+    sim: Simulator, tmp_path: Path, fixed_clock: clock.FixedClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILGUN_BACKFILL_API_KEY", "key-wrong")
+    with DuckDBWarehouse(tmp_path / "wh.duckdb") as warehouse:
+        ensure_tables(warehouse)
+        warehouse.append("mailers", "send_ledger", _ledger_rows([("k1", "m1", "a@example.com")]))
+        fixed_clock.advance(7 * 3600)
+        windows = open_windows(warehouse, CONFIG)
+    report = backfill_into_landing(tmp_path / "landing", [_target(sim)], windows)
+    assert list(report.errors) == [ACCOUNT] and "key-wrong" not in report.errors[ACCOUNT]
+    assert report.total == 0
+
+
+def _simulated_mailgun(sim: Simulator) -> Callable[[dict[str, Any]], None]:
+    def mutate(config: dict[str, Any]) -> None:
+        config["workspaces"]["acme"]["provider_accounts"][ACCOUNT] = {
+            "kind": "mailgun",
+            "credentials": {"api_key": {"env": "MAILGUN_BACKFILL_API_KEY"}},
+            "settings": {"base_url": sim.base_url, "domain": DOMAIN},
+        }
+
+    return mutate
+
+
+def test_the_cli_backfills_one_account_into_the_landing_zone(
+    sim: Simulator, tmp_path: Path, fixed_clock: clock.FixedClock
+) -> None:
+    settings = load(write_config(tmp_path, _simulated_mailgun(sim)))
+    mailgun_settings = MailgunSettings.model_validate({"domain": DOMAIN, "base_url": sim.base_url})
+    messages = [make_message(f"cli{i}@example.com") for i in range(3)]
+    provider = MailgunProvider(ACCOUNT, mailgun_settings, CREDENTIALS["api_key"])
+    try:
+        results = provider.send_batch(messages)
+    finally:
+        provider.close()
+    settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+        ensure_tables(warehouse)
+        rows = [
+            (m.message_key, r.provider_message_id, m.recipient)
+            for m, r in zip(messages, results, strict=True)
+        ]
+        warehouse.append("mailers", "send_ledger", _ledger_rows(rows))
+    fixed_clock.advance(7 * 3600)
+    runner = CliRunner()
+    config = ["--config", str(settings.path)]
+
+    unknown = runner.invoke(app, ["events", "backfill", *config, "--account", "nope"])
+    assert unknown.exit_code == 2 and "unknown provider account nope" in unknown.output
+    result = runner.invoke(app, ["events", "backfill", *config, "--account", ACCOUNT])
+
+    assert result.exit_code == 0, result.output
+    assert (
+        f"{ACCOUNT} " in result.output
+        and "3 messages without a final event (asked)" in result.output
+    )
+    assert list((settings.landing_dir / "mailgun" / ACCOUNT).glob("*.jsonl"))
+    with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+        ingest(warehouse, settings.landing_dir, event_parser)
+        assert open_windows(warehouse, settings.config.completeness) == []
