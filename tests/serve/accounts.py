@@ -31,6 +31,7 @@ from adapters.simulator import mailgun, postmark, resend, sendgrid
 from mailers import clock
 from mailers.config import MailersConfig, Settings
 from mailers.webhooks import WebhookRequest
+from tests.serve.helpers import config_document, webhook_accounts
 
 WEBHOOK_KINDS = sorted(kind for kind, spec in SPECS.items() if spec.verify_webhook is not None)
 """Every provider kind the registry verifies webhooks for."""
@@ -95,29 +96,7 @@ def all_kinds_settings(root: Path, monkeypatch: pytest.MonkeyPatch, **serve: Any
         monkeypatch.setenv(name, value)
     use_sns_certificates(monkeypatch)
     accounts: dict[str, Any] = {
-        "pm": {
-            "kind": "postmark",
-            "credentials": {
-                "server_token": {"env": "MAILERS_PROPS_PM_TOKEN"},
-                "webhook_username": {"env": "MAILERS_PROPS_PM_USER"},
-                "webhook_password": {"env": "MAILERS_PROPS_PM_PASSWORD"},
-            },
-        },
-        "mg": {
-            "kind": "mailgun",
-            "credentials": {
-                "api_key": {"env": "MAILERS_PROPS_MG_KEY"},
-                "webhook_signing_key": {"env": "MAILERS_PROPS_MG_SIGNING"},
-            },
-            "settings": {"domain": "news.acme.test"},
-        },
-        "rs": {
-            "kind": "resend",
-            "credentials": {
-                "api_key": {"env": "MAILERS_PROPS_RS_KEY"},
-                "webhook_secret": {"env": "MAILERS_PROPS_RS_SECRET"},
-            },
-        },
+        **webhook_accounts("MAILERS_PROPS"),
         "sg": {
             "kind": "sendgrid",
             "credentials": {
@@ -128,29 +107,12 @@ def all_kinds_settings(root: Path, monkeypatch: pytest.MonkeyPatch, **serve: Any
         "ses": {"kind": "ses", "settings": {"region": REGION, "events_topic_arns": [TOPIC_ARN]}},
     }
     assert sorted(accounts[a]["kind"] for a in ACCOUNT_OF.values()) == WEBHOOK_KINDS
-    config = MailersConfig.model_validate(
-        {
-            "unsubscribe": {
-                "base_url": f"https://u.test{UNSUBSCRIBE_PATH}",
-                "signing_key": {"env": "MAILERS_PROPS_UNSUBSCRIBE"},
-            },
-            "serve": {"segment_max_age_seconds": 0, **serve},
-            "workspaces": {
-                "acme": {
-                    "provider_accounts": accounts,
-                    "identities": {
-                        "news": {
-                            "from_address": "news@news.acme.test",
-                            "provider_accounts": ["pm"],
-                        }
-                    },
-                    "streams": {
-                        "lifecycle": {"routing": {"strategy": "failover", "accounts": ["pm"]}}
-                    },
-                }
-            },
-        }
-    )
+    unsubscribe = {
+        "base_url": f"https://u.test{UNSUBSCRIBE_PATH}",
+        "signing_key": {"env": "MAILERS_PROPS_UNSUBSCRIBE"},
+    }
+    serve_section = {"segment_max_age_seconds": 0, **serve}
+    config = MailersConfig.model_validate(config_document(accounts, unsubscribe, serve_section))
     return Settings(config=config, path=root / "mailers.yaml", config_hash="-", data_dir=root)
 
 

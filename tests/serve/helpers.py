@@ -24,55 +24,63 @@ CREDENTIALS = {
 }
 
 
-def serve_settings(root: Path, monkeypatch: pytest.MonkeyPatch, **serve: Any) -> Settings:
-    """Postmark, Mailgun and Resend accounts in workspace ``acme``; data under ``root``."""
-    for name, value in CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
-    accounts = {
+def webhook_accounts(prefix: str) -> dict[str, Any]:
+    """Postmark (``pm``), Mailgun (``mg``) and Resend (``rs``) accounts whose credentials
+    are read from ``{prefix}_PM_TOKEN``, ``{prefix}_MG_SIGNING`` and so on."""
+    return {
         "pm": {
             "kind": "postmark",
             "credentials": {
-                "server_token": {"env": "MAILERS_TEST_PM_TOKEN"},
-                "webhook_username": {"env": "MAILERS_TEST_PM_USER"},
-                "webhook_password": {"env": "MAILERS_TEST_PM_PASSWORD"},
+                "server_token": {"env": f"{prefix}_PM_TOKEN"},
+                "webhook_username": {"env": f"{prefix}_PM_USER"},
+                "webhook_password": {"env": f"{prefix}_PM_PASSWORD"},
             },
         },
         "mg": {
             "kind": "mailgun",
             "credentials": {
-                "api_key": {"env": "MAILERS_TEST_MG_KEY"},
-                "webhook_signing_key": {"env": "MAILERS_TEST_MG_SIGNING"},
+                "api_key": {"env": f"{prefix}_MG_KEY"},
+                "webhook_signing_key": {"env": f"{prefix}_MG_SIGNING"},
             },
             "settings": {"domain": "news.acme.test"},
         },
         "rs": {
             "kind": "resend",
             "credentials": {
-                "api_key": {"env": "MAILERS_TEST_RS_KEY"},
-                "webhook_secret": {"env": "MAILERS_TEST_RS_SECRET"},
+                "api_key": {"env": f"{prefix}_RS_KEY"},
+                "webhook_secret": {"env": f"{prefix}_RS_SECRET"},
             },
         },
     }
-    config = MailersConfig.model_validate(
-        {
-            "unsubscribe": {"base_url": "https://u.test", "signing_key": {"env": "UNUSED"}},
-            "serve": serve,
-            "workspaces": {
-                "acme": {
-                    "provider_accounts": accounts,
-                    "identities": {
-                        "news": {
-                            "from_address": "news@news.acme.test",
-                            "provider_accounts": list(accounts),
-                        }
-                    },
-                    "streams": {
-                        "lifecycle": {"routing": {"strategy": "failover", "accounts": ["pm"]}}
-                    },
-                }
-            },
-        }
-    )
+
+
+def config_document(
+    accounts: dict[str, Any], unsubscribe: dict[str, Any], serve: dict[str, Any]
+) -> dict[str, Any]:
+    """A ``mailers.yaml`` document: ``accounts`` in workspace ``acme`` (one identity, one
+    stream routed to ``pm``), with these ``unsubscribe`` and ``serve`` sections."""
+    return {
+        "unsubscribe": unsubscribe,
+        "serve": serve,
+        "workspaces": {
+            "acme": {
+                "provider_accounts": accounts,
+                "identities": {
+                    "news": {"from_address": "news@news.acme.test", "provider_accounts": ["pm"]}
+                },
+                "streams": {"lifecycle": {"routing": {"strategy": "failover", "accounts": ["pm"]}}},
+            }
+        },
+    }
+
+
+def serve_settings(root: Path, monkeypatch: pytest.MonkeyPatch, **serve: Any) -> Settings:
+    """Postmark, Mailgun and Resend accounts in workspace ``acme``; data under ``root``."""
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    unsubscribe = {"base_url": "https://u.test", "signing_key": {"env": "UNUSED"}}
+    document = config_document(webhook_accounts("MAILERS_TEST"), unsubscribe, serve)
+    config = MailersConfig.model_validate(document)
     return Settings(config=config, path=root / "mailers.yaml", config_hash="-", data_dir=root)
 
 

@@ -23,6 +23,7 @@ import httpx
 import yaml
 
 from adapters.simulator import postmark, resend
+from tests.serve.helpers import config_document, webhook_accounts
 
 PM_USER, PM_PASSWORD = "bench-user", "bench-password"
 RESEND_SECRET = "whsec_" + base64.b64encode(b"bench-resend-secret-32-bytes-long").decode()
@@ -30,6 +31,8 @@ ENV = {
     "BENCH_PM_TOKEN": "pm-token",
     "BENCH_PM_USER": PM_USER,
     "BENCH_PM_PASSWORD": PM_PASSWORD,
+    "BENCH_MG_KEY": "mg-key",
+    "BENCH_MG_SIGNING": "mg-signing-key",
     "BENCH_RS_KEY": "rs-key",
     "BENCH_RS_SECRET": RESEND_SECRET,
     "BENCH_UNSUBSCRIBE_KEY": "bench-unsubscribe-key",
@@ -37,46 +40,15 @@ ENV = {
 
 
 def write_config(root: Path, serve: dict[str, object] | None = None) -> Path:
-    """``root/mailers.yaml``: workspace ``acme`` with a Postmark (``pm``) and a Resend
-    (``rs``) account; data (and so the landing zone) under ``root/.mailers``."""
-    accounts = {
-        "pm": {
-            "kind": "postmark",
-            "credentials": {
-                "server_token": {"env": "BENCH_PM_TOKEN"},
-                "webhook_username": {"env": "BENCH_PM_USER"},
-                "webhook_password": {"env": "BENCH_PM_PASSWORD"},
-            },
-        },
-        "rs": {
-            "kind": "resend",
-            "credentials": {
-                "api_key": {"env": "BENCH_RS_KEY"},
-                "webhook_secret": {"env": "BENCH_RS_SECRET"},
-            },
-        },
+    """``root/mailers.yaml``: workspace ``acme`` with Postmark, Mailgun and Resend accounts
+    (credentials in :data:`ENV`); data (and so the landing zone) under ``root/.mailers``."""
+    unsubscribe = {
+        "base_url": "https://u.example/unsubscribe",
+        "signing_key": {"env": "BENCH_UNSUBSCRIBE_KEY"},
     }
-    config = {
-        "unsubscribe": {
-            "base_url": "https://u.example/unsubscribe",
-            "signing_key": {"env": "BENCH_UNSUBSCRIBE_KEY"},
-        },
-        "serve": serve or {},
-        "workspaces": {
-            "acme": {
-                "provider_accounts": accounts,
-                "identities": {
-                    "news": {
-                        "from_address": "news@news.acme.test",
-                        "provider_accounts": list(accounts),
-                    }
-                },
-                "streams": {"lifecycle": {"routing": {"strategy": "failover", "accounts": ["pm"]}}},
-            }
-        },
-    }
+    document = config_document(webhook_accounts("BENCH"), unsubscribe, dict(serve or {}))
     path = root / "mailers.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(document))
     return path
 
 
