@@ -196,3 +196,10 @@ def test_unsubscribe_waits_for_its_signing_key_and_lands_once_it_is_set(
     assert landed.status_code == 200
     assert len(landed_lines(settings.landing_dir, "unsubscribe")) == 1
     assert len(landed_lines(settings.landing_dir, "mailgun")) == 1
+
+
+def test_s3_landing_is_refused_by_the_config_until_ingestion_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError, match=r"serve.landing.kind: s3 is not available yet"):
+        serve_settings(tmp_path, monkeypatch, landing={"kind": "s3", "bucket": "events"})
