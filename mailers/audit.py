@@ -56,6 +56,10 @@ class AuditAction(StrEnum):
     SUPPRESSION_IMPORT = "suppression_import"
     IDENTITY_CHANGE = "identity_change"
     """An identity, account or route changed in the config (:mod:`mailers.identity_changes`)."""
+    WEBHOOK_DISABLE = "webhook_disable"
+    """A webhook subscriber was disabled for failing (:mod:`mailers.webhooks_out.delivery`)."""
+    WEBHOOK_ENABLE = "webhook_enable"
+    """A disabled webhook subscriber was enabled again (``mailers webhooks enable``)."""
 
 
 @dataclass(frozen=True)
