@@ -67,6 +67,7 @@ from orchestration.cli_common import ConfigOption, console, errors, settings_of
 from orchestration.cli_events import events_app
 from orchestration.cli_serve import serve
 from orchestration.cli_suppression import app as suppression_app
+from orchestration.cli_webhooks import webhooks_app
 
 if TYPE_CHECKING:  # Dagster is imported only by the commands that run pipelines.
     from dagster import DagsterInstance
@@ -267,6 +268,7 @@ policy_app = typer.Typer(no_args_is_help=True, help="The sending policy: limits,
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
 app.add_typer(events_app, name="events")
+app.add_typer(webhooks_app, name="webhooks")
 app.command("serve")(serve)
 
 
