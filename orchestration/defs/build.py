@@ -13,6 +13,7 @@ from orchestration.defs.dbt import dbt_definitions
 from orchestration.defs.pause_rules import rules_definitions
 from orchestration.defs.records import external_tables, ledger_asset, provider_events
 from orchestration.defs.resources import MailersResource
+from orchestration.defs.webhooks_out import webhooks_definitions
 
 
 def build_definitions(config_path: str | None = None) -> dg.Definitions:
@@ -34,4 +35,5 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
         jobs_and_schedules(settings),
         control_definitions,
         rules_definitions(settings),
+        webhooks_definitions(settings),
     )
