@@ -212,7 +212,9 @@ def enable_command(
             )
     except MailersError as err:
         raise _fail(str(err)) from err
-    if done:
+    if not sub.config.enabled:
+        console.print(f"{sub.label}: disabled in the config (set enabled: true)", highlight=False)
+    elif done:
         console.print(f"{sub.label}: enabled (deliveries resume from its mark)", highlight=False)
     else:
         console.print(f"{sub.label}: not disabled, nothing to do", highlight=False)

@@ -217,8 +217,9 @@ def replay(
         f"select * from {warehouse.relation(MAILERS_SCHEMA, EVENTS_TABLE)} "
         f"where {where} and occurred_at >= ? and occurred_at < ? order by ingested_at, event_id"
     )
-    # Streamed in bounded chunks, each recorded (and so sent) whatever the window's size.
-    chunk = max(subscriber.config.batch_size, subscriber.config.max_events_per_run)
+    # Recorded chunk by chunk, then sent page by page: memory stays bounded by the chunk.
+    size = subscriber.config.batch_size
+    chunk = size * max(1, subscriber.config.max_events_per_run // size)
     made = utcnow()
     for part in warehouse.stream(sql, [*params, _naive(since), _naive(until)], chunk):
         rows = pa.Table.from_batches([part])
