@@ -169,6 +169,56 @@ def test_a_failed_upload_keeps_the_segment_and_a_later_pass_uploads_it(
     store.close()
 
 
+def test_the_service_acknowledges_after_the_local_fsync_while_s3_refuses_uploads(
+    s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = serve_settings(tmp_path, monkeypatch, landing=_landing(s3, bucket="mailers-down"))
+    requests = [postmark_request(f"pm-{n}") for n in range(3)]
+    # One segment that stays open until shutdown: what is in it was fsync'd before the 200s.
+    serve = settings.config.serve.model_copy(update={"segment_max_age_seconds": 3600.0})
+    with EmbeddedServer(settings, serve=serve) as server:
+        assert httpx.get(server.base_url + "/readyz").status_code == 200
+        answers = [
+            httpx.post(server.url_for("acme", "pm"), content=r.body, headers=dict(r.headers))
+            for r in requests
+        ]
+        assert [a.status_code for a in answers] == [200] * 3
+        [kept] = spool_dir(settings).glob("postmark/pm/.*.jsonl.partial")
+        assert sorted(kept.read_bytes().splitlines()) == sorted(_compact(r.body) for r in requests)
+        boto3.client("s3", endpoint_url=s3).create_bucket(Bucket="mailers-down")
+    # Stopping closes the segment, and the store makes a last upload pass.
+    assert not list(spool_dir(settings).glob("*/*/*.jsonl*"))
+    lines = sorted(b for body in _objects(s3, "mailers-down").values() for b in body.splitlines())
+    assert lines == sorted(_compact(r.body) for r in requests)
+
+
+def test_an_upload_slower_than_half_the_overlap_is_redone_under_a_new_key(
+    s3: str, tmp_path: Path, fixed_clock: clock.FixedClock
+) -> None:
+    config = LandingStoreConfig.model_validate(_landing(s3, mirror_overlap_seconds=60))
+    client = s3_client(config)
+    stalls = [31.0]  # the first PUT returns 31 s after its key's stamp
+
+    def stall(**_: Any) -> None:
+        if stalls:
+            fixed_clock.advance(stalls.pop())
+
+    client.meta.events.register("before-send.s3.PutObject", stall)
+    store = S3Segments(
+        config,
+        tmp_path / "spool",
+        ServeConfig(segment_max_age_seconds=0),
+        client=client,
+        background=False,
+    )
+    _land(store, b'{"n":1}')
+    assert store.upload_closed() == 0 and len(store.pending()) == 1
+    assert store.upload_closed() == 1 and store.pending() == []
+    objects = _objects(s3)
+    assert list(objects.values()) == [b'{"n":1}\n'] * 2 and len(set(objects)) == 2
+    store.close()
+
+
 def test_s3_unreachable_keeps_segments_and_closing_uploads_them_once_it_is_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3: str
 ) -> None:
