@@ -11,8 +11,9 @@ Listing never walks the whole prefix: object names start with their upload's sta
 set ``mirror_overlap_seconds`` before the newest name mirrored there. The names mirrored
 within that window are kept in ``<landing>/<kind>/<account>/.s3-mirror.json`` (so the
 overlap is not fetched again, and the file stays as small as the window). The folders
-themselves are found by delimiter listings (one per provider kind). One mirror runs at a
-time per landing dir (an ``flock`` on ``<landing>/.s3-mirror.lock``).
+themselves are found by delimiter listings (one per provider kind). Each page's new
+objects are fetched :data:`MIRROR_THREADS` at a time. One mirror runs at a time per
+landing dir (an ``flock`` on ``<landing>/.s3-mirror.lock``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import logging
 import os
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 
 MIRROR_STATE = ".s3-mirror.json"
 MIRROR_LOCK = ".s3-mirror.lock"
+MIRROR_THREADS = 8
+"""Objects fetched at once (botocore's default pool holds 10 connections)."""
 
 _PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _NAME = re.compile(r"^(\d{8}T\d{12})-[A-Za-z0-9][A-Za-z0-9_.-]*\.jsonl$")
@@ -103,6 +107,7 @@ def _mirror_folder(
     noted = len(recent)
     try:
         for page in client.get_paginator("list_objects_v2").paginate(**listing):
+            fresh: list[str] = []
             for entry in page.get("Contents", []):
                 name = entry["Key"][len(base) :]
                 if name in recent:
@@ -110,17 +115,44 @@ def _mirror_folder(
                 if not _NAME.match(name):
                     log.warning("ignoring S3 object %r: not a landing segment name", entry["Key"])
                     continue
-                if budget is not None and placed >= budget:
-                    return placed
-                target = folder / name
-                if not target.exists():  # else placed by a mirror that crashed before noting it
-                    _place(client, config, entry["Key"], target)
-                    placed += 1
-                recent.add(name)
+                fresh.append(name)
+            if budget is not None:
+                fresh = fresh[: budget - placed]
+            placed += _place_all(client, config, base, folder, fresh, recent)
+            if budget is not None and placed >= budget:
+                break
     finally:
         if len(recent) != noted:
             _write_state(folder, recent, config.mirror_overlap_seconds)
     return placed
+
+
+def _place_all(
+    client: Any,
+    config: LandingStoreConfig,
+    base: str,
+    folder: Path,
+    names: list[str],
+    recent: set[str],
+) -> int:
+    """Fetch and place ``names`` (concurrently: a GET is mostly waiting) and note each one
+    placed, or found placed by a mirror that crashed before noting it; how many were
+    fetched. Raises the first failure once the others are placed and noted."""
+    missing = [name for name in names if not (folder / name).exists()]
+    recent.update(set(names) - set(missing))
+    if not missing:
+        return 0
+    with ThreadPoolExecutor(max_workers=min(MIRROR_THREADS, len(missing))) as pool:
+        fetches = {
+            name: pool.submit(_place, client, config, base + name, folder / name)
+            for name in missing
+        }
+    failures = [error for f in fetches.values() if (error := f.exception()) is not None]
+    placed = [name for name, f in fetches.items() if f.exception() is None]
+    recent.update(placed)
+    if failures:
+        raise failures[0]
+    return len(placed)
 
 
 def _place(client: Any, config: LandingStoreConfig, key: str, target: Path) -> None:

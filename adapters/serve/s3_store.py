@@ -37,7 +37,8 @@ from mailers.serve_config import LandingStoreConfig, ServeConfig
 log = logging.getLogger(__name__)
 
 STAMP_FORMAT = "%Y%m%dT%H%M%S%f"
-"""An object name's leading stamp (UTC): 22 digits and a ``T``, sortable as text."""
+"""An object name's leading stamp (UTC, 21 characters: ``20260504T100000000000``), sortable as
+text."""
 
 
 def s3_client(config: LandingStoreConfig) -> Any:

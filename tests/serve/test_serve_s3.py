@@ -7,6 +7,7 @@ its buckets in the process, so each test also uses buckets of its own and resets
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -294,6 +295,38 @@ def test_the_mirror_lists_each_folder_after_the_newest_name_it_mirrored(
     store.close()
 
 
+def test_a_bounded_or_failed_mirror_goes_on_where_it_stopped(
+    s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = serve_settings(tmp_path, monkeypatch, landing=_landing(s3))
+    store = _store(s3, tmp_path / "spool")
+    for n in range(5):
+        _land(store, b'{"n":%d}' % n)
+    assert store.upload_closed() == 5
+    client = s3_client(settings.config.serve.landing)
+    assert [mirror_landing(settings, client, max_objects=2) for _ in range(4)] == [2, 2, 1, 0]
+
+    for n in range(5, 8):
+        _land(store, b'{"n":%d}' % n)
+    assert store.upload_closed() == 3
+    store.close()
+    doomed = max(_objects(s3))
+
+    def refuse(params: dict[str, Any], **_: Any) -> None:
+        if params["Key"] == doomed:
+            raise RuntimeError("S3 went away")
+
+    client.meta.events.register("provide-client-params.s3.GetObject", refuse)
+    with pytest.raises(RuntimeError, match="S3 went away"):
+        mirror_landing(settings, client)
+    assert len(list(settings.landing_dir.glob("*/*/*.jsonl"))) == 7  # the others placed
+    client.meta.events.unregister("provide-client-params.s3.GetObject", refuse)
+    assert mirror_landing(settings, client) == 1
+    assert sorted(p.read_bytes() for p in settings.landing_dir.glob("*/*/*.jsonl")) == sorted(
+        b'{"n":%d}\n' % n for n in range(8)
+    )
+
+
 def test_the_sensor_and_the_events_asset_mirror_s3_before_ingesting(
     s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -324,3 +357,16 @@ def test_the_sensor_and_the_events_asset_mirror_s3_before_ingesting(
     assert metadata["s3_objects_mirrored"].value == 1
     assert (metadata["files"].value, metadata["events_new"].value) == (2, 3)
     store.close()
+
+    # S3 unreachable: the run still ingests what is local and its poll_errors check fails.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    write_config(tmp_path, {"landing": _landing(dead, max_attempts=1)})
+    result = dg.materialize(
+        [provider_events], resources={"mailers": resource}, instance=dg.DagsterInstance.ephemeral()
+    )
+    assert result.success
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed and "s3_landing" in str(check.description)
+    assert "test-secret-key" not in str({k: v.value for k, v in check.metadata.items()})
