@@ -327,6 +327,27 @@ def test_a_bounded_or_failed_mirror_goes_on_where_it_stopped(
     )
 
 
+def test_the_mirror_places_only_objects_of_the_landing_layout(
+    s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = serve_settings(tmp_path, monkeypatch, landing=_landing(s3))
+    client = boto3.client("s3", endpoint_url=s3)
+    good = "landing/postmark/pm/20260504T100000000000-a.jsonl"
+    for key in (
+        good,
+        "landing/postmark/pm/nested/20260504T100000000000-b.jsonl",
+        "landing/postmark/pm/not-stamped.jsonl",
+        "landing/postmark/pm/20260504T100000000000-c.txt",
+        "landing/.hidden/pm/20260504T100000000000-d.jsonl",
+        "landing/postmark/../20260504T100000000000-e.jsonl",
+        "elsewhere/postmark/pm/20260504T100000000000-f.jsonl",
+    ):
+        client.put_object(Bucket=BUCKET, Key=key, Body=b'{"k":1}\n')
+    assert mirror_landing(settings) == 1
+    placed = [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix in (".jsonl", ".txt")]
+    assert placed == [settings.landing_dir / good.removeprefix("landing/")]
+
+
 def test_the_sensor_and_the_events_asset_mirror_s3_before_ingesting(
     s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
