@@ -19,7 +19,17 @@ class _Strict(BaseModel):
 
 
 class LandingStoreConfig(_Strict):
-    """Where acknowledged webhooks are made durable: the local landing dir, or S3."""
+    """Where acknowledged webhooks are made durable: the local landing dir, or S3.
+
+    With ``kind: s3`` the service still answers only after the local fsync: segments are
+    written in ``spool_dir`` exactly as in the landing dir, and each closed segment is
+    uploaded whole as one object ``<prefix>/<kind>/<account>/<stamp>-<name>.jsonl`` (the
+    stamp is when the upload started), then removed locally. A failed upload keeps the
+    segment and is retried. Ingestion mirrors the objects into the local landing dir
+    first (:mod:`adapters.serve.s3_mirror`). Credentials come from the environment
+    (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, a profile or an instance role),
+    never from this file.
+    """
 
     kind: Literal["local", "s3"] = "local"
     bucket: str | None = Field(default=None, description="S3 bucket (kind s3 only).")
@@ -28,17 +38,32 @@ class LandingStoreConfig(_Strict):
     endpoint_url: str | None = Field(
         default=None, description="An S3-compatible endpoint (MinIO, a test server)."
     )
+    spool_dir: str = Field(
+        default="s3-spool",
+        description="Where segments wait for their upload (kind s3), relative to data_dir.",
+    )
+    connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    read_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(
+        default=3, ge=1, le=10, description="Attempts per S3 request (botocore retries)."
+    )
+    retry_seconds: float = Field(
+        default=5.0, gt=0, description="How often segments whose upload failed are retried."
+    )
+    mirror_overlap_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description=(
+            "How far before the newest object it mirrored a mirror lists again: more than "
+            "the clock skew between receivers plus the longest upload (an upload that took "
+            "over half of this is redone under a new key)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _bucket_for_s3(self) -> LandingStoreConfig:
-        if self.kind == "s3":
-            # The S3 store (adapters/serve/s3_store.py) is written but neither tested against
-            # S3 nor read by ingestion yet: events landed there would never reach the
-            # warehouse, so it is refused rather than accepted and silently left unloaded.
-            raise ValueError(
-                "serve.landing.kind: s3 is not available yet (ingestion does not read S3); "
-                "use kind: local"
-            )
+        if self.kind == "s3" and not self.bucket:
+            raise ValueError("serve.landing.kind: s3 needs serve.landing.bucket")
         return self
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from adapters.serve.embedded import run
+from adapters.serve.s3_store import spool_dir
 from orchestration.cli_common import ConfigOption, console, settings_of
 
 
@@ -19,9 +20,14 @@ def serve(
     settings = settings_of(config)
     updates = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     serve_config = settings.config.serve.model_copy(update=updates)
+    landing = serve_config.landing
+    where = (
+        f"s3://{landing.bucket}/{landing.prefix} (spooled in {spool_dir(settings, landing)})"
+        if landing.kind == "s3"
+        else str(settings.landing_dir)
+    )
     console.print(
-        f"mailers serve on http://{serve_config.host}:{serve_config.port}, landing in "
-        f"{settings.landing_dir if serve_config.landing.kind == 'local' else 's3'}",
+        f"mailers serve on http://{serve_config.host}:{serve_config.port}, landing in {where}",
         highlight=False,
     )
     run(settings, serve_config)

@@ -12,7 +12,7 @@
     408  the body did not arrive within ``serve.body_timeout_seconds``
     413  a body over ``serve.max_body_bytes``: refused from Content-Length before reading,
          or as soon as a chunked body passes the limit
-    503  the payload could not be landed (disk full, directory unwritable, S3 down), the
+    503  the payload could not be landed (disk full, directory unwritable), the
          account cannot be verified now (a credential's variable unset), or an identical
          request is landing at this moment: retry later
 
@@ -42,7 +42,7 @@ from adapters.providers.registry import provider_spec
 from adapters.providers.spec import WebhookVerifier
 from adapters.serve.lander import GroupCommitLander
 from adapters.serve.replay import PendingTokens, SharedReplayStore
-from adapters.serve.s3_store import S3Segments
+from adapters.serve.s3_store import S3Segments, open_s3_store
 from adapters.serve.segments import LocalSegments
 from adapters.serve.unsubscribe import unsubscribe_routes
 from mailers.config import ProviderAccountConfig, Settings
@@ -86,7 +86,7 @@ def open_lander(settings: Settings, serve: ServeConfig | None = None) -> GroupCo
     serve = serve or settings.config.serve
     store: LocalSegments | S3Segments
     if serve.landing.kind == "s3":
-        store = S3Segments(serve.landing)
+        store = open_s3_store(settings, serve)
     else:
         store = LocalSegments(
             settings.landing_dir,

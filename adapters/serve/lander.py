@@ -3,9 +3,10 @@
 Request handlers call :meth:`GroupCommitLander.land` (the :data:`~adapters.serve.
 landing_port.Land` port) and await it. One writer thread takes every payload waiting,
 appends each (kind, account)'s lines to its segment in one write, makes them durable once
-(an fsync, or one S3 object), records the requests' replay tokens, and then wakes every
-waiter; while it does, the next batch gathers. A waiter is woken with the exception when
-its batch could not be made durable: nothing was acknowledged, its tokens are released.
+(one fsync; with S3 landing too, before any upload), records the requests' replay tokens,
+and then wakes every waiter; while it does, the next batch gathers. A waiter is woken with
+the exception when its batch could not be made durable: nothing was acknowledged, its
+tokens are released.
 """
 
 from __future__ import annotations

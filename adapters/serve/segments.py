@@ -23,7 +23,7 @@ import logging
 import os
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,11 +76,14 @@ class LocalSegments:
         max_bytes: int = 16 << 20,
         max_lines: int = 50_000,
         max_age_seconds: float = 5.0,
+        on_close: Callable[[], None] | None = None,
     ) -> None:
         self.landing_dir = landing_dir
         self.max_bytes = max_bytes
         self.max_lines = max_lines
         self.max_age_seconds = max_age_seconds
+        self.on_close = on_close
+        """Called after a segment was closed (the S3 store wakes its uploader)."""
         self._open: dict[Key, _Segment] = {}
         self.fsyncs = 0
         """fsync calls made for commits (files and directories): group commit keeps it low."""
@@ -177,6 +180,9 @@ class LocalSegments:
             fsync_dir(segment.folder)
         except OSError as err:  # left for recover(): its lines are durable in the partial
             log.warning("could not close segment %s: %s", segment.partial, err)
+        else:
+            if segment.lines and self.on_close is not None:
+                self.on_close()
         finally:
             os.close(segment.fd)
 

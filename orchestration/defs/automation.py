@@ -20,6 +20,7 @@ from datetime import datetime
 
 import dagster as dg
 
+from adapters.serve.s3_mirror import mirror_landing
 from mailers import clock
 from mailers.config import Settings
 from mailers.deferrals import DeferralNotes, DeferredWindow
@@ -32,6 +33,8 @@ from orchestration.defs.records import EVENTS_KEY, LEDGER_KEY, SUPPRESSIONS_KEY
 from orchestration.defs.runs import ACTOR_TAG, BACKFILL_TAG, SEND_WINDOW_TAG
 
 INGEST_JOB = "ingest_events"
+SENSOR_MIRROR_OBJECTS = 1000
+"""S3 objects one ``landed_events`` tick mirrors at most, to stay well within a tick's time."""
 
 
 def _send_job_name(workspace: str, campaign: str) -> str:
@@ -176,7 +179,9 @@ def landed_events_sensor(settings: Settings) -> dg.SensorDefinition:
     """Launch ingestion when new event files land (it reads the file system, not DuckDB).
 
     The cursor is the newest landing-file modification time seen; ingestion itself skips
-    files already loaded, so a repeated request is harmless.
+    files already loaded, so a repeated request is harmless. With ``serve.landing.kind:
+    s3`` it first mirrors up to :data:`SENSOR_MIRROR_OBJECTS` new objects into the
+    landing dir (the run's events asset mirrors the rest).
     """
 
     @dg.sensor(
@@ -187,6 +192,10 @@ def landed_events_sensor(settings: Settings) -> dg.SensorDefinition:
         description="Ingest provider events as soon as new landing files appear.",
     )
     def landed_events(context: dg.SensorEvaluationContext) -> dg.SensorResult:
+        try:
+            mirror_landing(settings, max_objects=SENSOR_MIRROR_OBJECTS)
+        except Exception as err:  # S3 unreachable: local files still count, the next tick retries
+            context.log.warning(f"mirroring the S3 landing zone failed: {err}")
         seen = json.loads(context.cursor) if context.cursor else {"mtime": 0.0}
         newest = seen["mtime"]
         fresh = 0

@@ -5,6 +5,7 @@ from collections.abc import Iterator, Sequence
 import dagster as dg
 
 from adapters.providers.registry import backfill_targets, event_parser, poll_targets
+from adapters.serve.s3_mirror import mirror_landing
 from mailers.audit import AUDIT_TABLE, AuditAction, AuditRecord, append_audit
 from mailers.backfill import backfill_into_landing, open_windows
 from mailers.config import Settings
@@ -94,11 +95,13 @@ def provider_events(
     """Load landed provider event files into events and suppressions, exactly once each."""
     settings = mailers.settings()
     polled, poll_errors = _poll_providers(context, settings)
+    mirrored = _mirror_s3_landing(context, settings, poll_errors)
     with mailers.warehouse(settings) as warehouse:
         backfilled = _backfill_providers(context, settings, warehouse, poll_errors)
         report = ingest(warehouse, settings.landing_dir, event_parser)
         report.counts["events_polled"] = polled
         report.counts["events_backfilled"] = backfilled
+        report.counts["s3_objects_mirrored"] = mirrored
         report.counts["poll_errors"] = len(poll_errors)
         append_audit(
             warehouse,
@@ -137,6 +140,19 @@ def _poll_providers(
             errors[target.account] = f"{type(err).__name__}: {err}"
             context.log.warning(f"polling {target.account} failed: {err}")
     return polled, errors
+
+
+def _mirror_s3_landing(
+    context: dg.AssetExecutionContext, settings: Settings, errors: dict[str, str]
+) -> int:
+    """Copy webhooks landed in S3 (``serve.landing.kind: s3``) into the landing dir; a
+    failure joins ``errors`` (the files already local are still ingested)."""
+    try:
+        return mirror_landing(settings)
+    except Exception as err:  # S3 unreachable: nothing is lost, the next run lists again
+        errors["s3_landing"] = f"{type(err).__name__}: {err}"
+        context.log.warning(f"mirroring the S3 landing zone failed: {err}")
+        return 0
 
 
 def _backfill_providers(

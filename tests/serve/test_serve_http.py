@@ -198,8 +198,17 @@ def test_unsubscribe_waits_for_its_signing_key_and_lands_once_it_is_set(
     assert len(landed_lines(settings.landing_dir, "mailgun")) == 1
 
 
-def test_s3_landing_is_refused_by_the_config_until_ingestion_reads_it(
+def test_s3_landing_is_accepted_with_a_bucket_and_refused_without_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(ValueError, match=r"serve.landing.kind: s3 is not available yet"):
-        serve_settings(tmp_path, monkeypatch, landing={"kind": "s3", "bucket": "events"})
+    """Landing in S3 end to end (service, mirror, ingestion) is tests/serve/test_serve_s3.py."""
+    settings = serve_settings(tmp_path, monkeypatch, landing={"kind": "s3", "bucket": "events"})
+    assert settings.config.serve.landing.bucket == "events"
+    with pytest.raises(ValueError, match=r"serve.landing.kind: s3 needs serve.landing.bucket"):
+        serve_settings(tmp_path, monkeypatch, landing={"kind": "s3"})
+    with pytest.raises(ValueError, match=r"aws_secret_access_key"):
+        serve_settings(
+            tmp_path,
+            monkeypatch,
+            landing={"kind": "s3", "bucket": "b", "aws_secret_access_key": "x"},
+        )
