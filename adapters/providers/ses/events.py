@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from adapters.providers.payloads import address, domain_of, listed, mapping, mappings
+from adapters.providers.payloads import address, domain_of, listed, mapping, mappings, text
 from adapters.providers.ses.settings import KIND
 from adapters.providers.ses.sns import timestamp
 from mailers.clock import utcnow
@@ -96,7 +96,7 @@ def _events(
     detail = mapping(record.get(DETAIL_KEYS.get(name, "")))
     if name == "Bounce":
         bounce_class = BOUNCE_CLASSES.get(str(detail.get("bounceType")), BounceClass.SOFT)
-    elif name == "Complaint" and detail.get("complaintFeedbackType") in NOT_COMPLAINTS:
+    elif name == "Complaint" and text(detail.get("complaintFeedbackType")) in NOT_COMPLAINTS:
         event_type = EventType.UNKNOWN
     elif name == "Subscription" and not _opted_out(detail):
         event_type = EventType.UNKNOWN  # an opt-in or a no-op change is no unsubscribe
@@ -222,8 +222,8 @@ def _unknown(account: str, raw: str, envelope: dict[str, Any] | None) -> Canonic
 
 
 def _reason(*parts: object) -> str | None:
-    text = "; ".join(str(p) for p in parts if p)
-    return text[:1000] or None
+    joined = "; ".join(str(p) for p in parts if p)
+    return joined[:1000] or None
 
 
 def _tag(tags: dict[str, Any], name: str) -> str | None:
