@@ -77,35 +77,50 @@ create or replace macro iso_instant(s) as
 create or replace macro iso_instant_or_utc(s) as
     case when regexp_full_match(s, '{_LOCAL_TIME}{_OFFSET}?') then iso_parts(s) end;
 
--- A JSON field read as text only when it is a string, null or absent (what the Python
+-- JSON fragments (from_json with a structure of "JSON" fields gives each field as its
+-- JSON text, null when absent or null): their type from the first character, and their value as
+-- text. A string's quotes are cut when it has no escapes (most do), else it is decoded.
+create or replace macro json_kind(fragment) as
+    case left(fragment, 1)
+        when '"' then 'VARCHAR' when '{{' then 'OBJECT' when '[' then 'ARRAY'
+        when 't' then 'BOOLEAN' when 'f' then 'BOOLEAN'
+        else case when regexp_full_match(fragment, '-?[0-9]+') then 'INTEGER' else 'DOUBLE' end
+    end;
+create or replace macro json_text(fragment) as
+    case when left(fragment, 1) <> '"' then fragment::varchar
+        when contains(fragment, '\\') then json_extract_string(fragment, '$')
+        else substring(fragment::varchar, 2, length(fragment) - 2) end;
+
+-- A field read as text only when it is a string, null or absent (what the Python
 -- parsers' text() reads the same way); others make the line fall back.
-create or replace macro text_typed(t) as t is null or t in ('VARCHAR', 'NULL');
+create or replace macro text_typed(fragment) as fragment is null or left(fragment, 1) = '"';
 
 -- mailers.messages.MessageRef's reading of one metadata value: stripped text or an
 -- integer's digits; null for anything else. Doubles are not claimed (a huge integer
 -- reads as one here and as an int in Python).
-create or replace macro ref_typed(t) as
-    t is null or t in ('VARCHAR', 'NULL', 'BIGINT', 'UBIGINT', 'BOOLEAN', 'OBJECT', 'ARRAY');
-create or replace macro ref_text(v, t) as
-    case when t = 'VARCHAR' then nullif(py_strip(v), '') when t in ('BIGINT', 'UBIGINT') then v end;
+create or replace macro ref_typed(fragment) as
+    fragment is null or json_kind(fragment) <> 'DOUBLE';
+create or replace macro ref_text(fragment) as
+    case json_kind(fragment)
+        when 'VARCHAR' then nullif(py_strip(json_text(fragment)), '')
+        when 'INTEGER' then fragment::varchar
+    end;
 
 -- The keys of a JSON object (text) are unique: DuckDB reads the first of duplicates,
--- Python the last, so such a line is left to Python.
-create or replace macro keys_unique(object, type) as
-    type is distinct from 'OBJECT'
-    or len(json_keys(object)) = len(list_distinct(json_keys(object)));
+-- Python the last, so such a line is left to Python. Null and non-objects pass.
+create or replace macro unique_keys(keys) as list_unique(keys) = len(keys);
+create or replace macro keys_unique(object) as
+    object is null or left(object, 1) <> '{{' or unique_keys(json_keys(object));
 
 -- The payload when it is a JSON object that Python's json.loads reads the same way
--- (DuckDB also accepts trailing commas, which Python refuses) with unique top-level
--- keys; else null. Nested cases: json_keys() must only ever see valid JSON.
+-- (DuckDB also accepts trailing commas, which Python refuses); else null.
 create or replace macro claimable_object(payload) as
     case when starts_with(payload, '{{') and json_valid(payload)
         and not regexp_matches(payload, ',[ \\t\\n\\r]*[}}\\]]')
-    then case when keys_unique(payload, 'OBJECT') then payload end end;
+    then payload end;
 """
 
 LINES_SQL = """
-create or replace temp table landed_lines as
 with texts as (
     select f.source_file, f.provider_account, f.kind, string_split(t.content, chr(10)) as lines
     from read_text($paths) as t join landing_files as f on f.path = t.filename
@@ -126,6 +141,20 @@ where payload <> ''
 
 LISTING_COLUMNS = ("path", "source_file", "provider_account", "kind")
 """The ``landing_files`` table the lines query joins: each file's path and names."""
+
+SCAN_BATCH_ROWS = 4096
+"""Lines per Arrow batch the mappings scan: the unit of their parallelism."""
+
+EMPTY_LINES = pa.table(
+    {
+        "source_file": pa.array([], pa.string()),
+        "provider_account": pa.array([], pa.string()),
+        "kind": pa.array([], pa.string()),
+        "line_number": pa.array([], pa.int64()),
+        "line": pa.array([], pa.string()),
+        "payload": pa.array([], pa.string()),
+    }
+)
 
 EVENT_COLUMNS = [name for name in EVENTS_SCHEMA.names if name not in ("source_file", "ingested_at")]
 
@@ -212,15 +241,16 @@ class DuckDBBulkParser:
         self._con.register("landing_files", listing)
         try:
             if files:
-                self._con.execute(LINES_SQL, {"paths": [str(f.path) for f in files]})
+                query = self._con.sql(LINES_SQL, params={"paths": [str(f.path) for f in files]})
+                lines = query.to_arrow_table()
             else:
-                self._con.execute(
-                    "create or replace temp table landed_lines as "
-                    "select * exclude (path), 0 as line_number, '' as line, '' as payload "
-                    "from landing_files"
-                )
+                lines = EMPTY_LINES
         finally:
             self._con.unregister("landing_files")
+        # Small record batches: DuckDB scans an Arrow table's batches in parallel, where a
+        # table's rows (one row group up to 122,880 of them) would map on one thread.
+        batches = lines.to_batches(max_chunksize=SCAN_BATCH_ROWS)
+        self._con.register("landed_lines", pa.Table.from_batches(batches, lines.schema))
 
     def _map(self, kind: str) -> tuple[pa.Table, pa.Table]:
         """Run ``kind``'s mapping over its lines: (events, lines it left over)."""

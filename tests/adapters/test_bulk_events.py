@@ -154,8 +154,13 @@ def _metadata() -> st.SearchStrategy[Any]:
     return st.one_of(st.dictionaries(keys, value, max_size=5), ODD)
 
 
-def _fill(fields: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in fields.items() if value is not ...}
+def _fill(value: Any) -> Any:
+    """``value`` with every absent (``...``) member left out, at any depth."""
+    if isinstance(value, dict):
+        return {key: _fill(item) for key, item in value.items() if item is not ...}
+    if isinstance(value, list):
+        return [_fill(item) for item in value if item is not ...]
+    return value
 
 
 @st.composite
@@ -250,9 +255,6 @@ def resend_bodies(draw: st.DrawFn) -> dict[str, Any]:
             "failed": draw(_maybe(st.fixed_dictionaries({}, optional={"reason": _maybe(TEXT)}))),
         }
     )
-    for key, value in list(data.items()):
-        if isinstance(value, dict):
-            data[key] = _fill(value)
     return _fill({"type": name, "created_at": draw(when), "data": draw(_maybe(st.just(data)))})
 
 

@@ -5,82 +5,101 @@
 -- not plain ISO 8601, a field has a type parse() would stringify, a recipient or From is
 -- not a bare address, its tags are the API's [{name, value}] list, or it has duplicate
 -- keys. The classes mirror EVENT_TYPES and BOUNCE_CLASSES; the parity test
--- (tests/core/test_bulk_parse.py) runs every key of those maps through both.
+-- (tests/adapters/test_bulk_events.py) runs every key of those maps through both.
 with objects as (
     select source_file, provider_account, line_number, payload, claimable_object(payload) as j
     from provider_lines
-), fields as materialized (
-    select
-        source_file, provider_account, line_number, payload,
-        json_extract_string(j, [
-            '$.type', '$.created_at', '$.data.created_at', '$.data.email_id', '$.data.from',
-            '$.data.bounce.type', '$.data.bounce.subType', '$.data.bounce.message',
-            '$.data.bounce.diagnosticCode', '$.data.click.link', '$.data.click.timestamp',
-            '$.data.suppressed.type', '$.data.suppressed.reason', '$.data.suppressed.message',
-            '$.data.failed.reason', '$.data.tags.mailers_message_key',
-            '$.data.tags.mailers_workspace', '$.data.tags.mailers_stream',
-            '$.data.tags.mailers_campaign', '$.data.tags', '$.data.to', '$.data',
-            '$.data.bounce', '$.data.click', '$.data.suppressed', '$.data.failed'
-        ]) as v,
-        json_type(j, [
-            '$.type', '$.created_at', '$.data.created_at', '$.data.email_id', '$.data.from',
-            '$.data.bounce.type', '$.data.bounce.subType', '$.data.bounce.message',
-            '$.data.bounce.diagnosticCode', '$.data.click.link', '$.data.click.timestamp',
-            '$.data.suppressed.type', '$.data.suppressed.reason', '$.data.suppressed.message',
-            '$.data.failed.reason', '$.data.tags.mailers_message_key',
-            '$.data.tags.mailers_workspace', '$.data.tags.mailers_stream',
-            '$.data.tags.mailers_campaign', '$.data.tags', '$.data.to', '$.data',
-            '$.data.bounce', '$.data.click', '$.data.suppressed', '$.data.failed'
-        ]) as t
-    from objects
-    where j is not null
 ), envelopes as materialized (
     select
-        source_file, provider_account, line_number, payload, v, t,
-        coalesce(v[1], '') as name,
-        nullif(v[4], '') as email_id,
-        nullif(v[2], '') as created,
+        source_file, provider_account, line_number, payload, json_keys(j) as keys,
+        from_json(j, '{"type": "JSON", "created_at": "JSON", "data": "JSON"}') as e
+    from objects
+    where j is not null
+), bodies as materialized (
+    -- parse(): mapping(envelope.data), {} unless an object
+    select
+        *,
+        case when left(e.data, 1) = '{' then from_json(e.data, '{
+            "created_at": "JSON", "email_id": "JSON", "from": "JSON", "to": "JSON",
+            "tags": "JSON", "bounce": "JSON", "click": "JSON", "suppressed": "JSON",
+            "failed": "JSON"
+        }') end as d
+    from envelopes
+    where unique_keys(keys) and keys_unique(e.data) and text_typed(e.type)
+        and text_typed(e.created_at)
+), details as (
+    select
+        *,
+        case when left(d.bounce, 1) = '{' then from_json(d.bounce, '{
+            "type": "JSON", "subType": "JSON", "message": "JSON", "diagnosticCode": "JSON"
+        }') end as bounce,
+        case when left(d.click, 1) = '{' then from_json(d.click,
+            '{"link": "JSON", "timestamp": "JSON"}') end as click,
+        case when left(d.suppressed, 1) = '{' then from_json(d.suppressed,
+            '{"type": "JSON", "reason": "JSON", "message": "JSON"}') end as suppressed,
+        case when left(d.failed, 1) = '{' then from_json(d.failed, '{"reason": "JSON"}') end
+            as failed,
+        case when left(d.tags, 1) = '{' then from_json(d.tags, '{
+            "mailers_message_key": "JSON", "mailers_workspace": "JSON",
+            "mailers_stream": "JSON", "mailers_campaign": "JSON"
+        }') end as tags,
         -- parse(): listed(data.to), strings only (others would be str()'d)
-        case when t[21] = 'ARRAY' then json_extract_string(v[21], '$[*]') else [] end as to_values,
-        case when t[21] = 'ARRAY' then json_type(v[21], '$[*]') else [] end as to_types,
-        case when t[9] = 'ARRAY' then json_extract_string(v[9], '$[*]') end as code_values,
-        case when t[9] = 'ARRAY' then json_type(v[9], '$[*]') end as code_types
-    from fields
-    where text_typed(t[1]) and text_typed(t[2]) and text_typed(t[3]) and text_typed(t[4])
-        and text_typed(t[5]) and text_typed(t[6]) and text_typed(t[7]) and text_typed(t[8])
-        and text_typed(t[10]) and text_typed(t[11]) and text_typed(t[12]) and text_typed(t[13])
-        and text_typed(t[14]) and text_typed(t[15])
-        and ref_typed(t[16]) and ref_typed(t[17]) and ref_typed(t[18]) and ref_typed(t[19])
-        and (t[20] is distinct from 'ARRAY' or v[20] = '[]')
-        and (t[9] is null or t[9] in ('NULL', 'VARCHAR', 'ARRAY'))
-        and keys_unique(v[20], t[20]) and keys_unique(v[22], t[22]) and keys_unique(v[23], t[23])
-        and keys_unique(v[24], t[24]) and keys_unique(v[25], t[25]) and keys_unique(v[26], t[26])
-        and nullif(v[4], '') is not null and nullif(v[2], '') is not null
-        and (coalesce(v[5], '') = '' or regexp_full_match(
-            v[5], '[A-Za-z0-9_%+-]+([.][A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+([.][A-Za-z0-9-]+)*'))
+        case when left(d.to, 1) = '[' then json_extract_string(d.to, '$[*]') else [] end
+            as to_values,
+        case when left(d.to, 1) = '[' then json_type(d.to, '$[*]') else [] end as to_types,
+        coalesce(nullif(json_text(e.type), ''), '') as name,
+        nullif(json_text(d.email_id), '') as email_id,
+        nullif(json_text(e.created_at), '') as created,
+        json_text(d."from") as sender
+    from bodies
+    where text_typed(d.created_at) and text_typed(d.email_id) and text_typed(d."from")
+        and keys_unique(d.bounce) and keys_unique(d.click) and keys_unique(d.suppressed)
+        and keys_unique(d.failed) and keys_unique(d.tags)
+        and (left(d.tags, 1) is distinct from '[' or d.tags = '[]')
 ), checked as (
-    select * from envelopes
-    where list_bool_and(list_transform(to_types || ['VARCHAR'], lambda c: c = 'VARCHAR'))
-        and list_bool_and(list_transform(coalesce(code_types, []) || ['VARCHAR'], lambda c: c = 'VARCHAR'))
-        and list_bool_and(list_transform(to_values || [''], lambda a: a = '' or regexp_full_match(
-            a, '[A-Za-z0-9_%+-]+([.][A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+([.][A-Za-z0-9-]+)*')))
+    select
+        *,
+        case when left(bounce.diagnosticCode, 1) = '['
+            then json_extract_string(bounce.diagnosticCode, '$[*]') end as codes,
+        case when left(bounce.diagnosticCode, 1) = '['
+            then json_type(bounce.diagnosticCode, '$[*]') end as code_types
+    from details
+    where email_id is not null and created is not null
+        and text_typed(bounce.type) and text_typed(bounce.subType)
+        and text_typed(bounce.message)
+        and (text_typed(bounce.diagnosticCode) or left(bounce.diagnosticCode, 1) = '[')
+        and text_typed(click.link) and text_typed(click.timestamp)
+        and text_typed(suppressed.type) and text_typed(suppressed.reason)
+        and text_typed(suppressed.message) and text_typed(failed.reason)
+        and ref_typed(tags.mailers_message_key) and ref_typed(tags.mailers_workspace)
+        and ref_typed(tags.mailers_stream) and ref_typed(tags.mailers_campaign)
+        and (coalesce(sender, '') = '' or regexp_full_match(
+            sender, '[A-Za-z0-9_%+-]+([.][A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+([.][A-Za-z0-9-]+)*'))
+        and list_bool_and(list_transform(to_types, lambda c: c = 'VARCHAR') || [true])
+        and list_bool_and(list_transform(to_values, lambda a: a = '' or regexp_full_match(
+            a, '[A-Za-z0-9_%+-]+([.][A-Za-z0-9_%+-]+)*@[A-Za-z0-9-]+([.][A-Za-z0-9-]+)*')) || [true])
 ), recipients as (
     select
-        * exclude (to_values, to_types, code_types),
-        -- a click's own time, else when the event was created
-        case when name = 'email.clicked' and coalesce(v[11], '') <> '' then v[11]
-            else created end as raw_when,
+        *,
+        json_text(click.link) as link,
+        json_text(click.timestamp) as clicked_at,
         -- parse(): [address(r) for r in listed(data.to)] or [None]
         unnest(case when len(to_values) = 0 then [null::varchar]
             else list_transform(to_values, lambda a: nullif(a, '')) end) as recipient
     from checked
+    where list_bool_and(list_transform(coalesce(code_types, []), lambda c: c = 'VARCHAR') || [true])
 ), events as (
     select
         *,
-        iso_instant_or_utc(raw_when) as occurred_at,
-        concat_ws('/', nullif(v[6], ''), nullif(v[7], '')) as bounce_kind,
-        concat_ws(' ', nullif(v[8], ''), nullif(
-            case when t[9] = 'ARRAY' then array_to_string(code_values, '; ') else v[9] end, ''
+        -- a click's own time, else when the event was created
+        iso_instant_or_utc(case when name = 'email.clicked' and coalesce(clicked_at, '') <> ''
+            then clicked_at else created end) as occurred_at,
+        json_text(bounce.type) as bounce_type,
+        concat_ws('/', nullif(json_text(bounce.type), ''), nullif(json_text(bounce.subType), ''))
+            as bounce_kind,
+        concat_ws(' ', nullif(json_text(bounce.message), ''), nullif(
+            case when codes is not null then array_to_string(codes, '; ')
+            else json_text(bounce.diagnosticCode) end, ''
         )) as bounce_detail
     from recipients
 )
@@ -89,8 +108,8 @@ select
     line_number,
     derived_event_id('resend', concat_ws(chr(31),
         name, email_id, coalesce(recipient, ''), created,
-        case when name = 'email.clicked' then coalesce(v[10], '') end,
-        case when name = 'email.clicked' then coalesce(v[11], '') end
+        case when name = 'email.clicked' then coalesce(link, '') end,
+        case when name = 'email.clicked' then coalesce(clicked_at, '') end
     )) as event_id,
     case name
         when 'email.delivered' then 'delivered' when 'email.delivery_delayed' then 'deferred'
@@ -99,7 +118,7 @@ select
         when 'email.failed' then 'failed' when 'email.suppressed' then 'rejected'
         else 'unknown'
     end as event_type,
-    case when name = 'email.bounced' then case coalesce(v[6], '')
+    case when name = 'email.bounced' then case coalesce(bounce_type, '')
         when 'Transient' then 'soft' when 'Temporary' then 'soft' when 'Undetermined' then 'soft'
         else 'hard' end
     end as bounce_class,
@@ -107,23 +126,24 @@ select
     'resend' as provider,
     provider_account,
     email_id as provider_message_id,
-    ref_text(v[16], t[16]) as message_key,
-    ref_text(v[17], t[17]) as workspace,
-    ref_text(v[18], t[18]) as stream,
-    ref_text(v[19], t[19]) as campaign,
+    ref_text(tags.mailers_message_key) as message_key,
+    ref_text(tags.mailers_workspace) as workspace,
+    ref_text(tags.mailers_stream) as stream,
+    ref_text(tags.mailers_campaign) as campaign,
     recipient,
-    nullif(lower(regexp_extract(coalesce(v[5], ''), '@([^@]*)$', 1)), '') as sending_domain,
+    nullif(lower(regexp_extract(coalesce(sender, ''), '@([^@]*)$', 1)), '') as sending_domain,
     case
         when name = 'email.bounced' then nullif(substring(
             case
                 when bounce_kind <> '' and bounce_detail <> '' then bounce_kind || ': ' || bounce_detail
                 else coalesce(nullif(bounce_kind, ''), bounce_detail)
             end, 1, 1000), '')
-        when name = 'email.suppressed' then nullif(substring(
-            concat_ws(': ', nullif(v[12], ''), nullif(v[13], ''), nullif(v[14], '')), 1, 1000), '')
-        when name = 'email.failed' then nullif(v[15], '')
+        when name = 'email.suppressed' then nullif(substring(concat_ws(': ',
+            nullif(json_text(suppressed.type), ''), nullif(json_text(suppressed.reason), ''),
+            nullif(json_text(suppressed.message), '')), 1, 1000), '')
+        when name = 'email.failed' then nullif(json_text(failed.reason), '')
     end as reason,
-    case when name = 'email.clicked' then nullif(v[10], '') end as url,
+    case when name = 'email.clicked' then nullif(link, '') end as url,
     payload as raw_payload
 from events
 where occurred_at is not null
