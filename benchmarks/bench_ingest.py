@@ -4,7 +4,8 @@
 
 Lands ``--files`` files of ``--per-file`` events (Postmark deliveries and bounces, Resend
 deliveries, a few percent duplicated across files as provider retries are) and loads them
-all with :func:`mailers.ingest.ingest` into a fresh DuckDB file: events/s and peak RSS.
+all with :func:`mailers.ingest.ingest` into a fresh DuckDB file, parsed by the providers'
+SQL mappings (``--python``: by their Python parsers only): events/s and peak RSS.
 Then, for the per-file cost against history, it appends ``--history`` synthetic events
 to ``mailers.events`` (by SQL, spread over a year) and times loading a fixed probe batch
 of files into the empty warehouse and into the grown one. The issue's goals: at least
@@ -22,7 +23,7 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from adapters.providers.registry import event_parser
+from adapters.providers.registry import bulk_event_parser, event_parser
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.ingest import ingest
 from mailers.landing import land
@@ -92,11 +93,11 @@ def grow_history(warehouse: DuckDBWarehouse, rows: int) -> None:
     )
 
 
-def _load(path: Path, landing: Path) -> tuple[float, int, int]:
-    with DuckDBWarehouse(path) as warehouse:
+def _load(path: Path, landing: Path, python_only: bool) -> tuple[float, int, int]:
+    with DuckDBWarehouse(path) as warehouse, bulk_event_parser() as bulk:
         ensure_tables(warehouse)
         started = time.perf_counter()
-        report = ingest(warehouse, landing, event_parser)
+        report = ingest(warehouse, landing, event_parser, bulk=None if python_only else bulk)
         elapsed = time.perf_counter() - started
         events = int(warehouse.query("select count(*) from mailers.events").column(0)[0].as_py())
     return elapsed, report.counts["files"], events
@@ -108,13 +109,16 @@ def main() -> None:
     parser.add_argument("--per-file", type=int, default=1000)
     parser.add_argument("--history", type=int, default=10_000_000)
     parser.add_argument("--probe-files", type=int, default=50)
+    parser.add_argument(
+        "--python", action="store_true", help="parse every line in Python (no SQL mappings)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         landing = root / "landing"
         land_files(landing, args.files, args.per_file, 0, seed=1)
-        elapsed, files, events = _load(root / "bulk.duckdb", landing)
+        elapsed, files, events = _load(root / "bulk.duckdb", landing, args.python)
         total = args.files * args.per_file
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"{total:,} landed events in {files} files: {elapsed:.1f} s")
@@ -122,12 +126,12 @@ def main() -> None:
 
         probe = root / "probe"
         land_files(probe, args.probe_files, args.per_file, 10**9, seed=2)
-        empty_elapsed, probe_files, _ = _load(root / "empty.duckdb", probe)
+        empty_elapsed, probe_files, _ = _load(root / "empty.duckdb", probe, args.python)
         grown = root / "grown.duckdb"
         with DuckDBWarehouse(grown) as warehouse:
             ensure_tables(warehouse)
             grow_history(warehouse, args.history)
-        grown_elapsed, _, _ = _load(grown, probe)
+        grown_elapsed, _, _ = _load(grown, probe, args.python)
         print(f"per-file cost over {probe_files} probe files:")
         print(f"  empty table:          {empty_elapsed / probe_files * 1000:.1f} ms/file")
         print(f"  after {args.history:,} events: {grown_elapsed / probe_files * 1000:.1f} ms/file")

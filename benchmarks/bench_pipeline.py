@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from adapters.providers.registry import build_providers, event_parser
+from adapters.providers.registry import build_providers, bulk_event_parser, event_parser
 from adapters.settings import load
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.audience import AudienceSpec, disposition_counts, resolve
@@ -134,7 +134,8 @@ def main() -> None:
                 f"{send_s:.2f}s ({sent / send_s:,.0f} msg/s); peak RSS {_peak_mib():,.0f} MiB"
             )
             start = time.perf_counter()
-            ingested = ingest(warehouse, settings.landing_dir, event_parser)
+            with bulk_event_parser() as bulk:
+                ingested = ingest(warehouse, settings.landing_dir, event_parser, bulk=bulk)
             ingest_s = time.perf_counter() - start
             events = ingested.counts["events_new"]
             print(

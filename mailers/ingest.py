@@ -8,14 +8,20 @@ parser, then, in one transaction per batch of files: appends the events not seen
 and records the files as loaded, so each file is ingested exactly once and a crash leaves
 nothing half-done. A line no parser understands becomes an ``unknown`` event with the raw
 text kept: nothing is dropped.
+
+Parsing is vectorized where a provider has a set-based mapping (a :class:`BulkParser`
+reads whole files at once); the lines such a mapping does not claim, and the files of
+providers without one, go through the provider's Python parser, line by line. Both paths
+give the same events for the same line (a parity test holds them to it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -58,6 +64,43 @@ class IngestReport:
     by_type: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class LeftoverLine:
+    """A line of a landing file that a bulk mapping did not claim (without its newline)."""
+
+    landed: LandedFile
+    number: int
+    line: bytes
+
+
+@dataclass(frozen=True)
+class BulkParsed:
+    """What a :class:`BulkParser` made of a batch of files.
+
+    ``events`` (:data:`EVENTS_SCHEMA`) holds every event of the lines it claimed; each of
+    the other non-blank lines of those files is in ``leftovers``; ``unread`` lists the
+    files it did not read at all (their kind has no mapping, or the file could not be
+    read as text), for the Python parsers to parse whole.
+    """
+
+    events: pa.Table
+    leftovers: list[LeftoverLine]
+    unread: list[LandedFile]
+
+
+class BulkParser(Protocol):
+    """Parses whole landing files at once, set-based, for the provider kinds it maps.
+
+    For every line it claims it must give exactly the events the provider's Python parser
+    gives (same ids, fields and ``raw_payload``); a line it cannot map exactly it leaves
+    over, never guesses.
+    """
+
+    def parse(self, files: Sequence[LandedFile]) -> BulkParsed:
+        """The events of ``files``, with what is left for the Python parsers."""
+        ...
+
+
 def landed_files(landing_dir: Path) -> Iterator[LandedFile]:
     """Every complete landing file, in name order (provider kind, account, file name)."""
     if not landing_dir.is_dir():
@@ -76,20 +119,29 @@ def pending_files(warehouse: Warehouse, landing_dir: Path) -> list[LandedFile]:
 
 
 def parse_file(landed: LandedFile, parser: EventParser) -> pa.Table:
-    """All events of one file as an Arrow table of :data:`EVENTS_SCHEMA`.
+    """All events of one file as an Arrow table of :data:`EVENTS_SCHEMA` (Python parser)."""
+    with landed.path.open("rb") as handle:
+        # Lines without their newline: what a bulk parser leaves over looks the same.
+        numbered = ((n, line.removesuffix(b"\n")) for n, line in enumerate(handle, start=1))
+        return parse_lines(landed, numbered, parser)
+
+
+def parse_lines(
+    landed: LandedFile, lines: Iterable[tuple[int, bytes]], parser: EventParser
+) -> pa.Table:
+    """The events of numbered lines of one file, parsed one by one with ``parser``.
 
     A line the parser cannot read, or whose events do not fit the table's types, becomes
     an ``unknown`` event holding the raw text: one bad line never costs the others.
     """
     parsed: list[tuple[int, bytes, list[CanonicalEvent]]] = []
-    with landed.path.open("rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                parsed.append((number, line, parser.parse(line, landed.account)))
-            except Exception as err:  # any parser failure keeps the line, as an unknown event
-                parsed.append((number, line, [_unparseable(landed, number, line, err)]))
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            parsed.append((number, line, parser.parse(line, landed.account)))
+        except Exception as err:  # any parser failure keeps the line, as an unknown event
+            parsed.append((number, line, [_unparseable(landed, number, line, err)]))
     try:
         return _events_table([e for _, _, events in parsed for e in events], landed.relative)
     except (pa.ArrowException, TypeError, ValueError):
@@ -102,6 +154,32 @@ def parse_file(landed: LandedFile, parser: EventParser) -> pa.Table:
             line_events = [_unparseable(landed, number, line, err)]
         events.extend(line_events)
     return _events_table(events, landed.relative)
+
+
+def parse_batch(
+    batch: Sequence[LandedFile], parser_for: ParserFor, bulk: BulkParser | None
+) -> pa.Table:
+    """Every event of a batch of files: bulk where a mapping claims a line, else by the
+    provider's Python parser."""
+    if bulk is None:
+        return _concat([parse_file(landed, parser_for(landed.kind)) for landed in batch])
+    done = bulk.parse(batch)
+    tables = [done.events]
+    tables += [parse_file(landed, parser_for(landed.kind)) for landed in done.unread]
+    by_file: dict[str, list[LeftoverLine]] = {}
+    for left in done.leftovers:
+        by_file.setdefault(left.landed.relative, []).append(left)
+    for lefts in by_file.values():
+        landed = lefts[0].landed
+        numbered = ((left.number, left.line) for left in lefts)
+        tables.append(parse_lines(landed, numbered, parser_for(landed.kind)))
+    return _concat(tables)
+
+
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    if not tables:
+        return EVENTS_SCHEMA.empty_table()
+    return pa.concat_tables(tables)
 
 
 def _unparseable(landed: LandedFile, number: int, line: bytes, err: Exception) -> CanonicalEvent:
@@ -195,8 +273,12 @@ def ingest(
     *,
     progress: Callable[[int], None] | None = None,
     files_per_batch: int = FILES_PER_BATCH,
+    bulk: BulkParser | None = None,
 ) -> IngestReport:
     """Load every pending landing file, ``files_per_batch`` files per transaction.
+
+    With ``bulk``, files are parsed set-based where their provider has a mapping
+    (:func:`parse_batch`); without it, every line goes through its Python parser.
 
     Each transaction appends the batch's new events, the suppressions they imply and the
     batch's rows of the load manifest together, so a crash between batches leaves every
@@ -208,8 +290,7 @@ def ingest(
     for start in range(0, len(pending), max(1, files_per_batch)):
         batch = pending[start : start + max(1, files_per_batch)]
         parse_started = utcnow()
-        parsed = [(landed, parse_file(landed, parser_for(landed.kind))) for landed in batch]
-        _load_batch(warehouse, parsed, parse_started, report)
+        _load_batch(warehouse, batch, parse_batch(batch, parser_for, bulk), parse_started, report)
         if progress:
             progress(len(batch))
     return report
@@ -217,49 +298,71 @@ def ingest(
 
 def _load_batch(
     warehouse: Warehouse,
-    parsed: list[tuple[LandedFile, pa.Table]],
+    batch: Sequence[LandedFile],
+    table: pa.Table,
     parse_started: datetime,
     report: IngestReport,
 ) -> None:
-    """Load one batch of parsed files in one transaction and add its tallies to ``report``."""
+    """Load one batch of parsed files (``table``: all their events) in one transaction and
+    add its tallies to ``report``."""
     events = warehouse.relation(MAILERS_SCHEMA, EVENTS_TABLE)
     columns = ", ".join(EVENTS_SCHEMA.names)
-    table = pa.concat_tables([events_of for _, events_of in parsed])
+    per_file = {
+        item["values"]: item["counts"] for item in table["source_file"].value_counts().to_pylist()
+    }
+    loaded_at = utcnow()
     manifest = pa.Table.from_pylist(
         [
             {
                 "source_file": landed.relative,
                 "provider_account": landed.account,
-                "event_count": events_of.num_rows,
-                "loaded_at": utcnow(),
+                "event_count": per_file.get(landed.relative, 0),
+                "loaded_at": loaded_at,
             }
-            for landed, events_of in parsed
+            for landed in batch
         ],
         schema=LANDED_FILES_SCHEMA,
     )
+    suppressing = ", ".join(f"'{event_type}'" for event_type, _ in SUPPRESSING_EVENTS)
+    sources = ", ".join("'" + landed.relative.replace("'", "''") + "'" for landed in batch)
     with warehouse.staged(table) as staged, warehouse.transaction():
-        # One row per event id within the batch; the anti-join drops ones already loaded,
-        # looking only at stored events in the time range the batch's events can match.
+        # One row per event id within the batch (the earliest); the anti-join drops ones
+        # already loaded, looking only at stored events in the time range the batch's
+        # events can match.
         unique = (
             f"(select {columns} from (select *, row_number() over "
             f"(partition by event_id order by occurred_at, source_file) as batch_rank "
             f"from {staged}) as ranked where batch_rank = 1)"
         )
         seen = _seen_events_sql(events, table, parse_started)
-        added = warehouse.execute(_suppressions_sql(warehouse, unique, seen))
         new = warehouse.execute(
             f"insert into {events} ({columns}) select {columns} from {unique} as n "
             f"where not exists (select 1 from {seen} e where e.event_id = n.event_id)"
         )
+        # The suppressions of what was just inserted: the batch's files' rows (loaded
+        # once, by the manifest), found by ingested_at so only the newest row groups are
+        # read, and only the few events that can suppress go through the attribution.
+        inserted = (
+            f"(select * from {events} where ingested_at >= {_timestamp_literal(table)} "
+            f"and source_file in ({sources}) and event_type in ({suppressing}))"
+        )
+        nothing_seen = f"(select event_id from {events} where false)"
+        added = warehouse.execute(_suppressions_sql(warehouse, inserted, nothing_seen))
         warehouse.append(MAILERS_SCHEMA, LANDED_FILES_TABLE, manifest)
     counts = report.counts
-    counts["files"] += len(parsed)
+    counts["files"] += len(batch)
     counts["events_parsed"] += table.num_rows
     counts["events_new"] += new
     counts["events_duplicate"] += table.num_rows - new
     counts["suppressions_added"] += added
     for item in table["event_type"].value_counts().to_pylist():
         report.by_type[item["values"]] = report.by_type.get(item["values"], 0) + item["counts"]
+
+
+def _timestamp_literal(table: pa.Table) -> str:
+    """The earliest ``ingested_at`` of a batch as a SQL literal (an empty batch: now)."""
+    low = pc.min(table["ingested_at"]).as_py() if table.num_rows else utcnow()
+    return f"cast('{low.isoformat(sep=' ')}' as timestamp)"
 
 
 def _seen_events_sql(events: str, staged: pa.Table, parse_started: datetime) -> str:

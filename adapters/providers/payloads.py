@@ -20,6 +20,12 @@ def json_object(payload: bytes) -> dict[str, Any]:
     return data
 
 
+def verbatim(payload: bytes) -> str:
+    """A landed payload as stored in ``raw_payload``: its text, without surrounding ASCII
+    whitespace (the same text the set-based mappings store)."""
+    return payload.strip().decode("utf-8")
+
+
 def mapping(value: object) -> dict[str, Any]:
     """An object field, or ``{}`` (providers send ``[]`` or nothing for an empty one)."""
     return value if isinstance(value, dict) else {}

@@ -19,6 +19,7 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
+from adapters.bulk_events import DuckDBBulkParser
 from adapters.providers import mailgun, postmark, resend, sandbox, sendgrid, ses, smtp
 from adapters.providers.base import BatchProvider
 from adapters.providers.spec import ProviderSpec
@@ -129,6 +130,15 @@ def event_parser(kind: str) -> EventParser:
     if kind == UNSUBSCRIBE_KIND:
         return UNSUBSCRIBE_PARSER
     return provider_spec(kind)
+
+
+def bulk_event_parser(*, threads: int | None = None) -> DuckDBBulkParser:
+    """A set-based parser with every provider's SQL mapping (``spec.events_sql``); files of
+    kinds without one, and lines a mapping leaves over, go to :func:`event_parser`'s."""
+    return DuckDBBulkParser(
+        {kind: spec.events_sql for kind, spec in SPECS.items() if spec.events_sql},
+        threads=threads,
+    )
 
 
 def poll_targets(settings: Settings) -> list[PollTarget]:

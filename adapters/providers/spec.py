@@ -135,12 +135,15 @@ class ProviderSpec(Generic[SettingsT]):
     """The provider deduplicates a request by an idempotency key we send, so a call
     without a usable answer is made again safely (see :mod:`adapters.providers.base`)."""
     quota: QuotaReader[SettingsT] | None = None
+    """Reads the account's published sending limits, for ``pacing.quota_from_provider``.
+    Providers that publish none (all but SES) leave pacing to the config."""
     backfill: Backfiller[SettingsT] | None = None
     """Fetches a past time window's events (:mod:`mailers.backfill`). Providers whose
     events API cannot be asked for a window (SES has none) leave missing feedback to the
     overdue check."""
-    """Reads the account's published sending limits, for ``pacing.quota_from_provider``.
-    Providers that publish none (all but SES) leave pacing to the config."""
+    events_sql: str | None = None
+    """The set-based form of ``parse`` (``events.sql`` in the provider package, see
+    :mod:`adapters.bulk_events`); providers without one are parsed line by line."""
 
     def settings_of(self, config: ProviderAccountConfig) -> SettingsT:
         """The account's validated settings (raises ``ValidationError``)."""

@@ -4,7 +4,12 @@ from collections.abc import Iterator, Sequence
 
 import dagster as dg
 
-from adapters.providers.registry import backfill_targets, event_parser, poll_targets
+from adapters.providers.registry import (
+    backfill_targets,
+    bulk_event_parser,
+    event_parser,
+    poll_targets,
+)
 from adapters.serve.s3_mirror import mirror_landing
 from mailers.audit import AUDIT_TABLE, AuditAction, AuditRecord, append_audit
 from mailers.backfill import backfill_into_landing, open_windows
@@ -98,7 +103,8 @@ def provider_events(
     mirrored = _mirror_s3_landing(context, settings, poll_errors)
     with mailers.warehouse(settings) as warehouse:
         backfilled = _backfill_providers(context, settings, warehouse, poll_errors)
-        report = ingest(warehouse, settings.landing_dir, event_parser)
+        with bulk_event_parser() as bulk:
+            report = ingest(warehouse, settings.landing_dir, event_parser, bulk=bulk)
         report.counts["events_polled"] = polled
         report.counts["events_backfilled"] = backfilled
         report.counts["s3_objects_mirrored"] = mirrored

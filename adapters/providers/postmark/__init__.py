@@ -15,6 +15,7 @@ module         job
 
 from __future__ import annotations
 
+from adapters.bulk_events import provider_mapping
 from adapters.providers.postmark.events import parse
 from adapters.providers.postmark.lookup import PostmarkLookup
 from adapters.providers.postmark.polling import poll_events
@@ -56,4 +57,5 @@ SPEC = ProviderSpec(
     verify_webhook=verify_webhook,
     poll=poll_events,
     lookup=PostmarkLookup,
+    events_sql=provider_mapping(__name__),
 )

@@ -7,13 +7,19 @@ type not mapped below becomes ``unknown`` with the raw payload kept.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from adapters.providers.payloads import compact_json, domain_of, json_object, mapping, naive_utc
+from adapters.providers.payloads import (
+    compact_json,
+    domain_of,
+    json_object,
+    mapping,
+    naive_utc,
+    verbatim,
+)
 from adapters.providers.payloads import text as _text
 from adapters.providers.postmark.settings import KIND
 from mailers import clock
@@ -200,6 +206,6 @@ def parse(payload: bytes, account: str) -> list[CanonicalEvent]:
             url=str(data["OriginalLink"])
             if record == "Click" and data.get("OriginalLink")
             else None,
-            raw_payload=json.dumps(data),
+            raw_payload=verbatim(payload),
         )
     ]

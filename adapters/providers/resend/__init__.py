@@ -20,6 +20,7 @@ https://resend.com/docs/api-reference/emails/list-emails
 
 from __future__ import annotations
 
+from adapters.bulk_events import provider_mapping
 from adapters.providers.resend.events import parse
 from adapters.providers.resend.sending import ResendProvider, build
 from adapters.providers.resend.settings import (
@@ -54,4 +55,5 @@ SPEC = ProviderSpec(
     parse=parse,
     verify_webhook=verify_webhook,
     idempotent=True,
+    events_sql=provider_mapping(__name__),
 )

@@ -16,7 +16,6 @@ an event and stay the same when Resend re-sends it.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -31,6 +30,7 @@ from adapters.providers.payloads import (
     mappings,
     naive_utc,
     text,
+    verbatim,
 )
 from adapters.providers.resend.settings import KIND
 from mailers import clock
@@ -90,7 +90,7 @@ def parse(payload: bytes, account: str) -> list[CanonicalEvent]:
     email_id = text(data.get("email_id"))
     tags = _tags(data.get("tags"))
     recipients = [address(r) for r in listed(data.get("to"))] or [None]
-    raw = json.dumps(envelope)
+    raw = verbatim(payload)
     return [
         CanonicalEvent(
             event_id=_event_id(envelope, name, email_id, recipient),

@@ -1,0 +1,275 @@
+"""Set-based parsing of landing files: each provider's mapping as one DuckDB query.
+
+A provider that can be mapped in SQL keeps the mapping next to its Python parser, as
+``adapters/providers/<kind>/events.sql``: a ``select`` over the relation
+``provider_lines`` (``source_file``, ``provider_account``, ``line_number``, ``line`` and
+``payload``, the line without surrounding ASCII whitespace), giving ``source_file``,
+``line_number`` and the event columns of :data:`~mailers.events.EVENTS_SCHEMA` (less
+``source_file`` and ``ingested_at``). A line is *claimed* by the rows it gets; a mapping
+gives all of a line's events or none, and leaves every line it cannot map exactly as its
+Python parser would (odd types, unreadable times, duplicate keys) to that parser.
+
+The mappings run in an embedded, in-memory DuckDB whatever the warehouse is: parsing is
+local compute, and the warehouse only receives the Arrow result. Files are read with
+``read_text`` in one query per batch; a batch that cannot be read as UTF-8 text is read
+file by file, and a file that still cannot be is left to the Python parser whole.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from importlib import resources
+
+import duckdb
+import pyarrow as pa
+
+from mailers.clock import utcnow
+from mailers.events import EVENTS_SCHEMA
+from mailers.ingest import BulkParsed, LandedFile, LeftoverLine
+
+MAPPING_FILE = "events.sql"
+"""The name of a provider package's SQL mapping."""
+
+_ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
+"""What ``bytes.strip()`` removes: blank lines and a payload's padding, as Python sees them."""
+
+_UNICODE_WHITESPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
+"""What ``str.strip()`` removes, for mappings of fields the Python parsers strip."""
+
+
+_LOCAL_TIME = (
+    "[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]([.][0-9]+)?"
+)
+"""The ISO 8601 date and time the mappings read (a subset of datetime.fromisoformat's)."""
+
+_OFFSET = "(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+"""``Z`` or a ``+HH:MM`` offset."""
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+MACROS = f"""
+-- str.strip() of Python, and bytes.strip() for whole lines.
+create or replace macro py_strip(s) as trim(s, {_literal(_UNICODE_WHITESPACE)});
+create or replace macro ascii_strip(s) as trim(s, {_literal(_ASCII_WHITESPACE)});
+
+-- mailers.events.derive_event_id: provider ':' the first 40 hex digits of the sha256 of
+-- the provider and the parts joined by U+001F (parts is the text already joined).
+create or replace macro derived_event_id(provider, parts) as
+    provider || ':' || left(sha256(provider || chr(31) || parts), 40);
+
+-- An ISO 8601 instant as naive UTC, microseconds kept (more digits cut, as
+-- datetime.fromisoformat does); null unless it is exactly YYYY-MM-DD[T ]HH:MM:SS[.f]
+-- followed by Z or a +HH:MM offset (iso_instant), or optionally by one, a time without
+-- one read as UTC (iso_instant_or_utc). The patterns are constants: compiled once.
+create or replace macro iso_parts(s) as
+    try_cast(substr(s, 1, 10) || ' ' || substr(s, 12, 8) as timestamp)
+    + to_microseconds(cast(rpad(left(regexp_extract(s, '[.]([0-9]+)', 1), 6), 6, '0') as bigint))
+    - case when regexp_matches(s, '[+-][0-9]{{2}}:[0-9]{{2}}$') then
+        (case when substr(s, -6, 1) = '-' then -1 else 1 end)
+        * (to_minutes(cast(substr(s, -5, 2) as bigint) * 60 + cast(substr(s, -2, 2) as bigint)))
+      else to_minutes(0) end;
+create or replace macro iso_instant(s) as
+    case when regexp_full_match(s, '{_LOCAL_TIME}{_OFFSET}') then iso_parts(s) end;
+create or replace macro iso_instant_or_utc(s) as
+    case when regexp_full_match(s, '{_LOCAL_TIME}{_OFFSET}?') then iso_parts(s) end;
+
+-- JSON fragments (from_json with a structure of "JSON" fields gives each field as its
+-- JSON text, null when absent or null): their type from the first character, and their value as
+-- text. A string's quotes are cut when it has no escapes (most do), else it is decoded.
+create or replace macro json_kind(fragment) as
+    case left(fragment, 1)
+        when '"' then 'VARCHAR' when '{{' then 'OBJECT' when '[' then 'ARRAY'
+        when 't' then 'BOOLEAN' when 'f' then 'BOOLEAN'
+        else case when regexp_full_match(fragment, '-?[0-9]+') then 'INTEGER' else 'DOUBLE' end
+    end;
+create or replace macro json_text(fragment) as
+    case when left(fragment, 1) <> '"' then fragment::varchar
+        when contains(fragment, '\\') then json_extract_string(fragment, '$')
+        else substring(fragment::varchar, 2, length(fragment) - 2) end;
+
+-- A field read as text only when it is a string, null or absent (what the Python
+-- parsers' text() reads the same way); others make the line fall back.
+create or replace macro text_typed(fragment) as fragment is null or left(fragment, 1) = '"';
+
+-- mailers.messages.MessageRef's reading of one metadata value: stripped text or an
+-- integer's digits; null for anything else. Doubles are not claimed (a huge integer
+-- reads as one here and as an int in Python).
+create or replace macro ref_typed(fragment) as
+    fragment is null or json_kind(fragment) <> 'DOUBLE';
+create or replace macro ref_text(fragment) as
+    case json_kind(fragment)
+        when 'VARCHAR' then nullif(py_strip(json_text(fragment)), '')
+        when 'INTEGER' then fragment::varchar
+    end;
+
+-- The keys of a JSON object (text) are unique: DuckDB reads the first of duplicates,
+-- Python the last, so such a line is left to Python. Null and non-objects pass.
+create or replace macro unique_keys(keys) as list_unique(keys) = len(keys);
+create or replace macro keys_unique(object) as
+    object is null or left(object, 1) <> '{{' or unique_keys(json_keys(object));
+
+-- The payload when it is a JSON object that Python's json.loads reads the same way
+-- (DuckDB also accepts trailing commas, which Python refuses); else null.
+create or replace macro claimable_object(payload) as
+    case when starts_with(payload, '{{') and json_valid(payload)
+        and not regexp_matches(payload, ',[ \\t\\n\\r]*[}}\\]]')
+    then payload end;
+"""
+
+LINES_SQL = """
+with texts as (
+    select f.source_file, f.provider_account, f.kind, string_split(t.content, chr(10)) as lines
+    from read_text($paths) as t join landing_files as f on f.path = t.filename
+), numbered as (
+    select source_file, provider_account, kind,
+        unnest(lines) as line, generate_subscripts(lines, 1) as line_number
+    from texts
+), stripped as (
+    -- trim() with a character set is slow: only lines not already bare JSON pay for it
+    select *, case when starts_with(line, '{') and ends_with(line, '}') then line
+        else ascii_strip(line) end as payload
+    from numbered
+)
+select source_file, provider_account, kind, line_number, line, payload
+from stripped
+where payload <> ''
+"""
+
+LISTING_COLUMNS = ("path", "source_file", "provider_account", "kind")
+"""The ``landing_files`` table the lines query joins: each file's path and names."""
+
+SCAN_BATCH_ROWS = 4096
+"""Lines per Arrow batch the mappings scan: the unit of their parallelism."""
+
+EMPTY_LINES = pa.table(
+    {
+        "source_file": pa.array([], pa.string()),
+        "provider_account": pa.array([], pa.string()),
+        "kind": pa.array([], pa.string()),
+        "line_number": pa.array([], pa.int64()),
+        "line": pa.array([], pa.string()),
+        "payload": pa.array([], pa.string()),
+    }
+)
+
+EVENT_COLUMNS = [name for name in EVENTS_SCHEMA.names if name not in ("source_file", "ingested_at")]
+
+
+def provider_mapping(package: str) -> str | None:
+    """The SQL mapping shipped in a provider package, if it has one."""
+    found = resources.files(package).joinpath(MAPPING_FILE)
+    return found.read_text(encoding="utf-8") if found.is_file() else None
+
+
+class DuckDBBulkParser:
+    """A :class:`~mailers.ingest.BulkParser` running provider SQL mappings in DuckDB.
+
+    ``mappings`` maps a provider kind to its SQL (see the module docstring). ``threads``
+    bounds DuckDB's worker threads (default: DuckDB's, one per core).
+    """
+
+    def __init__(self, mappings: Mapping[str, str], *, threads: int | None = None) -> None:
+        self.mappings = dict(mappings)
+        self._con = duckdb.connect(":memory:")
+        if threads:
+            self._con.execute(f"set threads = {int(threads)}")
+        self._con.execute(MACROS)
+
+    def close(self) -> None:
+        """Release the embedded database."""
+        self._con.close()
+
+    def __enter__(self) -> DuckDBBulkParser:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def parse(self, files: Sequence[LandedFile]) -> BulkParsed:
+        """The events of ``files`` whose kind has a mapping; the rest left for Python."""
+        mapped = [f for f in files if f.kind in self.mappings]
+        unread = [f for f in files if f.kind not in self.mappings]
+        readable = self._read_lines(mapped)
+        unread += [f for f in mapped if f not in readable]
+        tables: list[pa.Table] = []
+        leftovers: list[LeftoverLine] = []
+        by_relative = {f.relative: f for f in readable}
+        for kind in sorted({f.kind for f in readable}):
+            events, left = self._map(kind)
+            tables.append(events)
+            leftovers += [
+                LeftoverLine(by_relative[row["source_file"]], row["line_number"], row["line"])
+                for row in left.to_pylist()
+            ]
+        events = pa.concat_tables(tables) if tables else EVENTS_SCHEMA.empty_table()
+        return BulkParsed(events=events, leftovers=leftovers, unread=unread)
+
+    def _read_lines(self, files: Sequence[LandedFile]) -> list[LandedFile]:
+        """Load the lines of ``files`` into ``landed_lines``; the files it could read."""
+        if not files:
+            self._load(())
+            return []
+        try:
+            self._load(files)
+            return list(files)
+        except duckdb.InvalidInputException:
+            pass  # some file is not UTF-8 text: find which, file by file
+        readable = []
+        for landed in files:
+            try:
+                self._load((landed,))
+                readable.append(landed)
+            except duckdb.InvalidInputException:
+                continue
+        self._load(readable)
+        return readable
+
+    def _load(self, files: Sequence[LandedFile]) -> None:
+        listing = pa.table(
+            {
+                "path": [str(f.path) for f in files],
+                "source_file": [f.relative for f in files],
+                "provider_account": [f.account for f in files],
+                "kind": [f.kind for f in files],
+            },
+            schema=pa.schema([(name, pa.string()) for name in LISTING_COLUMNS]),
+        )
+        self._con.register("landing_files", listing)
+        try:
+            if files:
+                query = self._con.sql(LINES_SQL, params={"paths": [str(f.path) for f in files]})
+                lines = query.to_arrow_table()
+            else:
+                lines = EMPTY_LINES
+        finally:
+            self._con.unregister("landing_files")
+        # Small record batches: DuckDB scans an Arrow table's batches in parallel, where a
+        # table's rows (one row group up to 122,880 of them) would map on one thread.
+        batches = lines.to_batches(max_chunksize=SCAN_BATCH_ROWS)
+        self._con.register("landed_lines", pa.Table.from_batches(batches, lines.schema))
+
+    def _map(self, kind: str) -> tuple[pa.Table, pa.Table]:
+        """Run ``kind``'s mapping over its lines: (events, lines it left over)."""
+        con = self._con
+        con.execute(
+            "create or replace temp view provider_lines as "
+            "select source_file, provider_account, line_number, line, payload "
+            f"from landed_lines where kind = {_literal(kind)}"
+        )
+        con.execute(f"create or replace temp table mapped as {self.mappings[kind]}")
+        columns = ", ".join(f"{name}" for name in EVENT_COLUMNS)
+        events = con.sql(
+            f"select {columns}, source_file, $now as ingested_at from mapped",
+            params={"now": utcnow()},
+        ).to_arrow_table()
+        left = con.sql(
+            "select l.source_file, l.line_number, encode(l.line) as line from provider_lines l "
+            "where not exists (select 1 from mapped m "
+            "where m.source_file = l.source_file and m.line_number = l.line_number) "
+            "order by l.source_file, l.line_number"
+        ).to_arrow_table()
+        return events.select(EVENTS_SCHEMA.names).cast(EVENTS_SCHEMA), left

@@ -1,0 +1,486 @@
+"""The set-based provider mappings (``events.sql``) against the Python parsers they mirror.
+
+Parity is the contract: for any landing file, :func:`mailers.ingest.parse_batch` with the
+bulk parser gives exactly the events the Python parsers give on their own (ids, every
+field, ``raw_payload``), whatever the file holds. Hypothesis draws records from each
+provider's vocabulary (every key of its class maps) with fields of every JSON type,
+times in every ISO shape, odd addresses, duplicate keys, trailing commas and garbage.
+The deterministic tests prove the fast path is really taken for well-formed payloads
+(nothing left over), so parity is not met by falling back for everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adapters.bulk_events import DuckDBBulkParser
+from adapters.providers.postmark import events as postmark_events
+from adapters.providers.registry import bulk_event_parser, event_parser
+from adapters.providers.resend import events as resend_events
+from adapters.warehouses.duckdb import DuckDBWarehouse
+from mailers import clock
+from mailers.ingest import LandedFile, ingest, landed_files, parse_batch
+from mailers.landing import land
+from mailers.tables import ensure_tables
+
+PROPS = settings(
+    # MAILERS_PARITY_EXAMPLES=3000 for a longer search (the default keeps CI short)
+    max_examples=int(os.environ.get("MAILERS_PARITY_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.fixture(scope="module")
+def bulk() -> Iterator[DuckDBBulkParser]:
+    with bulk_event_parser(threads=1) as parser:
+        yield parser
+
+
+def _rows(table: pa.Table) -> list[dict[str, Any]]:
+    """Rows without ``ingested_at`` (each path stamps its own), in a stable order."""
+    rows = table.drop_columns(["ingested_at"]).to_pylist()
+    return sorted(rows, key=lambda r: (r["source_file"], r["event_id"], repr(sorted(r.items()))))
+
+
+def _both(bulk: DuckDBBulkParser, files: list[LandedFile]) -> tuple[pa.Table, pa.Table]:
+    return parse_batch(files, event_parser, bulk), parse_batch(files, event_parser, None)
+
+
+def _write(directory: Path, kind: str, lines: list[bytes]) -> LandedFile:
+    path = directory / kind / "acct" / "segment.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return LandedFile(path=path, relative=f"{kind}/acct/segment.jsonl", kind=kind, account="acct")
+
+
+# -- strategies ---------------------------------------------------------------------
+
+ODD = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.lists(st.text(max_size=4), max_size=2),
+    st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=2),
+)
+"""Any JSON value: where a parser expects text, what it must not stringify differently."""
+
+TEXT = st.one_of(
+    st.text(max_size=20),
+    st.sampled_from(["", " ", "  padded\u00a0", "\u3000x\u2003", "ünïcødé ✉", "a\tb"]),
+)
+
+
+def _maybe(values: st.SearchStrategy[Any], odd: float = 0.1) -> st.SearchStrategy[Any]:
+    """Mostly ``values``, sometimes absent (``...``) or of another type."""
+    return (
+        st.one_of(values, values, values, values, values, values, values, st.just(...), ODD)
+        if odd
+        else values
+    )
+
+
+def _timestamps() -> st.SearchStrategy[str]:
+    digits = st.integers(min_value=0, max_value=9)
+    return st.one_of(
+        st.builds(
+            lambda y, mo, d, h, mi, s, frac, zone, sep: (
+                f"{y:04d}-{mo:02d}-{d:02d}{sep}{h:02d}:{mi:02d}:{s:02d}{frac}{zone}"
+            ),
+            st.integers(min_value=1, max_value=9999),
+            st.integers(min_value=1, max_value=13),
+            st.integers(min_value=1, max_value=31),
+            st.integers(min_value=0, max_value=24),
+            st.integers(min_value=0, max_value=59),
+            st.integers(min_value=0, max_value=60),
+            st.one_of(
+                st.just(""),
+                st.lists(digits, min_size=1, max_size=9).map(
+                    lambda ds: "." + "".join(map(str, ds))
+                ),
+            ),
+            st.sampled_from(
+                ["Z", "", "+00:00", "-05:00", "+05:30", "+23:59", "-00:00", "+0530", "z"]
+            ),
+            st.sampled_from(["T", " ", "t"]),
+        ),
+        st.sampled_from(["2026-01-05", "2026-01-05T10:00", "20260105T100000Z", "yesterday", ""]),
+    )
+
+
+ADDRESSES = st.one_of(
+    st.from_regex(r"\A[a-z0-9_%+-]{1,6}(\.[a-z0-9]{1,3})?@[a-z0-9-]{1,6}(\.[a-z]{2,3}){0,2}\Z"),
+    st.sampled_from(
+        [
+            "Ann Example <ann@example.com>",
+            "ann@EXAMPLE.org",
+            '"Quoted, Name" <q@example.com>',
+            "<bare@example.com>",
+            "no-at-sign",
+            "a@b@c",
+            "x@",
+            "@y.com",
+            "a..b@example.com",
+            "Ünï <u@example.com>",
+            "",
+        ]
+    ),
+)
+
+
+def _metadata() -> st.SearchStrategy[Any]:
+    value = st.one_of(TEXT, st.integers(), st.booleans(), st.none(), st.floats(), ODD)
+    keys = st.sampled_from(
+        [
+            "mailers_message_key",
+            "mailers_workspace",
+            "mailers_stream",
+            "mailers_campaign",
+            "mailers_domain",
+            "other",
+        ]
+    )
+    return st.one_of(st.dictionaries(keys, value, max_size=5), ODD)
+
+
+def _fill(value: Any) -> Any:
+    """``value`` with every absent (``...``) member left out, at any depth."""
+    if isinstance(value, dict):
+        return {key: _fill(item) for key, item in value.items() if item is not ...}
+    if isinstance(value, list):
+        return [_fill(item) for item in value if item is not ...]
+    return value
+
+
+@st.composite
+def postmark_records(draw: st.DrawFn) -> dict[str, Any]:
+    record = draw(_maybe(st.sampled_from([*postmark_events.TIMESTAMP_FIELDS, "Inbound", ""])))
+    when = _maybe(_timestamps())
+    return _fill(
+        {
+            "RecordType": record,
+            "Type": draw(_maybe(st.sampled_from([*postmark_events.BOUNCE_TYPES, "Other"]))),
+            "ID": draw(_maybe(st.one_of(st.integers(min_value=0, max_value=10**12), TEXT))),
+            "MessageID": draw(_maybe(TEXT)),
+            "MessageId": draw(_maybe(TEXT, odd=0.02)),
+            "Recipient": draw(_maybe(ADDRESSES)),
+            "Email": draw(_maybe(ADDRESSES)),
+            "From": draw(_maybe(ADDRESSES)),
+            "DeliveredAt": draw(when),
+            "BouncedAt": draw(when),
+            "ReceivedAt": draw(when),
+            "ChangedAt": draw(when),
+            "Name": draw(_maybe(TEXT)),
+            "Details": draw(_maybe(TEXT)),
+            "Description": draw(_maybe(TEXT)),
+            "SuppressSending": draw(_maybe(st.booleans())),
+            "SuppressionReason": draw(
+                _maybe(st.sampled_from([*postmark_events.SUBSCRIPTION_CHANGES, "Other"]))
+            ),
+            "Origin": draw(_maybe(TEXT)),
+            "OriginalLink": draw(_maybe(TEXT)),
+            "Metadata": draw(_maybe(_metadata())),
+        }
+    )
+
+
+@st.composite
+def resend_bodies(draw: st.DrawFn) -> dict[str, Any]:
+    name = draw(_maybe(st.sampled_from([*resend_events.EVENT_TYPES, "contact.created"])))
+    when = _maybe(_timestamps())
+    data = _fill(
+        {
+            "email_id": draw(_maybe(TEXT)),
+            "created_at": draw(when),
+            "from": draw(_maybe(ADDRESSES)),
+            "to": draw(_maybe(st.lists(_maybe(ADDRESSES, odd=0.05), max_size=3))),
+            "tags": draw(
+                _maybe(
+                    st.one_of(
+                        _metadata(),
+                        st.lists(
+                            st.fixed_dictionaries(
+                                {"name": st.just("mailers_message_key"), "value": TEXT}
+                            ),
+                            max_size=2,
+                        ),
+                    )
+                )
+            ),
+            "bounce": draw(
+                _maybe(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "type": _maybe(st.sampled_from([*resend_events.BOUNCE_CLASSES, "X"])),
+                            "subType": _maybe(TEXT),
+                            "message": _maybe(TEXT),
+                            "diagnosticCode": _maybe(
+                                st.one_of(TEXT, st.lists(_maybe(TEXT, odd=0.05), max_size=3))
+                            ),
+                        },
+                    )
+                )
+            ),
+            "click": draw(
+                _maybe(
+                    st.fixed_dictionaries(
+                        {}, optional={"link": _maybe(TEXT), "timestamp": _maybe(_timestamps())}
+                    )
+                )
+            ),
+            "suppressed": draw(
+                _maybe(
+                    st.fixed_dictionaries(
+                        {},
+                        optional={
+                            "type": _maybe(TEXT),
+                            "reason": _maybe(TEXT),
+                            "message": _maybe(TEXT),
+                        },
+                    )
+                )
+            ),
+            "failed": draw(_maybe(st.fixed_dictionaries({}, optional={"reason": _maybe(TEXT)}))),
+        }
+    )
+    return _fill({"type": name, "created_at": draw(when), "data": draw(_maybe(st.just(data)))})
+
+
+@st.composite
+def lines_of(draw: st.DrawFn, bodies: st.SearchStrategy[dict[str, Any]]) -> list[bytes]:
+    """A file's lines: bodies serialized in several ways, and sometimes broken."""
+    lines = []
+    for body in draw(st.lists(bodies, min_size=1, max_size=6)):
+        text = json.dumps(
+            body,
+            ensure_ascii=draw(st.booleans()),
+            separators=draw(st.sampled_from([(",", ":"), (", ", ": ")])),
+        )
+        damage = draw(st.sampled_from(["none"] * 6 + ["pad", "dupe", "comma", "cut", "blank"]))
+        if damage == "pad":
+            text = draw(st.sampled_from([" ", "\t", "\r", ""])) + text + "\r"
+        elif damage == "dupe" and len(body) > 1:
+            first = next(iter(body))
+            text = text[:-1] + f', "{first}": ' + json.dumps(draw(ODD)) + "}"
+        elif damage == "comma":
+            text = text[:-1] + ",}"
+        elif damage == "cut":
+            text = text[: len(text) // 2]
+        elif damage == "blank":
+            lines.append(b"   ")
+        lines.append(text.encode())
+    return lines
+
+
+# -- parity -------------------------------------------------------------------------
+
+
+@PROPS
+@given(lines=lines_of(postmark_records()))
+def test_postmark_mapping_gives_what_the_python_parser_gives(
+    tmp_path_factory: pytest.TempPathFactory, bulk: DuckDBBulkParser, lines: list[bytes]
+) -> None:
+    files = [_write(tmp_path_factory.mktemp("landing"), "postmark", lines)]
+    with clock.use_clock(clock.FixedClock(clock.now())):
+        fast, slow = _both(bulk, files)
+    assert _rows(fast) == _rows(slow)
+
+
+@PROPS
+@given(lines=lines_of(resend_bodies()))
+def test_resend_mapping_gives_what_the_python_parser_gives(
+    tmp_path_factory: pytest.TempPathFactory, bulk: DuckDBBulkParser, lines: list[bytes]
+) -> None:
+    files = [_write(tmp_path_factory.mktemp("landing"), "resend", lines)]
+    with clock.use_clock(clock.FixedClock(clock.now())):
+        fast, slow = _both(bulk, files)
+    assert _rows(fast) == _rows(slow)
+
+
+# -- the fast path is taken -----------------------------------------------------------
+
+
+def _postmark(record: str, **fields: Any) -> dict[str, Any]:
+    when = postmark_events.TIMESTAMP_FIELDS[record]
+    body = {
+        "RecordType": record,
+        "MessageID": "pm-1",
+        "Recipient": "ann@example.com",
+        when: "2026-03-01T12:30:45.1234567Z",
+        "From": "Mailers <news@Mail.Example.com>",
+        "Metadata": {
+            "mailers_message_key": " k-1 ",
+            "mailers_workspace": "acme",
+            "mailers_stream": "news",
+            "mailers_campaign": 7,
+        },
+    }
+    return {**body, **fields}
+
+
+def test_every_mapped_postmark_class_is_claimed_by_the_sql_mapping(
+    tmp_path: Path, bulk: DuckDBBulkParser
+) -> None:
+    bodies = [_postmark(record) for record in postmark_events.RECORD_TYPES]
+    bodies += [
+        _postmark("Bounce", Type=kind, ID=n + 1, Name=" Hard ", Details="550 nope")
+        for n, kind in enumerate(postmark_events.BOUNCE_TYPES)
+    ]
+    bodies += [
+        _postmark(
+            "SubscriptionChange", SuppressSending=True, SuppressionReason=reason, Origin="Recipient"
+        )
+        for reason in postmark_events.SUBSCRIPTION_CHANGES
+    ]
+    bodies.append(_postmark("Click", OriginalLink="https://example.com/a"))
+    files = [_write(tmp_path, "postmark", [json.dumps(b).encode() for b in bodies])]
+
+    done = bulk.parse(files)
+    assert done.leftovers == [] and done.unread == []
+    assert done.events.num_rows == len(bodies)
+    assert _rows(done.events) == _rows(parse_batch(files, event_parser, None))
+    classes = {(r["event_type"], r["bounce_class"]) for r in done.events.to_pylist()}
+    expected = {
+        (str(t), str(b) if b else None)
+        for t, b in [
+            *postmark_events.RECORD_TYPES.values(),
+            *postmark_events.BOUNCE_TYPES.values(),
+            *postmark_events.SUBSCRIPTION_CHANGES.values(),
+        ]
+    }
+    assert classes == expected
+    first = done.events.to_pylist()[0]
+    assert (first["message_key"], first["campaign"], first["sending_domain"]) == (
+        "k-1",
+        "7",
+        "mail.example.com",
+    )
+
+
+def test_every_resend_type_is_claimed_by_the_sql_mapping(
+    tmp_path: Path, bulk: DuckDBBulkParser
+) -> None:
+    bodies = [
+        {
+            "type": name,
+            "created_at": "2026-03-01T12:30:45.123Z",
+            "data": {
+                "email_id": f"e-{n}",
+                "from": "news@example.com",
+                "to": ["ann@example.com", "bob@example.com"],
+                "tags": {"mailers_message_key": f"k-{n}"},
+                "bounce": {
+                    "type": "Transient",
+                    "message": "mailbox full",
+                    "diagnosticCode": ["452 full", "retry"],
+                },
+                "click": {"link": "https://example.com", "timestamp": "2026-03-01T12:31:00Z"},
+                "failed": {"reason": "reached_daily_quota"},
+                "suppressed": {"type": "OnAccountSuppressionList", "message": "listed"},
+            },
+        }
+        for n, name in enumerate(resend_events.EVENT_TYPES)
+    ]
+    files = [_write(tmp_path, "resend", [json.dumps(b).encode() for b in bodies])]
+
+    done = bulk.parse(files)
+    assert done.leftovers == [] and done.unread == []
+    assert done.events.num_rows == 2 * len(bodies)  # one event per recipient
+    assert _rows(done.events) == _rows(parse_batch(files, event_parser, None))
+
+
+def test_lines_the_mapping_cannot_read_go_to_the_python_parser_and_nothing_is_lost(
+    tmp_path: Path, bulk: DuckDBBulkParser
+) -> None:
+    good = json.dumps(_postmark("Delivery")).encode()
+    lines = [
+        good,
+        b"not json at all",
+        json.dumps(_postmark("Delivery", DeliveredAt="2026-03-01T07:30:45")).encode(),  # Eastern
+        b"[1, 2, 3]",
+        b"",
+        json.dumps(_postmark("Open", MessageID=12)).encode(),  # parse() str()s it
+    ]
+    files = [_write(tmp_path, "postmark", lines)]
+    with clock.use_clock(clock.FixedClock(clock.now())):
+        done = bulk.parse(files)
+        assert [left.number for left in done.leftovers] == [2, 3, 4, 6]
+        fast, slow = _both(bulk, files)
+    assert _rows(fast) == _rows(slow)
+    types = sorted(fast["event_type"].to_pylist())
+    assert types == ["delivered", "delivered", "opened", "unknown", "unknown"]
+    unparseable = [r for r in fast.to_pylist() if r["event_type"] == "unknown"]
+    assert {r["raw_payload"] for r in unparseable} == {"not json at all", "[1, 2, 3]"}
+    assert all("postmark/acct/segment.jsonl:" in r["reason"] for r in unparseable)
+
+
+def test_a_file_that_is_not_utf8_is_parsed_whole_by_python(
+    tmp_path: Path, bulk: DuckDBBulkParser
+) -> None:
+    readable = _write(tmp_path / "a", "postmark", [json.dumps(_postmark("Delivery")).encode()])
+    opened = json.dumps(_postmark("Open")).encode()
+    broken = _write(tmp_path / "b", "postmark", [opened, b"\xff\xfe"])
+    with clock.use_clock(clock.FixedClock(clock.now())):
+        done = bulk.parse([readable, broken])
+        assert done.unread == [broken] and done.events.num_rows == 1
+        fast, slow = _both(bulk, [readable, broken])
+    assert _rows(fast) == _rows(slow)
+    assert sorted(fast["event_type"].to_pylist()) == ["delivered", "opened", "unknown"]
+
+
+def test_ingest_with_the_bulk_parser_loads_what_the_python_path_loads(
+    tmp_path: Path, bulk: DuckDBBulkParser
+) -> None:
+    landing = tmp_path / "landing"
+    bounce = _postmark("Bounce", Type="HardBounce", ID=99, Recipient="gone@example.com")
+    land(
+        landing,
+        "postmark",
+        "pm",
+        [json.dumps(_postmark("Delivery")).encode(), json.dumps(bounce).encode(), b"garbage"],
+    )
+    land(landing, "postmark", "pm", [json.dumps(bounce).encode()])  # a provider retry
+    land(
+        landing,
+        "sendgrid",
+        "sg",
+        [
+            b'[{"event": "delivered", "email": "a@example.com",'
+            b' "timestamp": 1767225600, "sg_event_id": "x1"}]'
+        ],
+    )
+    land(landing, "resend", "rs", [b"\xff"])
+    tables = {}
+    with clock.use_clock(clock.FixedClock(clock.now())):
+        for name, parser in (("fast", bulk), ("slow", None)):
+            warehouse = DuckDBWarehouse(tmp_path / f"{name}.duckdb")
+            ensure_tables(warehouse)
+            report = ingest(warehouse, landing, event_parser, bulk=parser)
+            assert report.counts["files"] == len(list(landed_files(landing))) == 4
+            assert report.counts["events_duplicate"] == 1
+            tables[name] = (
+                warehouse.query(
+                    "select * exclude (ingested_at) from mailers.events order by event_id"
+                ),
+                warehouse.query("select address, scope, source from mailers.suppressions"),
+                warehouse.query(
+                    "select source_file, event_count from mailers.landed_files order by source_file"
+                ),
+            )
+            warehouse.close()
+    assert tables["fast"] == tables["slow"]
+    assert tables["fast"][1].to_pylist() == [
+        {"address": "gone@example.com", "scope": "workspace", "source": "bounce"}
+    ]
