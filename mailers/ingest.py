@@ -262,8 +262,13 @@ CLOCK_TIMED_WITHIN = "1 hour"
 this close before its ``ingested_at`` may have been timed by the clock."""
 
 FILES_PER_BATCH = 50
-"""Landing files loaded per transaction: enough to amortize each statement's fixed cost,
-few enough that a batch's parsed events stay small in memory."""
+"""Landing files loaded per transaction at most: enough to amortize each statement's
+fixed cost, few enough that a batch's parsed events stay small in memory."""
+
+BATCH_MAX_BYTES = 64 << 20
+"""Bytes of landing files per transaction at most (a batch holds at least one file):
+``mailers serve`` closes segments at up to 16 MiB, so a file count alone would not
+bound the memory a batch's text and events take."""
 
 
 def ingest(
@@ -275,7 +280,8 @@ def ingest(
     files_per_batch: int = FILES_PER_BATCH,
     bulk: BulkParser | None = None,
 ) -> IngestReport:
-    """Load every pending landing file, ``files_per_batch`` files per transaction.
+    """Load every pending landing file, ``files_per_batch`` files (and at most about
+    :data:`BATCH_MAX_BYTES`) per transaction.
 
     With ``bulk``, files are parsed set-based where their provider has a mapping
     (:func:`parse_batch`); without it, every line goes through its Python parser.
@@ -286,14 +292,28 @@ def ingest(
     the number of files of each committed batch.
     """
     report = IngestReport()
-    pending = pending_files(warehouse, landing_dir)
-    for start in range(0, len(pending), max(1, files_per_batch)):
-        batch = pending[start : start + max(1, files_per_batch)]
+    for batch in _batches(pending_files(warehouse, landing_dir), files_per_batch):
         parse_started = utcnow()
         _load_batch(warehouse, batch, parse_batch(batch, parser_for, bulk), parse_started, report)
         if progress:
             progress(len(batch))
     return report
+
+
+def _batches(files: list[LandedFile], most: int) -> Iterator[list[LandedFile]]:
+    """``files`` in order, in batches of at most ``most`` files and about
+    :data:`BATCH_MAX_BYTES` (a larger file makes a batch of its own)."""
+    batch: list[LandedFile] = []
+    size = 0
+    for landed in files:
+        length = landed.path.stat().st_size
+        if batch and (len(batch) >= max(1, most) or size + length > BATCH_MAX_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(landed)
+        size += length
+    if batch:
+        yield batch
 
 
 def _load_batch(
