@@ -265,6 +265,10 @@ FILES_PER_BATCH = 50
 """Landing files loaded per transaction at most: enough to amortize each statement's
 fixed cost, few enough that a batch's parsed events stay small in memory."""
 
+BULK_FILES_PER_BATCH = 1000
+"""Files per transaction at most when a :class:`BulkParser` parses them: its queries cost
+a fixed ~0.1 s each to plan, so its batches are bounded by bytes rather than files."""
+
 BATCH_MAX_BYTES = 64 << 20
 """Bytes of landing files per transaction at most (a batch holds at least one file):
 ``mailers serve`` closes segments at up to 16 MiB, so a file count alone would not
@@ -277,11 +281,12 @@ def ingest(
     parser_for: ParserFor,
     *,
     progress: Callable[[int], None] | None = None,
-    files_per_batch: int = FILES_PER_BATCH,
+    files_per_batch: int | None = None,
     bulk: BulkParser | None = None,
 ) -> IngestReport:
-    """Load every pending landing file, ``files_per_batch`` files (and at most about
-    :data:`BATCH_MAX_BYTES`) per transaction.
+    """Load every pending landing file, ``files_per_batch`` files (default
+    :data:`FILES_PER_BATCH`, with ``bulk`` :data:`BULK_FILES_PER_BATCH`) and at most about
+    :data:`BATCH_MAX_BYTES` per transaction.
 
     With ``bulk``, files are parsed set-based where their provider has a mapping
     (:func:`parse_batch`); without it, every line goes through its Python parser.
@@ -292,6 +297,8 @@ def ingest(
     the number of files of each committed batch.
     """
     report = IngestReport()
+    if files_per_batch is None:
+        files_per_batch = FILES_PER_BATCH if bulk is None else BULK_FILES_PER_BATCH
     for batch in _batches(pending_files(warehouse, landing_dir), files_per_batch):
         parse_started = utcnow()
         _load_batch(warehouse, batch, parse_batch(batch, parser_for, bulk), parse_started, report)
