@@ -84,7 +84,10 @@ create or replace macro json_kind(fragment) as
     case left(fragment, 1)
         when '"' then 'VARCHAR' when '{{' then 'OBJECT' when '[' then 'ARRAY'
         when 't' then 'BOOLEAN' when 'f' then 'BOOLEAN'
-        else case when regexp_full_match(fragment, '-?[0-9]+') then 'INTEGER' else 'DOUBLE' end
+        when 'N' then 'DOUBLE' when 'I' then 'DOUBLE'
+        else case when contains(fragment, '.') or contains(fragment, 'e')
+            or contains(fragment, 'E') or contains(fragment, 'I') then 'DOUBLE'
+            else 'INTEGER' end
     end;
 create or replace macro json_text(fragment) as
     case when left(fragment, 1) <> '"' then fragment::varchar

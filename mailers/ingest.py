@@ -262,8 +262,17 @@ CLOCK_TIMED_WITHIN = "1 hour"
 this close before its ``ingested_at`` may have been timed by the clock."""
 
 FILES_PER_BATCH = 50
-"""Landing files loaded per transaction: enough to amortize each statement's fixed cost,
-few enough that a batch's parsed events stay small in memory."""
+"""Landing files loaded per transaction at most: enough to amortize each statement's
+fixed cost, few enough that a batch's parsed events stay small in memory."""
+
+BULK_FILES_PER_BATCH = 1000
+"""Files per transaction at most when a :class:`BulkParser` parses them: its queries cost
+a fixed ~0.1 s each to plan, so its batches are bounded by bytes rather than files."""
+
+BATCH_MAX_BYTES = 64 << 20
+"""Bytes of landing files per transaction at most (a batch holds at least one file):
+``mailers serve`` closes segments at up to 16 MiB, so a file count alone would not
+bound the memory a batch's text and events take."""
 
 
 def ingest(
@@ -272,10 +281,12 @@ def ingest(
     parser_for: ParserFor,
     *,
     progress: Callable[[int], None] | None = None,
-    files_per_batch: int = FILES_PER_BATCH,
+    files_per_batch: int | None = None,
     bulk: BulkParser | None = None,
 ) -> IngestReport:
-    """Load every pending landing file, ``files_per_batch`` files per transaction.
+    """Load every pending landing file, ``files_per_batch`` files (default
+    :data:`FILES_PER_BATCH`, with ``bulk`` :data:`BULK_FILES_PER_BATCH`) and at most about
+    :data:`BATCH_MAX_BYTES` per transaction.
 
     With ``bulk``, files are parsed set-based where their provider has a mapping
     (:func:`parse_batch`); without it, every line goes through its Python parser.
@@ -286,14 +297,30 @@ def ingest(
     the number of files of each committed batch.
     """
     report = IngestReport()
-    pending = pending_files(warehouse, landing_dir)
-    for start in range(0, len(pending), max(1, files_per_batch)):
-        batch = pending[start : start + max(1, files_per_batch)]
+    if files_per_batch is None:
+        files_per_batch = FILES_PER_BATCH if bulk is None else BULK_FILES_PER_BATCH
+    for batch in _batches(pending_files(warehouse, landing_dir), files_per_batch):
         parse_started = utcnow()
         _load_batch(warehouse, batch, parse_batch(batch, parser_for, bulk), parse_started, report)
         if progress:
             progress(len(batch))
     return report
+
+
+def _batches(files: list[LandedFile], most: int) -> Iterator[list[LandedFile]]:
+    """``files`` in order, in batches of at most ``most`` files and about
+    :data:`BATCH_MAX_BYTES` (a larger file makes a batch of its own)."""
+    batch: list[LandedFile] = []
+    size = 0
+    for landed in files:
+        length = landed.path.stat().st_size
+        if batch and (len(batch) >= max(1, most) or size + length > BATCH_MAX_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(landed)
+        size += length
+    if batch:
+        yield batch
 
 
 def _load_batch(

@@ -69,3 +69,20 @@ def test_duplicates_within_and_across_files_of_one_batch_load_once(
     assert report.counts["events_duplicate"] == 2
     assert report.counts["suppressions_added"] == 1
     assert count(warehouse, "select count(*) from mailers.suppressions") == 1
+
+
+def test_batches_are_bounded_by_bytes_as_well_as_by_files(
+    warehouse: DuckDBWarehouse, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    landing = tmp_path / "landing"
+    for n in range(5):
+        land(landing, f"f{n}.jsonl", event(f"sbx-{n}", "delivered"))
+    size = next(landing.rglob("f0.jsonl")).stat().st_size
+    monkeypatch.setattr("mailers.ingest.BATCH_MAX_BYTES", 2 * size + 1)
+    batches: list[int] = []
+
+    report = ingest(warehouse, landing, event_parser, files_per_batch=50, progress=batches.append)
+
+    assert batches == [2, 2, 1]  # two files fit the byte bound, a third does not
+    assert report.counts["files"] == 5
+    assert count(warehouse, "select count(*) from mailers.events") == 5

@@ -6,10 +6,7 @@
 -- keys. The classes below mirror RECORD_TYPES, BOUNCE_TYPES and SUBSCRIPTION_CHANGES; the
 -- parity test (tests/adapters/test_bulk_events.py) runs every key of those maps through
 -- both.
-with objects as (
-    select source_file, provider_account, line_number, payload, claimable_object(payload) as j
-    from provider_lines
-), fields as materialized (
+with fields as materialized (
     -- One parse: every field read, as its JSON text (struct keys are case-insensitive,
     -- so MessageId, the other spelling of MessageID, is read on its own when needed).
     select
@@ -22,45 +19,56 @@ with objects as (
             "OriginalLink": "JSON", "From": "JSON", "SuppressSending": "JSON",
             "Metadata": "JSON"
         }') as f
-    from objects
+    from (select *, claimable_object(payload) as j from provider_lines)
     where j is not null
-), spelled as (
-    select
-        *,
-        case when json_text(f.MessageID) is null or json_text(f.MessageID) = ''
-            then json_extract(payload, '$.MessageId') end as message_id_other
+), typed as (
+    -- Only lines whose fields have the types parse() reads as they are.
+    select *
     from fields
-), records as (
+    where left(f.RecordType, 1) = '"'
+        and text_typed(f.Type) and text_typed(f.MessageID) and text_typed(f.Recipient)
+        and text_typed(f.Email) and text_typed(f.Name) and text_typed(f.Details)
+        and text_typed(f.Description) and text_typed(f.SuppressionReason)
+        and text_typed(f.Origin) and text_typed(f.OriginalLink) and text_typed(f."From")
+        and (f.ID is null or left(f.ID, 1) = '"' or json_kind(f.ID) = 'INTEGER')
+        and (f.SuppressSending is null or f.SuppressSending in ('true', 'false'))
+        and (f.Metadata is null or left(f.Metadata, 1) <> '{' or keys_unique(f.Metadata))
+        and unique_keys(keys)
+), texts as (
     select
-        source_file, provider_account, line_number, payload, f, keys, message_id_other,
+        source_file, provider_account, line_number, payload, f.ID as id_fragment,
+        f.SuppressSending as suppress_fragment,
         json_text(f.RecordType) as record,
+        json_text(f.Type) as bounce_type,
+        json_text(f.MessageID) as message_id_text,
+        coalesce(nullif(json_text(f.Recipient), ''), nullif(json_text(f.Email), '')) as recipient,
+        json_text(f.ID) as bounce_id,
+        json_text(f.Name) as name, json_text(f.Details) as details,
+        json_text(f.Description) as description,
+        json_text(f.SuppressionReason) as suppression_reason, json_text(f.Origin) as origin,
+        json_text(f.OriginalLink) as link, json_text(f."From") as sender,
         case json_text(f.RecordType)
             when 'Delivery' then f.DeliveredAt when 'Bounce' then f.BouncedAt
             when 'SpamComplaint' then f.BouncedAt when 'Open' then f.ReceivedAt
             when 'Click' then f.ReceivedAt when 'SubscriptionChange' then f.ChangedAt
         end as when_fragment,
-        coalesce(nullif(json_text(f.MessageID), ''), nullif(json_text(message_id_other), ''))
-            as message_id,
-        coalesce(nullif(json_text(f.Recipient), ''), nullif(json_text(f.Email), '')) as recipient,
-        json_text(f."From") as sender,
         case when left(f.Metadata, 1) = '{' then from_json(f.Metadata, '{
             "mailers_message_key": "JSON", "mailers_workspace": "JSON",
             "mailers_stream": "JSON", "mailers_campaign": "JSON", "mailers_domain": "JSON"
         }') end as m
-    from spelled
-    where left(f.RecordType, 1) = '"'
-        and text_typed(f.Type) and text_typed(f.MessageID) and text_typed(message_id_other)
-        and text_typed(f.Recipient) and text_typed(f.Email) and text_typed(f.Name)
-        and text_typed(f.Details) and text_typed(f.Description)
-        and text_typed(f.SuppressionReason) and text_typed(f.Origin)
-        and text_typed(f.OriginalLink) and text_typed(f."From")
-        and (f.ID is null or json_kind(f.ID) in ('VARCHAR', 'INTEGER'))
-        and (f.SuppressSending is null or json_kind(f.SuppressSending) = 'BOOLEAN')
+    from typed
 ), checked as (
-    select *, json_text(when_fragment) as raw_when
-    from records
+    select
+        *,
+        json_text(when_fragment) as raw_when,
+        iso_instant(json_text(when_fragment)) as occurred_at,
+        -- parse(): MessageID, else the MessageId spelling (Delivery uses both)
+        coalesce(nullif(message_id_text, ''), case when coalesce(message_id_text, '') = ''
+            then nullif(json_extract_string(payload, '$.MessageId'), '') end) as message_id,
+        case when coalesce(message_id_text, '') = ''
+            then json_type(payload, '$.MessageId') end as other_spelling
+    from texts
     where left(when_fragment, 1) = '"'
-        and unique_keys(keys) and keys_unique(f.Metadata)
         and text_typed(m.mailers_domain)
         and ref_typed(m.mailers_message_key) and ref_typed(m.mailers_workspace)
         and ref_typed(m.mailers_stream) and ref_typed(m.mailers_campaign)
@@ -75,14 +83,6 @@ with objects as (
 ), classified as (
     select
         *,
-        iso_instant(raw_when) as occurred_at,
-        json_text(f.Type) as bounce_type,
-        json_text(f.SuppressionReason) as suppression_reason,
-        f.SuppressSending = 'true' as suppress_sending
-    from checked
-), typed as (
-    select
-        *,
         case
             when record = 'Bounce' then case coalesce(bounce_type, '')
                 when 'HardBounce' then 'bounced' when 'BadEmailAddress' then 'bounced'
@@ -94,7 +94,7 @@ with objects as (
                 when 'SMTPApiError' then 'failed' when 'TemplateRenderingFailed' then 'failed'
                 when 'Unconfirmed' then 'failed' else 'unknown' end
             when record = 'SubscriptionChange' then case
-                when suppress_sending is not true then 'unknown'
+                when suppress_fragment is distinct from 'true' then 'unknown'
                 else case coalesce(suppression_reason, '')
                     when 'ManualSuppression' then 'unsubscribed'
                     when 'SpamComplaint' then 'complained'
@@ -108,21 +108,20 @@ with objects as (
             when record = 'Bounce' and bounce_type in (
                 'SoftBounce', 'DnsError', 'SpamNotification', 'Blocked', 'DMARCPolicy', 'Unknown'
             ) then 'soft'
-            when record = 'SubscriptionChange' and suppress_sending
+            when record = 'SubscriptionChange' and suppress_fragment = 'true'
                 and suppression_reason = 'HardBounce' then 'hard'
-        end as bounce_class,
-        json_text(f.ID) as bounce_id,
-        json_text(f.OriginalLink) as link
-    from classified
-    where occurred_at is not null
+        end as bounce_class
+    from checked
+    where occurred_at is not null and text_typed(other_spelling)
 )
 select
     source_file,
     line_number,
     case
         -- parse(): a Bounce ID that is a non-empty string or a non-zero integer
-        when record in ('Bounce', 'SpamComplaint') and coalesce(bounce_id, '') not in ('', '0')
-            or (record in ('Bounce', 'SpamComplaint') and bounce_id = '0' and left(f.ID, 1) = '"')
+        when record in ('Bounce', 'SpamComplaint') and (
+            (left(id_fragment, 1) = '"' and bounce_id <> '')
+            or (left(id_fragment, 1) <> '"' and bounce_id <> '0'))
             then 'postmark:bounce:' || bounce_id
         -- concat_ws skips the nulls: a click's link and a subscription change's
         -- SuppressSending are parts of those records' ids only
@@ -130,7 +129,7 @@ select
             record, coalesce(message_id, ''), coalesce(recipient, ''), raw_when,
             case when record = 'Click' then coalesce(link, '') end,
             case when record = 'SubscriptionChange' then
-                case f.SuppressSending when 'true' then 'True' when 'false' then 'False'
+                case suppress_fragment when 'true' then 'True' when 'false' then 'False'
                 else 'None' end
             end))
     end as event_id,
@@ -151,15 +150,15 @@ select
     ) as sending_domain,
     case
         when record in ('Bounce', 'SpamComplaint') then nullif(substring(coalesce(
-            nullif(concat_ws(': ', nullif(py_strip(coalesce(json_text(f.Name), '')), ''),
-                nullif(py_strip(coalesce(json_text(f.Details), '')), '')), ''),
-            coalesce(json_text(f.Description), '')
+            nullif(concat_ws(': ', nullif(py_strip(coalesce(name, '')), ''),
+                nullif(py_strip(coalesce(details, '')), '')), ''),
+            coalesce(description, '')
         ), 1, 1000), '')
         when record = 'SubscriptionChange'
-            and (coalesce(suppression_reason, '') <> '' or coalesce(json_text(f.Origin), '') <> '')
+            and (coalesce(suppression_reason, '') <> '' or coalesce(origin, '') <> '')
             then coalesce(nullif(suppression_reason, ''), 'reactivated')
-                || ' (origin: ' || coalesce(nullif(json_text(f.Origin), ''), 'unknown') || ')'
+                || ' (origin: ' || coalesce(nullif(origin, ''), 'unknown') || ')'
     end as reason,
     case when record = 'Click' then nullif(link, '') end as url,
     payload as raw_payload
-from typed
+from classified
