@@ -2,7 +2,7 @@
 
 A provider that can be mapped in SQL keeps the mapping next to its Python parser, as
 ``adapters/providers/<kind>/events.sql``: a ``select`` over the relation
-``provider_lines`` (``source_file``, ``provider_account``, ``line_number``, ``line`` and
+``provider_lines`` (``source_file``, ``provider_account``, ``line_number`` and
 ``payload``, the line without surrounding ASCII whitespace), giving ``source_file``,
 ``line_number`` and the event columns of :data:`~mailers.events.EVENTS_SCHEMA` (less
 ``source_file`` and ``ingested_at``). A line is *claimed* by the rows it gets; a mapping
@@ -137,7 +137,9 @@ with texts as (
         else ascii_strip(line) end as payload
     from numbered
 )
-select source_file, provider_account, kind, line_number, line, payload
+-- the line itself only where it differs from its payload (padded): half the memory
+select source_file, provider_account, kind, line_number,
+    case when line <> payload then line end as line, payload
 from stripped
 where payload <> ''
 """
@@ -270,7 +272,8 @@ class DuckDBBulkParser:
             params={"now": utcnow()},
         ).to_arrow_table()
         left = con.sql(
-            "select l.source_file, l.line_number, encode(l.line) as line from provider_lines l "
+            "select l.source_file, l.line_number, encode(coalesce(l.line, l.payload)) as line "
+            "from provider_lines l "
             "where not exists (select 1 from mapped m "
             "where m.source_file = l.source_file and m.line_number = l.line_number) "
             "order by l.source_file, l.line_number"
