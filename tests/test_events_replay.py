@@ -16,17 +16,22 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
 from adapters.providers.registry import event_parser
 from adapters.settings import load
 from adapters.warehouses.duckdb import DuckDBWarehouse
+from mailers import clock
+from mailers.backfill import open_windows
+from mailers.completeness import CompletenessConfig
 from mailers.current_events import current_events_sql
 from mailers.events import BounceClass, CanonicalEvent, EventType, derive_event_id
 from mailers.events_replay import ReplayReport, ReplayWindow, replay_events
 from mailers.ingest import ingest
 from mailers.keys import message_key
+from mailers.ledger import LEDGER_SCHEMA, LEDGER_TABLE
 from mailers.providers import EventParser
 from mailers.tables import ensure_tables
 from orchestration.cli import app
@@ -38,8 +43,9 @@ DAY = datetime(2026, 11, 23)
 
 
 class BuggyParser:
-    """The sandbox mapping before the fix: hard bounces as deferrals (same id), complaints
-    as ``unknown`` under a hash of the payload (another id)."""
+    """The sandbox mapping before the fix: hard bounces as deferrals and deferrals as
+    deliveries (same ids), complaints as ``unknown`` under a hash of the payload (another
+    id)."""
 
     def __init__(self, parser: EventParser) -> None:
         self.parser = parser
@@ -49,6 +55,8 @@ class BuggyParser:
         for event in self.parser.parse(payload, account):
             if event.bounce_class is BounceClass.HARD:
                 event = dataclasses.replace(event, event_type=EventType.DEFERRED, bounce_class=None)
+            elif event.event_type is EventType.DEFERRED:
+                event = dataclasses.replace(event, event_type=EventType.DELIVERED)
             elif event.event_type is EventType.COMPLAINED:
                 event = dataclasses.replace(
                     event,
@@ -300,6 +308,42 @@ def test_the_window_and_account_limit_what_is_replayed(
     ]
     with pytest.raises(ValueError, match=r"until .* is not after since"):
         ReplayWindow(since=DAY, until=DAY - timedelta(hours=1))
+
+
+def test_core_readers_see_the_replayed_event_not_the_stored_one(
+    warehouse: DuckDBWarehouse, tmp_path: Path, fixed_clock: clock.FixedClock
+) -> None:
+    """A deferral stored as a delivery hid a message from the backfill (a final event);
+    replayed, the message has no final event again and its window is asked for."""
+    now = clock.utcnow()
+    key = message_key("acme", "pro_tips", "fay@example.com", "once")
+    ledger = {
+        "ledger_id": "l-1",
+        "message_key": key,
+        "status": "accepted",
+        "workspace": "acme",
+        "stream": "lifecycle",
+        "campaign": "pro_tips",
+        "send_window": "once",
+        "recipient": "fay@example.com",
+        "provider": "sandbox",
+        "provider_account": ACCOUNT,
+        "provider_message_id": "e-deferral-msg@sandbox.mailers.test",
+        "run_id": "run-1",
+        "recorded_at": now - timedelta(hours=10),
+    }
+    warehouse.append("mailers", LEDGER_TABLE, pa.Table.from_pylist([ledger], LEDGER_SCHEMA))
+    deferral = payload("e-deferral", "deferral", now - timedelta(hours=9), "fay@example.com")
+    land(tmp_path / "landing", ACCOUNT, "0001.jsonl", deferral)
+    ingest(warehouse, tmp_path / "landing", buggy)
+    config = CompletenessConfig(deadline_hours=72, backfill_after_hours=6)
+    assert open_windows(warehouse, config) == []
+
+    report = replay(warehouse, ReplayWindow(since=now - timedelta(days=1)))
+
+    assert report.counts["changed"] == 1
+    (window,) = open_windows(warehouse, config)
+    assert (window.provider_account, window.messages) == (ACCOUNT, 1)
 
 
 def test_dbt_staging_keeps_the_latest_row_and_drops_superseded_ids(tmp_path: Path) -> None:
