@@ -28,10 +28,11 @@ ends with one audit record (window, account, counts).
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -40,7 +41,7 @@ import pyarrow.compute as pc
 from mailers.audit import AuditAction, AuditRecord, append_audit
 from mailers.clock import utcnow
 from mailers.current_events import EVENT_REPLAYS_SCHEMA, EVENT_REPLAYS_TABLE, current_events_sql
-from mailers.events import EVENTS_SCHEMA, EVENTS_TABLE
+from mailers.events import EVENTS_SCHEMA, EVENTS_TABLE, CanonicalEvent
 from mailers.ingest import CLOCK_TIMED_WITHIN, ParserFor, _suppressions_sql
 from mailers.ledger import sql_text
 from mailers.providers import EventParser
@@ -59,6 +60,8 @@ COMPARED = tuple(name for name in EVENTS_SCHEMA.names if name not in NOT_COMPARE
 
 FAILURES_KEPT = 20
 """How many failed payloads a report names (the count covers them all)."""
+
+_EVENT_FIELDS = tuple(f.name for f in dataclasses.fields(CanonicalEvent))
 
 COUNTS = ("scanned", "unchanged", "changed", "superseded", "failed", "events_appended")
 
@@ -159,23 +162,21 @@ def _replay_chunk(
     """Re-parse one chunk of stored events and append what changed, in one transaction."""
     counts = report.counts
     parse_started = utcnow()
-    changed: list[dict[str, Any]] = []
-    fresh: dict[str, dict[str, Any]] = {}
-    replaced: list[tuple[str, str]] = []
-    clock_timed = False
+    parsed: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+    clock_timed_ids: set[str] = set()
     for row in stored.to_pylist():
         counts["scanned"] += 1
         try:
-            events, timed_by_clock = _reparse(row, parsers, parse_started)
+            parsed.append((row, _reparse(row, parsers, parse_started, clock_timed_ids)))
         except Exception as err:  # any parser failure keeps the stored row as it is
-            counts["failed"] += 1
-            if len(report.failures) < FAILURES_KEPT:
-                report.failures.append(f"{row['event_id']}: {type(err).__name__}: {err}"[:300])
-            continue
+            _failed(report, row, err)
+    changed: list[dict[str, Any]] = []
+    fresh: dict[str, dict[str, Any]] = {}
+    replaced: list[tuple[str, str]] = []
+    for row, events in _normalized(parsed, report):
         same = next((e for e in events if e["event_id"] == row["event_id"]), None)
         if same is None:
             counts["superseded"] += 1
-            clock_timed = clock_timed or timed_by_clock
             for event in events:
                 fresh.setdefault(event["event_id"], event)
                 replaced.append((row["event_id"], event["event_id"]))
@@ -190,35 +191,73 @@ def _replay_chunk(
     # Later than every row it replaces, even on a stopped or coarse clock.
     latest = pc.max(stored["ingested_at"]).as_py()
     replayed_at = max(parse_started, latest + timedelta(microseconds=1))
+    clock_timed = not clock_timed_ids.isdisjoint(fresh)
     _append_chunk(
         warehouse, changed, list(fresh.values()), replaced, replayed_at, clock_timed, report
     )
 
 
+def _failed(report: ReplayReport, row: dict[str, Any], err: Exception) -> None:
+    report.counts["failed"] += 1
+    if len(report.failures) < FAILURES_KEPT:
+        report.failures.append(f"{row['event_id']}: {type(err).__name__}: {err}"[:300])
+
+
 def _reparse(
-    row: dict[str, Any], parsers: Callable[[str], EventParser], parse_started: datetime
-) -> tuple[list[dict[str, Any]], bool]:
-    """The events a stored row's payload is today, as normalized rows of
-    :data:`~mailers.events.EVENTS_SCHEMA` (raises when the parser does, or finds none), and
-    whether any took its time from the stored row (its payload says no time)."""
+    row: dict[str, Any],
+    parsers: Callable[[str], EventParser],
+    parse_started: datetime,
+    clock_timed_ids: set[str],
+) -> list[dict[str, Any]]:
+    """The events a stored row's payload is today, as rows of
+    :data:`~mailers.events.EVENTS_SCHEMA` (raises when the parser does, or finds none);
+    the ids of those that took their time from the stored row join ``clock_timed_ids``."""
     parser = parsers(row["provider"])
     events = parser.parse(row["raw_payload"].encode(), row["provider_account"])
     if not events:
         raise ValueError("the parser finds no event in the payload")
     rows = []
-    timed_by_clock = False
     for event in events:
-        parsed = event.as_row()
-        if parsed["occurred_at"] >= parse_started:
-            timed_by_clock = True
+        parsed = {name: getattr(event, name) for name in _EVENT_FIELDS}
+        occurred = parsed["occurred_at"]
+        if occurred.tzinfo is not None:
+            occurred = occurred.astimezone(UTC).replace(tzinfo=None)
+        if occurred >= parse_started:
             # The payload says no time and the parser used the clock: the event occurred
             # when it was first stored, not now.
-            parsed["occurred_at"] = row["occurred_at"]
+            occurred = row["occurred_at"]
+            clock_timed_ids.add(event.event_id)
+        parsed["occurred_at"] = occurred
         parsed["source_file"] = row["source_file"]
         parsed["ingested_at"] = row["ingested_at"]
         rows.append(parsed)
-    # Through Arrow, so values compare as stored ones do (and wrong types raise here).
-    return pa.Table.from_pylist(rows, schema=EVENTS_SCHEMA).to_pylist(), timed_by_clock
+    return rows
+
+
+def _normalized(
+    parsed: list[tuple[dict[str, Any], list[dict[str, Any]]]], report: ReplayReport
+) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Each stored row with its re-parsed events passed through Arrow, so values compare as
+    stored ones do; a row whose events do not fit the table's types fails alone."""
+    try:
+        flat = pa.Table.from_pylist(
+            [event for _, events in parsed for event in events], schema=EVENTS_SCHEMA
+        ).to_pylist()
+    except (pa.ArrowException, TypeError, ValueError):
+        pass  # some row's events have the wrong types: find them, row by row
+    else:
+        grouped, start = [], 0
+        for row, events in parsed:
+            grouped.append((row, flat[start : start + len(events)]))
+            start += len(events)
+        return grouped
+    grouped = []
+    for row, events in parsed:
+        try:
+            grouped.append((row, pa.Table.from_pylist(events, schema=EVENTS_SCHEMA).to_pylist()))
+        except (pa.ArrowException, TypeError, ValueError) as err:
+            _failed(report, row, err)
+    return grouped
 
 
 def _append_chunk(

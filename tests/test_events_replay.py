@@ -310,6 +310,33 @@ def test_the_window_and_account_limit_what_is_replayed(
         ReplayWindow(since=DAY, until=DAY - timedelta(hours=1))
 
 
+def test_an_event_of_the_wrong_type_fails_alone(warehouse: DuckDBWarehouse, tmp_path: Path) -> None:
+    land_day(tmp_path / "landing")
+    ingest(warehouse, tmp_path / "landing", buggy)
+
+    class NumericRecipient:
+        def __init__(self, parser: EventParser) -> None:
+            self.parser = parser
+
+        def parse(self, raw: bytes, account: str) -> list[CanonicalEvent]:
+            return [
+                dataclasses.replace(e, recipient=42) if e.event_id == "e-open" else e  # type: ignore[arg-type]
+                for e in self.parser.parse(raw, account)
+            ]
+
+    report = replay(
+        warehouse, ReplayWindow(since=DAY), parser=lambda k: NumericRecipient(event_parser(k))
+    )
+
+    assert (report.counts["failed"], report.counts["changed"], report.counts["superseded"]) == (
+        1,
+        1,
+        1,
+    )
+    assert report.failures[0].startswith("e-open: ")
+    assert current(warehouse)["e-open"]["recipient"] == "ann@example.com"
+
+
 def test_core_readers_see_the_replayed_event_not_the_stored_one(
     warehouse: DuckDBWarehouse, tmp_path: Path, fixed_clock: clock.FixedClock
 ) -> None:
