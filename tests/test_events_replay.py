@@ -26,7 +26,8 @@ from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers import clock
 from mailers.backfill import open_windows
 from mailers.completeness import CompletenessConfig
-from mailers.current_events import current_events_sql
+from mailers.current_events import EVENT_REPLAYS_TABLE, current_events_sql
+from mailers.errors import WarehouseError
 from mailers.events import BounceClass, CanonicalEvent, EventType, derive_event_id
 from mailers.events_replay import ReplayReport, ReplayWindow, replay_events
 from mailers.ingest import ingest
@@ -335,6 +336,32 @@ def test_an_event_of_the_wrong_type_fails_alone(warehouse: DuckDBWarehouse, tmp_
     )
     assert report.failures[0].startswith("e-open: ")
     assert current(warehouse)["e-open"]["recipient"] == "ann@example.com"
+
+
+class FailingReplayRecords(DuckDBWarehouse):
+    """A warehouse whose append of the replay records fails (a crash at the chunk's end)."""
+
+    def append(self, schema: str, table: str, data: pa.Table) -> None:
+        if table == EVENT_REPLAYS_TABLE:
+            raise WarehouseError("disk full")
+        super().append(schema, table, data)
+
+
+def test_a_failed_chunk_appends_nothing_and_a_rerun_finishes(tmp_path: Path) -> None:
+    land_day(tmp_path / "landing")
+    with DuckDBWarehouse(tmp_path / "warehouse.duckdb") as warehouse:
+        ensure_tables(warehouse)
+        ingest(warehouse, tmp_path / "landing", buggy)
+        before = table(warehouse, "select * from mailers.events order by event_id")
+    with FailingReplayRecords(tmp_path / "warehouse.duckdb") as failing:
+        with pytest.raises(WarehouseError, match="disk full"):
+            replay(failing, ReplayWindow(since=DAY))
+        assert table(failing, "select * from mailers.events order by event_id") == before
+        assert table(failing, "select count(*) as n from mailers.suppressions")[0]["n"] == 0
+    with DuckDBWarehouse(tmp_path / "warehouse.duckdb") as warehouse:
+        report = replay(warehouse, ReplayWindow(since=DAY))
+        assert (report.counts["changed"], report.counts["superseded"]) == (1, 1)
+        assert table(warehouse, "select count(*) as n from mailers.suppressions")[0]["n"] == 2
 
 
 def test_core_readers_see_the_replayed_event_not_the_stored_one(
