@@ -167,7 +167,7 @@ def _replay_chunk(
     for row in stored.to_pylist():
         counts["scanned"] += 1
         try:
-            parsed.append((row, _reparse(row, parsers, parse_started, clock_timed_ids)))
+            parsed.append((row, _reparse(row, parsers, clock_timed_ids)))
         except Exception as err:  # any parser failure keeps the stored row as it is
             _failed(report, row, err)
     changed: list[dict[str, Any]] = []
@@ -204,16 +204,15 @@ def _failed(report: ReplayReport, row: dict[str, Any], err: Exception) -> None:
 
 
 def _reparse(
-    row: dict[str, Any],
-    parsers: Callable[[str], EventParser],
-    parse_started: datetime,
-    clock_timed_ids: set[str],
+    row: dict[str, Any], parsers: Callable[[str], EventParser], clock_timed_ids: set[str]
 ) -> list[dict[str, Any]]:
     """The events a stored row's payload is today, as rows of
     :data:`~mailers.events.EVENTS_SCHEMA` (raises when the parser does, or finds none);
     the ids of those that took their time from the stored row join ``clock_timed_ids``."""
     parser = parsers(row["provider"])
+    before = utcnow()
     events = parser.parse(row["raw_payload"].encode(), row["provider_account"])
+    after = utcnow()
     if not events:
         raise ValueError("the parser finds no event in the payload")
     rows = []
@@ -222,9 +221,9 @@ def _reparse(
         occurred = parsed["occurred_at"]
         if occurred.tzinfo is not None:
             occurred = occurred.astimezone(UTC).replace(tzinfo=None)
-        if occurred >= parse_started:
-            # The payload says no time and the parser used the clock: the event occurred
-            # when it was first stored, not now.
+        if before <= occurred <= after:
+            # Timed while it was parsed: the payload says no time and the parser used the
+            # clock. The event occurred when it was first stored, not now.
             occurred = row["occurred_at"]
             clock_timed_ids.add(event.event_id)
         parsed["occurred_at"] = occurred

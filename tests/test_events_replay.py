@@ -338,6 +338,39 @@ def test_an_event_of_the_wrong_type_fails_alone(warehouse: DuckDBWarehouse, tmp_
     assert current(warehouse)["e-open"]["recipient"] == "ann@example.com"
 
 
+class ClockTimedOpens:
+    """A mapping that times opens by the clock, as parsers do for payloads without a time."""
+
+    def __init__(self, parser: EventParser) -> None:
+        self.parser = parser
+
+    def parse(self, payload: bytes, account: str) -> list[CanonicalEvent]:
+        return [
+            dataclasses.replace(e, occurred_at=clock.utcnow())
+            if e.event_type is EventType.OPENED
+            else e
+            for e in self.parser.parse(payload, account)
+        ]
+
+
+def test_an_event_timed_by_the_clock_keeps_its_stored_time(
+    warehouse: DuckDBWarehouse, tmp_path: Path, fixed_clock: clock.FixedClock
+) -> None:
+    land_day(tmp_path / "landing")
+    ingest(warehouse, tmp_path / "landing", lambda k: ClockTimedOpens(event_parser(k)))
+    stored = current(warehouse)["e-open"]["occurred_at"]
+    fixed_clock.advance(3600)
+
+    report = replay(
+        warehouse,
+        ReplayWindow(since=DAY),
+        parser=lambda k: ClockTimedOpens(event_parser(k)),
+    )
+
+    assert (report.counts["unchanged"], report.counts["scanned"]) == (6, 6)
+    assert current(warehouse)["e-open"]["occurred_at"] == stored
+
+
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
