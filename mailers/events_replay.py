@@ -161,7 +161,6 @@ def _replay_chunk(
 ) -> None:
     """Re-parse one chunk of stored events and append what changed, in one transaction."""
     counts = report.counts
-    parse_started = utcnow()
     parsed: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
     clock_timed_ids: set[str] = set()
     for row in stored.to_pylist():
@@ -190,7 +189,7 @@ def _replay_chunk(
         return
     # Later than every row it replaces, even on a stopped or coarse clock.
     latest = pc.max(stored["ingested_at"]).as_py()
-    replayed_at = max(parse_started, latest + timedelta(microseconds=1))
+    replayed_at = max(utcnow(), latest + timedelta(microseconds=1))
     clock_timed = not clock_timed_ids.isdisjoint(fresh)
     _append_chunk(
         warehouse, changed, list(fresh.values()), replaced, replayed_at, clock_timed, report
