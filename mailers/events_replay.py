@@ -12,18 +12,21 @@ same id, same fields    nothing (``unchanged``): a second replay appends nothing
 same id, other fields   the new row under the same id (``changed``)
 no event with its id    the events it now is, under their ids, unless stored
                         already (``superseded``)
-parser raises           nothing; the stored row stays current (``failed``)
+parser raises, finds    nothing; the stored row stays current (``failed``)
+none, or wrong types
 ======================  ==========================================================
 
 Appended rows have ``source_file`` ``replay:<replay id>`` and ``ingested_at`` the chunk's
 ``replayed_at``; each replaced stored event gets a row in ``mailers.event_replays``, so
 readers of the current events (and dbt's staging model) drop what a replay replaced.
 ``ingested_at`` and ``source_file`` are not compared, nor is ``raw_payload``: a changed
-row keeps the stored payload, which is the provider's and never re-serialized. Events that
-now suppress an address (a hard bounce that was read as soft) add their suppressions as
-ingestion would. Each chunk's appends commit in one transaction, so a crash leaves every
-stored event replayed or not, and running the replay again finishes the work; the replay
-ends with one audit record (window, account, counts).
+row keeps the stored payload, which is the provider's and never re-serialized. An event
+the parser times by the clock (its payload says no time) keeps its stored ``occurred_at``.
+Events that now suppress an address (a hard bounce that was read as soft) add their
+suppressions as ingestion would; one that no longer does keeps its suppression (lifting it
+is ``mailers suppression remove``'s, audited). Each chunk's appends commit in one
+transaction, so a crash leaves every stored event replayed or not, and running the replay
+again finishes the work; the replay ends with one audit record (window, account, counts).
 """
 
 from __future__ import annotations
