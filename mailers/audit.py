@@ -45,6 +45,8 @@ class AuditAction(StrEnum):
 
     SEND = "send"
     INGEST_EVENTS = "ingest_events"
+    REPLAY_EVENTS = "replay_events"
+    """Stored payloads re-normalized after a mapping fix (:mod:`mailers.events_replay`)."""
     RECONCILE = "reconcile"
     BREAKER = "breaker"
     """A provider account's circuit breaker changed state (:mod:`mailers.breaker`)."""

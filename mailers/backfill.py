@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mailers.clock import utcnow
 from mailers.completeness import FINAL_EVENT_TYPES, CompletenessConfig
-from mailers.events import EVENTS_TABLE
+from mailers.current_events import current_events_sql
 from mailers.landing import land
 from mailers.ledger import LEDGER_TABLE, LedgerStatus, recency_order, sql_text
 from mailers.warehouse import MAILERS_SCHEMA, Warehouse
@@ -89,7 +89,6 @@ def open_windows(
     if oldest >= ripe:
         return []
     ledger = warehouse.relation(MAILERS_SCHEMA, LEDGER_TABLE)
-    events = warehouse.relation(MAILERS_SCHEMA, EVENTS_TABLE)
     finals = ", ".join(sql_text(t) for t in FINAL_EVENT_TYPES)
     statuses = ", ".join(sql_text(s) for s in _OPEN_STATUSES)
     only = ""
@@ -99,6 +98,9 @@ def open_windows(
         only = f"and provider_account in ({', '.join(sql_text(a) for a in sorted(accounts))})"
     oldest_sql = f"cast({sql_text(oldest.isoformat(sep=' '))} as timestamp)"
     ripe_sql = f"cast({sql_text(ripe.isoformat(sep=' '))} as timestamp)"
+    final_events = current_events_sql(
+        warehouse, f"event_type in ({finals}) and occurred_at >= {oldest_sql}"
+    )
     # Rows older than ``oldest`` cannot be a recent message's latest row, so filtering
     # before ranking keeps the latest row of every message recorded since then.
     rows = warehouse.query(
@@ -117,8 +119,7 @@ def open_windows(
         ),
         finals as (
             select message_key, provider_account, provider_message_id
-            from {events}
-            where event_type in ({finals}) and occurred_at >= {oldest_sql}
+            from {final_events} as current
         ),
         open as (
             select latest.* from latest

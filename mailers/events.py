@@ -97,4 +97,6 @@ EVENTS_SCHEMA = pa.schema(
         pa.field("ingested_at", pa.timestamp("us"), nullable=False),
     ]
 )
-"""Columns of ``mailers.events``: append-only, unique by ``event_id``."""
+"""Columns of ``mailers.events``: append-only; ingestion loads each ``event_id`` once, and a
+replay appends an event again when a mapping fix changed it (the current row of each id:
+:func:`mailers.current_events.current_events_sql`)."""

@@ -45,7 +45,8 @@ from mailers.alerts import Alerter
 from mailers.clock import utcnow
 from mailers.config import Settings
 from mailers.control import ControlKind
-from mailers.events import EVENTS_SCHEMA, EVENTS_TABLE, BounceClass, EventType
+from mailers.current_events import current_events_sql
+from mailers.events import EVENTS_SCHEMA, BounceClass, EventType
 from mailers.feedback import LandedFeedback
 from mailers.ingest import ParserFor
 from mailers.ledger import LEDGER_TABLE, LedgerStatus, sql_text
@@ -225,14 +226,15 @@ def cells_sql(
     query reads the window's ledger rows and events, never the whole history.
     """
     ledger = warehouse.relation(MAILERS_SCHEMA, LEDGER_TABLE)
-    events = warehouse.relation(MAILERS_SCHEMA, EVENTS_TABLE)
     earliest = min(windows)
     columns = ", ".join(EVENTS_SCHEMA.names)
+    stored = current_events_sql(
+        warehouse,
+        f"event_type in ({sql_text(EventType.BOUNCED)}, {sql_text(EventType.COMPLAINED)}) "
+        f"and occurred_at >= {_timestamp(earliest - EVENT_SKEW)}",
+    )
     feedback = (
-        f"(select {columns} from {events} where event_type in "
-        f"({sql_text(EventType.BOUNCED)}, {sql_text(EventType.COMPLAINED)}) "
-        f"and occurred_at >= {_timestamp(earliest - EVENT_SKEW)} "
-        f"union all select {columns} from {landed})"
+        f"(select {columns} from {stored} as stored union all select {columns} from {landed})"
     )
     hard = f"event_type = {sql_text(EventType.BOUNCED)} and bounce_class = " + sql_text(
         BounceClass.HARD

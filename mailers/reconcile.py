@@ -30,7 +30,8 @@ from typing import Protocol
 from mailers.audit import AuditAction, AuditRecord
 from mailers.clock import utcnow
 from mailers.config import CampaignRef
-from mailers.events import EVENTS_TABLE, EventType
+from mailers.current_events import current_events_sql
+from mailers.events import EventType
 from mailers.ledger import (
     LEDGER_TABLE,
     LedgerContext,
@@ -146,17 +147,16 @@ def in_doubt(warehouse: Warehouse, where: str = "true") -> list[InDoubt]:
     (never read as acceptance).
     """
     ledger = warehouse.relation(MAILERS_SCHEMA, LEDGER_TABLE)
-    events = warehouse.relation(MAILERS_SCHEMA, EVENTS_TABLE)
     unknown = sql_text(LedgerStatus.UNKNOWN)
     # Only the events that can be about these messages: their key, or an id their rows carry.
-    candidates = f"""(
-        select * from {events}
-        where message_key in (select message_key from unknown)
+    candidates = current_events_sql(
+        warehouse,
+        f"""message_key in (select message_key from unknown)
            or (message_key is null and provider_message_id in (
                 select provider_message_id from {ledger}
                 where message_key in (select message_key from unknown)
-           ))
-    )"""
+           ))""",
+    )
     table = warehouse.query(
         f"""
         with unknown as (

@@ -19,6 +19,7 @@ from mailers.audit import (
     chain_legacy_rows,
 )
 from mailers.claims import CLAIMS_KEY, CLAIMS_SCHEMA, CLAIMS_TABLE
+from mailers.current_events import EVENT_REPLAYS_SCHEMA, EVENT_REPLAYS_TABLE
 from mailers.events import EVENTS_SCHEMA, EVENTS_TABLE
 from mailers.identity_changes import IDENTITY_CHANGES_SCHEMA, IDENTITY_CHANGES_TABLE
 from mailers.ledger import LEDGER_SCHEMA, LEDGER_TABLE
@@ -54,6 +55,7 @@ OWNED_TABLES: dict[str, pa.Schema] = {
     PAUSES_TABLE: PAUSES_SCHEMA,
     AUDIT_HEADS_TABLE: AUDIT_HEADS_SCHEMA,
     IDENTITY_CHANGES_TABLE: IDENTITY_CHANGES_SCHEMA,
+    EVENT_REPLAYS_TABLE: EVENT_REPLAYS_SCHEMA,
     **WEBHOOK_TABLES,
 }
 

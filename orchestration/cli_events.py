@@ -4,6 +4,7 @@
 final event (:mod:`mailers.backfill`) and lands what they answer; the next ingestion
 (the events sensor, or any run of the pipeline) loads it, dropping events already stored.
 It reads the warehouse only (opened read-only), so it runs beside a live pipeline.
+``replay`` re-normalizes stored events after a mapping fix (:mod:`.cli_events_replay`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ from adapters.providers.registry import backfill_targets
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.backfill import backfill_into_landing, open_windows
 from orchestration.cli_common import ConfigOption, console, errors, settings_of
+from orchestration.cli_events_replay import replay
 
-events_app = typer.Typer(no_args_is_help=True, help="Provider events: backfill missing feedback.")
+events_app = typer.Typer(
+    no_args_is_help=True, help="Provider events: backfill missing feedback, replay stored ones."
+)
+events_app.command()(replay)
 
 
 @events_app.command()

@@ -6,17 +6,37 @@ source as (
 
 ),
 
+replays as (
+
+    select * from {{ source('mailers', 'event_replays') }}
+
+),
+
+current_rows as (
+
+    -- a replay replaced the rows of an event id ingested before it (mailers.current_events)
+    select source.*
+    from source
+    where not exists (
+        select 1 from replays
+        where replays.old_event_id = source.event_id
+            and replays.replayed_at > source.ingested_at
+    )
+
+),
+
 ranked as (
 
     select
         *,
-        -- overlapping landing files can load the same event twice; the first load wins
+        -- overlapping landing files can load the same event twice, and a replay appends
+        -- an event again after a mapping fix changed it: the latest load wins
         row_number() over (
             partition by event_id
-            order by ingested_at, source_file
+            order by ingested_at desc, source_file desc
         ) as ingestion_rank
 
-    from source
+    from current_rows
 
 ),
 
