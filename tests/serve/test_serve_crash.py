@@ -13,7 +13,7 @@ import os
 import random
 from pathlib import Path
 
-from adapters.providers.registry import event_parser
+from adapters.providers.registry import bulk_event_parser, event_parser
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.ingest import ingest
 from mailers.tables import ensure_tables
@@ -80,7 +80,13 @@ def test_kill_9_under_load_loses_no_acknowledged_event_and_loads_none_twice(
     landed = landed_ids(tmp_path / ".mailers" / "landing")
     with DuckDBWarehouse(tmp_path / "warehouse.duckdb") as warehouse:
         ensure_tables(warehouse)
-        ingest(warehouse, tmp_path / ".mailers" / "landing", event_parser)
+        # The production path: the SQL mappings first, the Python parsers for the rest.
+        ingest(
+            warehouse,
+            tmp_path / ".mailers" / "landing",
+            event_parser,
+            bulk=bulk_event_parser(),
+        )
         rows = warehouse.query(
             "select provider_message_id, count(*) as n from mailers.events "
             "where event_type = 'delivered' group by all"
