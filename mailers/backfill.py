@@ -27,9 +27,11 @@ from mailers.landing import land
 from mailers.ledger import LEDGER_TABLE, LedgerStatus, recency_order, sql_text
 from mailers.warehouse import MAILERS_SCHEMA, Warehouse
 
-Fetch = Callable[[datetime, datetime], list[bytes]]
-"""``fetch(start, end)``: every event payload the provider holds for the account whose
-event time lies in ``[start, end]`` (naive UTC)."""
+Fetch = Callable[[datetime, datetime, Sequence[str]], list[bytes]]
+"""``fetch(start, end, open_message_ids)``: every event payload the provider holds for the
+account whose event time lies in ``[start, end]`` (naive UTC). ``open_message_ids`` are the
+provider message ids of the span's messages still without a final event, for providers
+whose events API is per message (Postmark's deliveries); the others ignore them."""
 
 SLACK = timedelta(minutes=5)
 """Fetched before the first hand-over of a window: the provider's clock is not ours."""
@@ -47,6 +49,18 @@ class BackfillWindow:
     messages: int
     start: datetime
     end: datetime
+    provider_message_ids: tuple[str, ...] = ()
+    """The open messages' provider message ids (sorted; those the ledger knows)."""
+
+
+@dataclass(frozen=True)
+class BackfillSpan:
+    """The time span one fetch asks an account for: overlapping windows merged."""
+
+    account: str
+    start: datetime
+    end: datetime
+    provider_message_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,7 +149,8 @@ def open_windows(
         )
         select provider, provider_account, cast(recorded_at as date) as day,
             count(*) as messages, min(recorded_at) as first_sent_at,
-            max(recorded_at) as last_sent_at
+            max(recorded_at) as last_sent_at,
+            array_agg(provider_message_id order by provider_message_id) as message_ids
         from open
         group by provider, provider_account, cast(recorded_at as date)
         order by provider_account, day
@@ -150,6 +165,7 @@ def open_windows(
             messages=int(row["messages"]),
             start=row["first_sent_at"] - SLACK,
             end=min(now, row["last_sent_at"] + deadline),
+            provider_message_ids=tuple(i for i in row["message_ids"] or () if i),
         )
         for row in rows
     ]
@@ -166,12 +182,12 @@ def backfill_into_landing(
     are left alone: nothing can be asked for them."""
     report = BackfillReport(windows=list(windows))
     by_account = {target.account: target for target in targets}
-    for account, start, end in spans(windows):
-        target = by_account.get(account)
-        if target is None or account in report.errors:
+    for span in spans(windows):
+        target = by_account.get(span.account)
+        if target is None or span.account in report.errors:
             continue
         try:
-            payloads = target.fetch(start, end)
+            payloads = target.fetch(span.start, span.end, span.provider_message_ids)
         except Exception as err:  # any provider failure: report it, backfill the others
             report.errors[target.account] = f"{type(err).__name__}: {err}"
             continue
@@ -182,13 +198,24 @@ def backfill_into_landing(
     return report
 
 
-def spans(windows: Sequence[BackfillWindow]) -> list[tuple[str, datetime, datetime]]:
-    """``(account, start, end)`` covering the windows, overlapping ones merged per account."""
-    merged: list[tuple[str, datetime, datetime]] = []
+def spans(windows: Sequence[BackfillWindow]) -> list[BackfillSpan]:
+    """The spans covering the windows, overlapping ones merged per account (with the open
+    message ids of all of them)."""
+    merged: list[BackfillSpan] = []
     for window in sorted(windows, key=lambda w: (w.provider_account, w.start)):
-        if merged and merged[-1][0] == window.provider_account and window.start <= merged[-1][2]:
-            account, start, end = merged[-1]
-            merged[-1] = (account, start, max(end, window.end))
+        last = merged[-1] if merged else None
+        if last and last.account == window.provider_account and window.start <= last.end:
+            ids = sorted({*last.provider_message_ids, *window.provider_message_ids})
+            merged[-1] = BackfillSpan(
+                last.account, last.start, max(last.end, window.end), tuple(ids)
+            )
         else:
-            merged.append((window.provider_account, window.start, window.end))
+            merged.append(
+                BackfillSpan(
+                    window.provider_account,
+                    window.start,
+                    window.end,
+                    window.provider_message_ids,
+                )
+            )
     return merged

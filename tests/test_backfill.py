@@ -62,7 +62,9 @@ def _target(sim: Simulator) -> BackfillTarget:
     return BackfillTarget(
         kind="mailgun",
         account=ACCOUNT,
-        fetch=lambda start, end: mailgun.SPEC.backfill_events(ACCOUNT, config, start, end),
+        fetch=lambda start, end, ids: mailgun.SPEC.backfill_events(
+            ACCOUNT, config, start, end, ids
+        ),
     )
 
 

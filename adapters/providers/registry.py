@@ -15,7 +15,7 @@ enforced here: :func:`account_quotas` tells the sender what each account may sti
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -177,11 +177,12 @@ def backfill_targets(
             def fetch(
                 start: datetime,
                 end: datetime,
+                open_message_ids: Sequence[str],
                 spec: ProviderSpec[Any] = spec,
                 name: str = name,
                 account: ProviderAccountConfig = account,
             ) -> list[bytes]:
-                return spec.backfill_events(name, account, start, end)
+                return spec.backfill_events(name, account, start, end, open_message_ids)
 
             targets.append(BackfillTarget(kind=account.kind, account=name, fetch=fetch))
     return targets

@@ -12,7 +12,7 @@ verifier, and reaches the modules that need an SDK (boto3 for SES) only inside
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
@@ -68,7 +68,12 @@ class Poller(Protocol[SettingsIn]):
 
 class Backfiller(Protocol[SettingsIn]):
     """Every event payload of one account whose event time is in ``[start, end]`` (naive
-    UTC), from the provider's events API: what a receiver that was down missed."""
+    UTC), from the provider's events API: what a receiver that was down missed.
+
+    ``open_message_ids`` are the provider message ids of the span's messages still without
+    a final event: a provider whose API answers per message (Postmark's deliveries) asks
+    about those only; one with a time-ranged events API (Mailgun) ignores them.
+    """
 
     def __call__(
         self,
@@ -77,6 +82,7 @@ class Backfiller(Protocol[SettingsIn]):
         settings: SettingsIn,
         start: datetime,
         end: datetime,
+        open_message_ids: Sequence[str],
     ) -> list[bytes]: ...
 
 
@@ -178,12 +184,19 @@ class ProviderSpec(Generic[SettingsT]):
         return self.poll(account, config, self.settings_of(config), cursor)
 
     def backfill_events(
-        self, account: str, config: ProviderAccountConfig, start: datetime, end: datetime
+        self,
+        account: str,
+        config: ProviderAccountConfig,
+        start: datetime,
+        end: datetime,
+        open_message_ids: Sequence[str] = (),
     ) -> list[bytes]:
-        """One account's events of ``[start, end]`` (a ``ValueError`` for a kind without)."""
+        """One account's events of ``[start, end]`` and of its open messages (a
+        ``ValueError`` for a kind without an events API)."""
         if self.backfill is None:
             raise ValueError(f"provider kind {self.kind!r} has no events API to backfill from")
-        return self.backfill(account, config, self.settings_of(config), start, end)
+        settings = self.settings_of(config)
+        return self.backfill(account, config, settings, start, end, open_message_ids)
 
     def provider_quota(self, account: str, config: ProviderAccountConfig) -> ProviderQuota | None:
         """The account's published limits when its config asks for them and the provider

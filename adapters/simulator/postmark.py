@@ -1,4 +1,5 @@
-"""Postmark's documented API subset on the simulator: batch send, bounces API, webhooks.
+"""Postmark's documented API subset on the simulator: batch send, bounces and messages APIs,
+webhooks.
 
 * ``POST /email/batch``: ``X-Postmark-Server-Token`` auth (401 + ``ErrorCode`` 10 when
   wrong), a JSON array of at most 500 messages (422 ``ErrorCode`` 410 above that; 422
@@ -9,10 +10,25 @@
   https://postmarkapp.com/developer/user-guide/send-email-with-api/batch-emails
 * A quota set with :meth:`Simulator.limit` is charged one message per batch entry; over
   it, ``429`` "Rate limit exceeded" and nothing is sent.
-* ``GET /bounces``: ``count`` (≤ 500) and ``offset`` required, ``count + offset`` ≤ 10,000,
+* ``GET /bounces``: ``X-Postmark-Server-Token`` auth as above, ``count`` (≤ 500) and
+  ``offset`` required, ``count + offset`` ≤ 10,000,
   filters ``fromdate``/``todate`` (US Eastern, inclusive), ``type``, ``messagestream``
   (default ``outbound``); newest first; ``{"TotalCount", "Bounces"}``. No ``Metadata``.
   https://postmarkapp.com/developer/api/bounce-api
+* ``GET /bounces/{bounceid}``: one bounce record; 422 for an unknown id.
+* ``GET /messages/outbound``: ``count``/``offset`` as for bounces, filters ``recipient``
+  and ``metadata_<key>``; newest first. https://postmarkapp.com/developer/api/messages-api
+* ``GET /messages/outbound/{messageid}/details``: the message with its ``MessageEvents``
+  (``Delivered``, ``Transient``, ``Bounced`` with its ``BounceID``, ``Opened``,
+  ``LinkClicked``, ``SubscriptionChanged``), each ``ReceivedAt`` in US Eastern time with
+  its offset where the webhook writes UTC with ``Z``, and only those that happened by now
+  (Mailers' clock); 422 ``ErrorCode`` 701 for an unknown message id. A spam complaint is
+  listed as ``Bounced``: Postmark keeps complaints as bounces of type ``SpamComplaint``.
+  https://postmarkapp.com/developer/api/messages-api#outbound-message-details
+* ``fromdate``/``todate`` without an offset are US Eastern wall times. Postmark does not
+  say how it reads one of the hour repeated when daylight saving time ends; the
+  simulator reads it as standard time (the later instant), the reading under which a
+  naively computed ``fromdate`` skips an hour, so a client cannot depend on it.
 * Every accepted message gets its outcomes (:func:`adapters.simulator.outcomes.outcomes`)
   as Postmark webhook records in ``sim.store["postmark"]["events"]``; bounce-type ones
   also become bounce API records.
@@ -366,9 +382,101 @@ def register(sim: Simulator, *, credentials: dict[str, str]) -> None:
         ]
         return Response.json({"TotalCount": len(matches), "Messages": page})
 
+    def get_bounce(request: Request) -> Response:
+        """``GET /bounces/{bounceid}`` (https://postmarkapp.com/developer/api/bounce-api)."""
+        if not authorized(request):
+            return unauthorized()
+        wanted = request.params["bounce_id"]
+        for bounce in state["bounces"]:
+            if str(bounce["ID"]) == wanted:
+                return Response.json(bounce)
+        return _error(422, 701, f"Bounce {wanted} was not found.")
+
+    def message_details(request: Request) -> Response:
+        """``GET /messages/outbound/{messageid}/details``: the message and its events."""
+        if not authorized(request):
+            return unauthorized()
+        wanted = request.params["message_id"]
+        found = next((m for m in state["messages"] if m["message_id"] == wanted), None)
+        if found is None:
+            return _error(422, 701, "This message was not found.")
+        now = clock.now()
+        events = [
+            message_event(record)
+            for record in state["events"]
+            if record["MessageID"] == wanted and _moment(_record_time(record)) <= now
+        ]
+        return Response.json(
+            {
+                "TextBody": "",
+                "HtmlBody": "",
+                "Body": "",
+                "Tag": found["tag"] or "",
+                "MessageID": wanted,
+                "MessageStream": found["message_stream"],
+                "To": [{"Email": found["recipient"], "Name": None}],
+                "Cc": [],
+                "Bcc": [],
+                "Recipients": [found["recipient"]],
+                "ReceivedAt": found["accepted_at"].astimezone(EASTERN).isoformat(),
+                "From": found["from"],
+                "Subject": found["subject"],
+                "Attachments": [],
+                "Status": "Sent",
+                "TrackOpens": False,
+                "TrackLinks": "None",
+                "Metadata": found["metadata"],
+                "Sandboxed": False,
+                "MessageEvents": [e for e in events if e is not None],
+            }
+        )
+
     sim.route(PROVIDER, "POST", r"/email/batch", send_batch)
     sim.route(PROVIDER, "GET", r"/messages/outbound", search_outbound)
+    sim.route(PROVIDER, "GET", r"/messages/outbound/(?P<message_id>[^/]+)/details", message_details)
     sim.route(PROVIDER, "GET", r"/bounces", get_bounces)
+    sim.route(PROVIDER, "GET", r"/bounces/(?P<bounce_id>\d+)", get_bounce)
+
+
+def _record_time(record: Mapping[str, Any]) -> str:
+    """The webhook record's own timestamp field."""
+    for field in ("DeliveredAt", "BouncedAt", "ReceivedAt", "ChangedAt"):
+        if field in record:
+            return str(record[field])
+    raise ValueError(f"a {record.get('RecordType')} record without a timestamp")
+
+
+def message_event(record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """One webhook record as the ``MessageEvents`` entry of the message's details."""
+    received = _moment(_record_time(record)).astimezone(EASTERN).isoformat()
+    common = {"Recipient": record.get("Recipient") or record.get("Email"), "ReceivedAt": received}
+    kind = record["RecordType"]
+    server = {"DestinationServer": "mx.example.test (192.0.2.25)", "DestinationIP": "192.0.2.25"}
+    if kind == "Delivery":
+        details = {"DeliveryMessage": "smtp;250 2.0.0 OK", **server}
+        return {**common, "Type": "Delivered", "Details": details}
+    if kind in ("Bounce", "SpamComplaint") and record.get("Type") == "Transient":
+        details = {"DeliveryMessage": record["Details"], **server}
+        return {**common, "Type": "Transient", "Details": details}
+    if kind in ("Bounce", "SpamComplaint"):
+        details = {"Summary": record["Details"], "BounceID": str(record["ID"])}
+        return {**common, "Type": "Bounced", "Details": details}
+    if kind == "Open":
+        details = {"Summary": f"Email opened with {record['UserAgent']}"}
+        return {**common, "Type": "Opened", "Details": details}
+    if kind == "Click":
+        link = record["OriginalLink"]
+        summary = f"Tracked Link '{link}' was clicked from the HTMLBody."
+        details = {"Summary": summary, "Link": link, "ClickLocation": record["ClickLocation"]}
+        return {**common, "Type": "LinkClicked", "Details": details}
+    if kind == "SubscriptionChange":
+        details = {
+            "Origin": record["Origin"],
+            "SuppressSending": str(record["SuppressSending"]),
+            "SuppressionReason": record["SuppressionReason"],
+        }
+        return {**common, "Type": "SubscriptionChanged", "Details": details}
+    return None
 
 
 def _moment(value: str) -> datetime:
@@ -380,7 +488,8 @@ def _eastern_bound(value: str | None) -> datetime | None:
     if not value:
         return None
     moment = datetime.fromisoformat(value)
-    return (moment if moment.tzinfo else moment.replace(tzinfo=EASTERN)).astimezone(UTC)
+    # fold=1: a wall time of the repeated fall-back hour is read as standard time.
+    return (moment if moment.tzinfo else moment.replace(tzinfo=EASTERN, fold=1)).astimezone(UTC)
 
 
 def signed_request(body: bytes, credentials: Mapping[str, str]) -> WebhookRequest:

@@ -9,6 +9,7 @@ primary path, polling is the backstop.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -64,9 +65,11 @@ def backfill_events(
     settings: MailgunSettings,
     start: datetime,
     end: datetime,
+    open_message_ids: Sequence[str] = (),
 ) -> list[bytes]:
     """Every event of ``[start, end]`` (naive UTC): ``begin`` and ``end`` bound the range,
-    so the pages end with an empty one however much is written meanwhile."""
+    so the pages end with an empty one however much is written meanwhile. The events API
+    is time-ranged, so ``open_message_ids`` are not needed."""
     key = api_key(account, config)
     home = origin(settings.base_url)
     query = {

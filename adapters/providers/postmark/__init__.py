@@ -1,4 +1,4 @@
-"""The Postmark provider: batch sends, basic-auth webhooks, the bounces API, message search.
+"""The Postmark provider: batch sends, basic-auth webhooks, the bounces and messages APIs.
 
 =============  ===================================================================
 module         job
@@ -9,6 +9,7 @@ module         job
 ``events``     record and bounce types → canonical events
 ``webhooks``   basic-auth credentials and replay refusal
 ``polling``    ``GET /bounces`` from a cursor
+``backfill``   a window's ``GET /bounces``, open messages' ``/details`` deliveries
 ``lookup``     ``GET /messages/outbound`` by our message key, for reconciliation
 =============  ===================================================================
 """
@@ -16,6 +17,7 @@ module         job
 from __future__ import annotations
 
 from adapters.bulk_events import provider_mapping
+from adapters.providers.postmark.backfill import backfill_events
 from adapters.providers.postmark.events import parse
 from adapters.providers.postmark.lookup import PostmarkLookup
 from adapters.providers.postmark.polling import poll_events
@@ -39,6 +41,7 @@ __all__ = [
     "WEBHOOK_PASSWORD",
     "WEBHOOK_USERNAME",
     "PostmarkSettings",
+    "backfill_events",
     "build",
     "parse",
     "poll_events",
@@ -56,6 +59,7 @@ SPEC = ProviderSpec(
     parse=parse,
     verify_webhook=verify_webhook,
     poll=poll_events,
+    backfill=backfill_events,
     lookup=PostmarkLookup,
     events_sql=provider_mapping(__name__),
 )

@@ -46,9 +46,30 @@ class _Cursor(BaseModel):
         )
 
 
-def _fromdate(moment: datetime) -> str:
-    """``fromdate`` for a moment: US Eastern wall time, whole seconds, rounded down."""
-    return moment.astimezone(eastern()).replace(microsecond=0, tzinfo=None).isoformat()
+def eastern_bound(moment: datetime, *, upper: bool = False) -> str:
+    """``fromdate`` for an aware moment (``todate`` when ``upper``): US Eastern wall time
+    in whole seconds, rounded down (up), so the search covers ``moment`` however it is read.
+
+    Postmark's filters take a wall time without offset. The hour repeated when daylight
+    saving time ends (01:00-02:00 on the first Sunday of November) names two instants an
+    hour apart and Postmark does not say which it reads, so a bound inside it is moved one
+    wall hour out (earlier for ``fromdate``, later for ``todate``): either reading then
+    lies on the safe side, at the cost of reading up to two hours more (filtered after).
+    """
+    wall = moment.astimezone(eastern()).replace(tzinfo=None)
+    whole = wall.replace(microsecond=0)
+    if upper and whole != wall:
+        whole += timedelta(seconds=1)
+    if _ambiguous(whole):
+        whole += timedelta(hours=1) if upper else -timedelta(hours=1)
+    return whole.isoformat()
+
+
+def _ambiguous(wall: datetime) -> bool:
+    """Whether a US Eastern wall time occurs twice (the fall-back hour)."""
+    zone = eastern()
+    first = wall.replace(tzinfo=zone, fold=0).utcoffset()
+    return first != wall.replace(tzinfo=zone, fold=1).utcoffset()
 
 
 def poll_events(
@@ -110,7 +131,7 @@ def _fetch_bounces(
     count = settings.poll_page_size
     params: dict[str, str | int] = {"count": count, "messagestream": settings.message_stream}
     if start is not None:
-        params["fromdate"] = _fromdate(start)
+        params["fromdate"] = eastern_bound(start)
     fetched: list[tuple[datetime, int | str, dict[str, Any]]] = []
     offset = 0
     while offset + count <= BOUNCES_PAGE_LIMIT:

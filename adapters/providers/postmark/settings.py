@@ -47,3 +47,11 @@ class PostmarkSettings(HttpSettings):
         description="How far before the newest bounce seen each poll reads again, for "
         "bounces listed late with an earlier BouncedAt.",
     )
+    backfill_max_details: int = Field(
+        default=10_000,
+        ge=1,
+        le=1_000_000,
+        description="Most GET /messages/outbound/{id}/details calls one backfill makes (one "
+        "per open message the window's bounces did not settle); the rest stay open for the "
+        "next backfill.",
+    )
