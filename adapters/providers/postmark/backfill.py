@@ -14,7 +14,7 @@ event:
   /messages/outbound/{id}/details``, whose ``MessageEvents`` hold ``Delivered``,
   ``Bounced``, ``Transient``, ``Opened``, ``LinkClicked`` and ``SubscriptionChanged``
   events. They are asked for the open messages only (``open_message_ids``, the ledger's
-  messages without a final event) that the window's bounces did not settle, at most
+  messages without a final event) that no bounce of the window settled, at most
   ``backfill_max_details`` per backfill (the rest stay open for the next one); a message
   past Postmark's retention (422, ``ErrorCode`` 701) is skipped. A ``Delivered`` event is
   landed as the Delivery webhook record it stands for; a ``Bounced`` event whose bounce the
@@ -56,14 +56,19 @@ from adapters.providers.postmark.api import client, error_body, server_token
 from adapters.providers.postmark.events import classify, eastern, parse_timestamp
 from adapters.providers.postmark.polling import BOUNCES_PAGE_LIMIT, eastern_bound
 from adapters.providers.postmark.settings import PostmarkSettings
-from mailers.completeness import FINAL_EVENT_TYPES
 from mailers.config import ProviderAccountConfig
 from mailers.errors import ProviderAuthError, ProviderUnavailable
+from mailers.events import EventType
 
 log = logging.getLogger(__name__)
 
 READ_RETRY = RetryPolicy(attempts=5, base_delay=1.0, max_delay=60.0)
 """How hard one backfill GET is retried before the account's backfill fails."""
+
+UNDELIVERED = frozenset({EventType.BOUNCED, EventType.FAILED, EventType.REJECTED})
+"""Final events after which no delivery follows: a message with one in the window's
+bounces needs no details call. A spam complaint follows a delivery, so a complained
+message is still asked about (for its ``Delivered`` event)."""
 
 MESSAGE_NOT_FOUND = 701
 """``ErrorCode`` of a message id Postmark does not know (or no longer keeps)."""
@@ -92,7 +97,7 @@ def backfill_events(
         settled = {
             str(item.get("MessageID"))
             for _, item in bounces.values()
-            if classify(item)[0] in FINAL_EVENT_TYPES
+            if classify(item)[0] in UNDELIVERED
         }
         asked = [m for m in dict.fromkeys(open_message_ids) if m not in settled]
         if len(asked) > settings.backfill_max_details:
