@@ -1,4 +1,5 @@
-"""Backfilling missed feedback from Mailgun's events API (the simulator) end to end.
+"""Backfilling missed feedback from Mailgun's events API and Postmark's bounces and
+messages APIs (the simulator) end to end.
 
 A receiver that was down never landed some messages' webhooks: the backfill finds those
 messages (no final event past ``backfill_after_hours``), fetches their window from the
@@ -18,12 +19,15 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from adapters.providers import mailgun
+from adapters.providers import mailgun, postmark
 from adapters.providers.mailgun import MailgunProvider, MailgunSettings
+from adapters.providers.postmark import PostmarkSettings
+from adapters.providers.postmark.sending import PostmarkProvider
 from adapters.providers.registry import event_parser
 from adapters.settings import load
 from adapters.simulator import Simulator
 from adapters.simulator import mailgun as mailgun_sim
+from adapters.simulator import postmark as postmark_sim
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers import clock
 from mailers.backfill import BackfillTarget, backfill_into_landing, open_windows
@@ -68,7 +72,11 @@ def _target(sim: Simulator) -> BackfillTarget:
     )
 
 
-def _ledger_rows(results: list[tuple[str, str | None, str]]) -> pa.Table:
+def _ledger_rows(
+    results: list[tuple[str, str | None, str]],
+    provider: str = "mailgun",
+    account: str = ACCOUNT,
+) -> pa.Table:
     """``accepted`` ledger rows of (message key, provider message id, recipient), now."""
     at = clock.utcnow()
     return pa.Table.from_pylist(
@@ -82,8 +90,8 @@ def _ledger_rows(results: list[tuple[str, str | None, str]]) -> pa.Table:
                 "campaign": "pro_tips",
                 "send_window": "w1",
                 "recipient": recipient,
-                "provider": "mailgun",
-                "provider_account": ACCOUNT,
+                "provider": provider,
+                "provider_account": account,
                 "provider_message_id": message_id,
                 "run_id": "run-1",
                 "recorded_at": at,
@@ -215,3 +223,120 @@ def test_the_cli_backfills_one_account_into_the_landing_zone(
     with DuckDBWarehouse(settings.warehouse_path) as warehouse:
         ingest(warehouse, settings.landing_dir, event_parser)
         assert open_windows(warehouse, settings.config.completeness) == []
+
+
+PM_ACCOUNT = "acme_postmark"
+PM_CREDENTIALS = {"server_token": "pm-backfill-token-7c1d"}
+PM_RECIPIENTS = [
+    "hard@bounce.mailers.test",
+    "soft@softbounce.mailers.test",
+    "angry@complaint.mailers.test",
+    *(f"reader{i}@example.com" for i in range(5)),
+]
+
+
+@pytest.fixture
+def pm_sim(monkeypatch: pytest.MonkeyPatch) -> Iterator[Simulator]:
+    monkeypatch.setenv("POSTMARK_BACKFILL_TOKEN", PM_CREDENTIALS["server_token"])
+    with Simulator() as simulator:
+        postmark_sim.register(simulator, credentials=PM_CREDENTIALS)
+        yield simulator
+
+
+def _pm_target(sim: Simulator) -> BackfillTarget:
+    config = ProviderAccountConfig(
+        kind="postmark",
+        credentials={"server_token": SecretRef(env="POSTMARK_BACKFILL_TOKEN")},
+        settings={"base_url": sim.base_url},
+    )
+    return BackfillTarget(
+        kind="postmark",
+        account=PM_ACCOUNT,
+        fetch=lambda start, end, ids: postmark.SPEC.backfill_events(
+            PM_ACCOUNT, config, start, end, ids
+        ),
+    )
+
+
+def _completeness(warehouse: DuckDBWarehouse) -> float:
+    """Share of ledger messages with a final event, joined by key or Postmark's id."""
+    [row] = warehouse.query(
+        """
+        select avg(case when exists (
+            select 1 from mailers.events as e
+            where e.event_type in ('delivered', 'bounced', 'rejected', 'failed', 'complained')
+              and (e.message_key = l.message_key
+                   or (e.provider_account = l.provider_account
+                       and e.provider_message_id = l.provider_message_id))
+        ) then 1.0 else 0.0 end) as rate
+        from mailers.send_ledger as l
+        """
+    ).to_pylist()
+    return float(row["rate"])
+
+
+def test_a_postmark_receiver_that_was_down_loses_nothing(
+    pm_sim: Simulator, tmp_path: Path, fixed_clock: clock.FixedClock
+) -> None:
+    landing = tmp_path / "landing"
+    settings = PostmarkSettings.model_validate({"base_url": pm_sim.base_url})
+    messages = [make_message(r) for r in PM_RECIPIENTS]
+    provider = PostmarkProvider(PM_ACCOUNT, settings, PM_CREDENTIALS["server_token"])
+    try:
+        results = provider.send_batch(messages)
+    finally:
+        provider.close()
+    assert all(r.accepted for r in results)
+    webhooks = postmark_sim.events_as_webhooks(pm_sim)
+    with DuckDBWarehouse(tmp_path / "wh.duckdb") as warehouse:
+        ensure_tables(warehouse)
+        rows = [
+            (m.message_key, r.provider_message_id, m.recipient)
+            for m, r in zip(messages, results, strict=True)
+        ]
+        warehouse.append("mailers", "send_ledger", _ledger_rows(rows, "postmark", PM_ACCOUNT))
+        fixed_clock.advance(1 * 3600)
+        # The receiver was up for two messages' webhooks (a bounce and a delivery) only.
+        arrived = {messages[0].message_key, messages[3].message_key}
+        delivered = [
+            body
+            for body in webhooks
+            if json.loads(body)["Metadata"].get(MESSAGE_KEY_FIELD) in arrived
+        ]
+        missed = [body for body in webhooks if body not in delivered]
+        land(landing, "postmark", PM_ACCOUNT, delivered)
+        ingest(warehouse, landing, event_parser)
+        before = _events(warehouse)
+        assert _completeness(warehouse) == pytest.approx(2 / len(messages))
+
+        fixed_clock.advance(6 * 3600)
+        [window] = open_windows(warehouse, CONFIG)
+        assert (window.provider_account, window.messages) == (PM_ACCOUNT, len(messages) - 2)
+        assert set(window.provider_message_ids) == {
+            r.provider_message_id for r in results[1:3] + results[4:]
+        }
+
+        report = backfill_into_landing(landing, [_pm_target(pm_sim)], [window])
+        assert report.errors == {} and report.total > 0
+        ingest(warehouse, landing, event_parser)
+        after = _events(warehouse)
+        assert open_windows(warehouse, CONFIG) == []
+        assert _completeness(warehouse) == 1.0
+
+        # Postmark's retries of the missed webhooks arrive once the receiver is back, and
+        # a second backfill asks again: nothing is stored twice.
+        land(landing, "postmark", PM_ACCOUNT, missed)
+        again = backfill_into_landing(landing, [_pm_target(pm_sim)], [window])
+        ingest(warehouse, landing, event_parser)
+        final = _events(warehouse)
+
+    ids = [row["event_id"] for row in final]
+    assert len(ids) == len(set(ids)), "an event was stored twice"
+    assert again.errors == {} and again.total == report.total
+    assert {r["event_id"] for r in before} < {r["event_id"] for r in after}
+    finals = ("delivered", "bounced", "complained")
+    assert {r["event_id"] for r in final if r["event_type"] in finals} == {
+        r["event_id"] for r in after if r["event_type"] in finals
+    }, "a webhook retry brought a final event the backfill had under another id"
+    keyed = {r["message_key"] for r in after if r["event_type"] == "delivered"}
+    assert keyed == {m.message_key for m in messages[2:]}  # details carry our Metadata
