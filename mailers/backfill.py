@@ -5,8 +5,10 @@ the provider again. :func:`open_windows` finds, per provider account and hand-ov
 the messages still without a final event (:data:`~mailers.completeness.FINAL_EVENT_TYPES`)
 ``backfill_after_hours`` after they were handed over, and :func:`backfill_into_landing`
 fetches each such window's events from the provider and lands them like any webhook
-batch. Ingestion drops event ids it has already stored, so events that did arrive are not
-loaded twice, and the ones that did not are loaded once.
+batch. Each window carries its open messages' provider message ids, for providers whose
+API answers per message rather than per time range (Postmark's deliveries). Ingestion
+drops event ids it has already stored, so events that did arrive are not loaded twice,
+and the ones that did not are loaded once.
 
 Set-based: one query over the ledger rows and events of the last
 ``backfill_max_age_hours`` (older messages are left to the overdue check: providers keep
