@@ -340,3 +340,47 @@ def test_a_postmark_receiver_that_was_down_loses_nothing(
     }, "a webhook retry brought a final event the backfill had under another id"
     keyed = {r["message_key"] for r in after if r["event_type"] == "delivered"}
     assert keyed == {m.message_key for m in messages[2:]}  # details carry our Metadata
+
+
+def test_the_cli_backfills_a_postmark_account_through_the_registry(
+    pm_sim: Simulator, tmp_path: Path, fixed_clock: clock.FixedClock
+) -> None:
+    def mutate(config: dict[str, Any]) -> None:
+        config["workspaces"]["acme"]["provider_accounts"][PM_ACCOUNT] = {
+            "kind": "postmark",
+            "credentials": {"server_token": {"env": "POSTMARK_BACKFILL_TOKEN"}},
+            "settings": {"base_url": pm_sim.base_url},
+        }
+
+    settings = load(write_config(tmp_path, mutate))
+    pm_settings = PostmarkSettings.model_validate({"base_url": pm_sim.base_url})
+    messages = [make_message(f"cli{i}@example.com") for i in range(3)]
+    provider = PostmarkProvider(PM_ACCOUNT, pm_settings, PM_CREDENTIALS["server_token"])
+    try:
+        results = provider.send_batch(messages)
+    finally:
+        provider.close()
+    settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
+    with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+        ensure_tables(warehouse)
+        rows = [
+            (m.message_key, r.provider_message_id, m.recipient)
+            for m, r in zip(messages, results, strict=True)
+        ]
+        warehouse.append("mailers", "send_ledger", _ledger_rows(rows, "postmark", PM_ACCOUNT))
+    fixed_clock.advance(7 * 3600)
+
+    result = CliRunner().invoke(
+        app, ["events", "backfill", "--config", str(settings.path), "--account", PM_ACCOUNT]
+    )
+
+    assert result.exit_code == 0, result.output
+    assert "3 messages without a final event (asked)" in result.output
+    assert f"{PM_ACCOUNT}: 3 events landed" in result.output
+    details = [path for p, _, path in pm_sim.requests if path.endswith("/details")]
+    assert sorted(details) == sorted(
+        f"/messages/outbound/{r.provider_message_id}/details" for r in results
+    )
+    with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+        ingest(warehouse, settings.landing_dir, event_parser)
+        assert open_windows(warehouse, settings.config.completeness) == []
