@@ -485,6 +485,14 @@ def test_send_cohorts_count_each_message_once_with_its_outcomes(pipeline) -> Non
     for row in rows:
         cohort_messages[row["campaign"]] += row["messages"]
     assert cohort_messages == Counter(r["campaign"] for r in pipeline.after_first.messages)
+    # the activity series counts the same acceptances, on the same days
+    activity: Counter[str] = Counter()
+    for row in pipeline.after_first.deliverability:
+        activity[row["campaign"]] += row["sent"]
+    accepted: Counter[str] = Counter()
+    for row in rows:
+        accepted[row["campaign"]] += row["accepted"]
+    assert +activity == +accepted
 
 
 def test_metricflow_answers_the_deliverability_metrics_from_the_cohorts(
@@ -540,4 +548,6 @@ def test_metricflow_answers_the_deliverability_metrics_from_the_cohorts(
             total["delivered"],
             total["complained"],
         )
-        assert float(row["delivery_rate"]) == pytest.approx(total["delivered"] / total["sent"])
+        assert float(row["delivery_rate"]) == pytest.approx(
+            int(total["delivered"]) / int(total["sent"])
+        )
