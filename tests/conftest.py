@@ -162,7 +162,7 @@ def seed_warehouse(settings: Settings, contacts: int) -> None:
 
 def run_dbt(settings: Settings, *args: str) -> None:
     """Run the project's dbt against this settings' warehouse, failing the test on error."""
-    from orchestration.defs.dbt import dbt_executable
+    from orchestration.defs.dbt import dbt_executable, dbt_target
 
     project = str(settings.dbt_project_dir)
     # A target (and log) path per worker: `dbt run` rewrites the manifest in its target, and
@@ -180,7 +180,16 @@ def run_dbt(settings: Settings, *args: str) -> None:
         "DBT_LOG_PATH": str(target),
     }
     completed = subprocess.run(
-        [dbt_executable(), *args, "--project-dir", project, "--profiles-dir", project],
+        [
+            dbt_executable(),
+            *args,
+            "--project-dir",
+            project,
+            "--profiles-dir",
+            project,
+            "--target",
+            dbt_target(settings),
+        ],
         env=env,
         capture_output=True,
         text=True,

@@ -7,10 +7,14 @@ sandbox actually wrote.
 
 from __future__ import annotations
 
+import csv
 import email
 import email.policy
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -96,6 +100,7 @@ def pipeline(
         ledger=query(settings, "select * from mailers.send_ledger"),
         deliverability=query(settings, "select * from marts.fct_deliverability_daily"),
         messages=query(settings, "select * from marts.fct_messages"),
+        cohorts=query(settings, "select * from marts.fct_campaign_deliverability_daily"),
     )
     second = _run(defs, instance)
     assert second.success, _failures(second)
@@ -441,3 +446,108 @@ def test_suppression_why_explains_every_block_of_the_run(pipeline) -> None:
             app, ["suppression", "why", row["address"], "--config", str(settings.path)]
         )
         assert result.exit_code == 0 and f"by {row['source']}" in result.output, result.output
+
+
+COHORT_OUTCOMES = {
+    "delivered": {"delivered"},
+    "bounced": {"bounce", "soft_bounce"},
+    "hard_bounced": {"bounce"},
+    "complained": {"complaint"},
+    "opened": {"open"},
+    "clicked": {"click"},
+    "unsubscribed": {"unsubscribe"},
+}
+
+
+def _expected_cohorts(pipeline: SimpleNamespace) -> dict[str, Counter[str]]:
+    """Per campaign, each accepted message once, with the outcomes the sandbox rule plans."""
+    ledger = pipeline.after_first.ledger
+    campaign_of = {r["message_key"]: r["campaign"] for r in ledger}
+    expected: dict[str, Counter[str]] = {}
+    for key, events in _expected_events(pipeline.settings, ledger).items():
+        tally = expected.setdefault(campaign_of[key], Counter())
+        tally["sent"] += 1
+        tally.update(column for column, names in COHORT_OUTCOMES.items() if names & set(events))
+    return expected
+
+
+def test_send_cohorts_count_each_message_once_with_its_outcomes(pipeline) -> None:
+    rows = pipeline.after_first.cohorts
+    actual: dict[str, Counter[str]] = {}
+    for row in rows:
+        tally = actual.setdefault(row["campaign"], Counter())
+        for column in ("sent", *COHORT_OUTCOMES):
+            tally[column] += row[column]
+    expected = _expected_cohorts(pipeline)
+    assert set(expected) == {"pro_tips", "launch_newsletter"}
+    assert {campaign: +tally for campaign, tally in actual.items()} == expected
+    cohort_messages: Counter[str] = Counter()
+    for row in rows:
+        cohort_messages[row["campaign"]] += row["messages"]
+    assert cohort_messages == Counter(r["campaign"] for r in pipeline.after_first.messages)
+    # the activity series counts the same acceptances, on the same days
+    activity: Counter[str] = Counter()
+    for row in pipeline.after_first.deliverability:
+        activity[row["campaign"]] += row["sent"]
+    accepted: Counter[str] = Counter()
+    for row in rows:
+        accepted[row["campaign"]] += row["accepted"]
+    assert +activity == +accepted
+
+
+def test_metricflow_answers_the_deliverability_metrics_from_the_cohorts(
+    pipeline, tmp_path: Path
+) -> None:
+    """The semantic layer's metrics over the pipeline's marts, through `mf query`.
+
+    MetricFlow names relations as the parse recorded them (on DuckDB the catalog is the
+    file's stem) and reads ``target/`` of the project it runs in, so it runs in a copy of the
+    project parsed against this warehouse, leaving the shared ``target/`` alone."""
+    from orchestration.defs.dbt import dbt_executable
+
+    mf = Path(sys.executable).parent / "mf"
+    if not mf.exists():
+        pytest.skip("dbt-metricflow is not installed (the mf command)")
+    project = tmp_path / "dbt_project"
+    shutil.copytree(
+        pipeline.settings.dbt_project_dir, project, ignore=shutil.ignore_patterns("target", "logs")
+    )
+    env = {**os.environ, "MAILERS_DUCKDB_PATH": str(pipeline.settings.warehouse_path)}
+    for command in (
+        [dbt_executable(), "parse", "--quiet"],
+        [
+            str(mf),
+            "query",
+            "--metrics",
+            "sent,delivered,complained,delivery_rate",
+            "--group-by",
+            "cohort__campaign",
+            "--csv",
+            str(tmp_path / "metrics.csv"),
+        ],
+    ):
+        completed = subprocess.run(
+            command, cwd=project, env=env, capture_output=True, text=True, check=False, timeout=300
+        )
+        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-2000:]
+    with (tmp_path / "metrics.csv").open() as metrics:
+        rows = {row["cohort__campaign"]: row for row in csv.DictReader(metrics)}
+    # the marts as they are now (later tests of the module send more): the metrics are sums
+    # of the cohorts, and the rate the ratio of the sums
+    totals = query(
+        pipeline.settings,
+        "select campaign, sum(sent) as sent, sum(delivered) as delivered, "
+        "sum(complained) as complained from marts.fct_campaign_deliverability_daily "
+        "group by all",
+    )
+    assert {r["campaign"] for r in totals} == set(rows) == {"pro_tips", "launch_newsletter"}
+    for total in totals:
+        row = rows[total["campaign"]]
+        assert (int(row["sent"]), int(row["delivered"]), int(row["complained"])) == (
+            total["sent"],
+            total["delivered"],
+            total["complained"],
+        )
+        assert float(row["delivery_rate"]) == pytest.approx(
+            int(total["delivered"]) / int(total["sent"])
+        )

@@ -1,9 +1,9 @@
 {#- The instant completeness is evaluated at: the completeness_now var (naive UTC) Mailers
-    passes on every build, else the build's own time. -#}
+    passes on every build, else the build's own time (in UTC). -#}
 {% macro completeness_now() -%}
     {%- if var('completeness_now', none) -%}
-        cast('{{ var("completeness_now") }}' as {{ dbt.type_timestamp() }})
+        {{ parse_naive_timestamp("'" ~ var('completeness_now') ~ "'") }}
     {%- else -%}
-        cast({{ dbt.current_timestamp() }} as {{ dbt.type_timestamp() }})
+        {{ naive_utc_now() }}
     {%- endif -%}
 {%- endmacro %}

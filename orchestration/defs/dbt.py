@@ -28,6 +28,14 @@ AUDIENCE_MODELS = "+path:models/segments"
 DUCKDB_PATH_ENV = "MAILERS_DUCKDB_PATH"
 """How ``dbt_project/profiles.yml`` learns where the warehouse file is."""
 
+DBT_TARGETS = {
+    "duckdb": "duckdb",
+    "snowflake": "snowflake",
+    "bigquery": "bigquery",
+    "postgres": "postgres",
+}
+"""The ``dbt_project/profiles.yml`` target of each warehouse kind."""
+
 
 class MailersDbtTranslator(DagsterDbtTranslator):
     """Asset keys: sources as ``[source, table]``, models as ``[layer, model]``."""
@@ -48,6 +56,18 @@ def dbt_executable() -> str:
     """The dbt beside this Python (the project's venv), so no PATH setup is needed."""
     beside = Path(sys.executable).parent / "dbt"
     return str(beside) if beside.exists() else shutil.which("dbt") or "dbt"
+
+
+def dbt_target(settings: Settings) -> str:
+    """The profile target for the configured warehouse: dbt builds where Mailers writes."""
+    kind = settings.config.warehouse.kind
+    try:
+        return DBT_TARGETS[kind]
+    except KeyError:
+        raise ValueError(
+            f"warehouse.kind {kind!r} has no target in dbt_project/profiles.yml "
+            f"(known: {', '.join(DBT_TARGETS)})"
+        ) from None
 
 
 def point_dbt_at(settings: Settings) -> None:
@@ -129,6 +149,7 @@ def dbt_definitions(settings: Settings) -> dg.Definitions:
             "dbt": DbtCliResource(
                 project_dir=dbt_project,
                 profiles_dir=str(dbt_project.project_dir),
+                target=dbt_target(settings),
                 dbt_executable=dbt_executable(),
             )
         },

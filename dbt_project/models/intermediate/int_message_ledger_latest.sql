@@ -50,6 +50,7 @@ messages as (
         max(case when provider_message_rank = 1 then provider_message_id end) as provider_message_id,
         min(recorded_at) as first_recorded_at,
         max(recorded_at) as last_recorded_at,
+        min(case when status = 'accepted' then recorded_at end) as accepted_at,
         max(case when recency_rank = 1 then status end) as ledger_status,
         max(case when recency_rank = 1 then reason end) as ledger_reason,
         max(case when recency_rank = 1 then eligible_at end) as eligible_at,

@@ -71,7 +71,7 @@ grouped as (
         max(case when occurrence_number = 1 then reason end) as first_reason,
         max(case when occurrence_number = 1 then actor end) as first_added_by,
         max(case when occurrence_number = 1 then coalesce(event_id, origin) end) as first_origin,
-        sum(case when lifted_at is null then 1 else 0 end) as active_entries,
+        cast(sum(case when lifted_at is null then 1 else 0 end) as {{ dbt.type_bigint() }}) as active_entries,
         min(case when lifted_at is null then created_at end) as active_since,
         max(lifted_at) as last_lifted_at
 

@@ -1,4 +1,4 @@
-{%- set dimensions = ['day', 'workspace', 'stream', 'provider', 'provider_account', 'sending_domain'] -%}
+{%- set dimensions = ['day', 'workspace', 'stream', 'campaign', 'provider', 'provider_account', 'sending_domain'] -%}
 
 with
 
@@ -20,6 +20,7 @@ sends as (
         cast(recorded_at as date) as day,
         workspace,
         stream,
+        campaign,
         provider,
         provider_account,
         sending_domain,
@@ -37,6 +38,7 @@ outcomes as (
         event_date as day,
         workspace,
         stream,
+        campaign,
         provider,
         provider_account,
         sending_domain,
