@@ -8,19 +8,22 @@ two statements per provider call are slow, cost money and run into per-table quo
 warehouse writes bulk:
 
 * :class:`JournaledWarehouse` wraps the run's :class:`~mailers.warehouse.Warehouse`. An
-  ``append`` to the ledger table is written to the run's journal file (one Arrow IPC
-  record batch, fsync'd before ``append`` returns) and buffered; the buffer is loaded into
-  the warehouse in one statement every :attr:`JournalConfig.flush_rows` rows or
-  :attr:`JournalConfig.flush_seconds`, before any statement that reads or writes the ledger
-  through the wrapper (so every ledger read of the run, such as the settled-keys check, the
-  usage behind caps or ``plan``, sees every row the run recorded), and when the run ends.
+  ``append`` to a journaled table (:data:`JOURNALED_TABLES`: the ledger, and recipient
+  affinity, which a send appends per provider call too) is written to the run's journal
+  file for that table (one Arrow IPC record batch, fsync'd before ``append`` returns) and
+  buffered; the buffers are loaded into the warehouse, one statement per table, every
+  :attr:`JournalConfig.flush_rows` rows or :attr:`JournalConfig.flush_seconds`, before
+  any statement that reads or writes a journaled table through the wrapper (so every
+  ledger read of the run, such as the settled-keys check, the usage behind caps or
+  ``plan``, sees every row the run recorded), and when the run ends.
 * A journal file belongs to one live writer, which holds an ``flock`` on it. A run killed
   before its last load leaves the file behind; :func:`recover_journals` (called when a
   journal is opened, and by ``plan``) loads every journal no live writer holds and removes
   it, so the next run, and its in-doubt check, sees the killed run's ``dispatching`` rows.
-* Loading is idempotent: rows are appended only when their ``ledger_id`` is not stored
-  yet, looking only at stored rows within the batch's ``recorded_at`` range, so a load
-  retried after an error that hid its success, or a journal recovered twice, adds nothing.
+* Loading is idempotent: rows are appended only when their key (:class:`JournaledTable`)
+  is not stored yet, looking only at stored rows within the batch's ``recorded_at`` range,
+  so a load retried after an error that hid its success, or a journal recovered twice,
+  adds nothing.
 
 A kill can tear the journal's last record batch; that batch's ``append`` never returned,
 so its provider call never started, and the reader stops before it.
@@ -40,6 +43,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -47,6 +51,7 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mailers.affinity import AFFINITY_SCHEMA, AFFINITY_TABLE
 from mailers.clock import utcnow
 from mailers.config import Settings
 from mailers.journal_config import JournalConfig
@@ -59,7 +64,29 @@ JOURNAL_DIR = "ledger-journal"
 """The journals' folder in the data directory."""
 
 SUFFIX = ".arrows"
-"""A closed-over journal file's name ends so (Arrow IPC stream format)."""
+"""A journal file's name ends so (Arrow IPC stream format)."""
+
+
+@dataclass(frozen=True)
+class JournaledTable:
+    """An append-only table of ``mailers`` a send writes per provider call."""
+
+    name: str
+    schema: pa.Schema
+    key: tuple[str, ...]
+    """Columns that tell a row apart from every other (what an idempotent load compares)."""
+
+
+JOURNALED_TABLES = {
+    table.name: table
+    for table in (
+        JournaledTable(LEDGER_TABLE, LEDGER_SCHEMA, ("ledger_id",)),
+        JournaledTable(
+            AFFINITY_TABLE, AFFINITY_SCHEMA, ("workspace", "stream", "recipient", "message_key")
+        ),
+    )
+}
+"""The tables whose appends go through the journal, by name."""
 
 
 def journal_dir(data_dir: Path) -> Path:
@@ -68,32 +95,36 @@ def journal_dir(data_dir: Path) -> Path:
 
 
 class JournalFile:
-    """One writer's append-only journal: Arrow record batches, each fsync'd when written.
+    """One writer's append-only journal of one table: Arrow record batches, each fsync'd
+    when written (``<stamp>-<run>-<id>.<table>.arrows``).
 
     The file is created under a hidden name, locked, then renamed into place, so a
     recoverer never sees a journal that is not yet locked by its writer.
     """
 
-    def __init__(self, directory: Path, run_id: str) -> None:
+    def __init__(self, directory: Path, run_id: str, table: JournaledTable) -> None:
         directory.mkdir(parents=True, exist_ok=True)
+        self.table = table
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in run_id)[:80]
-        name = f"{utcnow():%Y%m%dT%H%M%S%f}-{safe}-{uuid.uuid4().hex[:8]}{SUFFIX}"
+        stem = f"{utcnow():%Y%m%dT%H%M%S%f}-{safe}-{uuid.uuid4().hex[:8]}"
+        name = f"{stem}.{table.name}{SUFFIX}"
         hidden = directory / f".{name}.new"
         self._handle: BinaryIO = open(hidden, "xb")  # noqa: SIM115 - held for the writer's life
         fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX)
         self.path = directory / name
         os.rename(hidden, self.path)
         _fsync_dir(directory)
-        self._writer = pa.ipc.new_stream(self._handle, LEDGER_SCHEMA)
+        self._writer = pa.ipc.new_stream(self._handle, table.schema)
         self._sync()
         self.rows = 0
 
-    def append(self, table: pa.Table) -> None:
-        """Write ``table``'s rows as one record batch; durable when this returns."""
-        batch = table.select(LEDGER_SCHEMA.names).cast(LEDGER_SCHEMA).combine_chunks()
+    def append(self, data: pa.Table) -> None:
+        """Write ``data``'s rows as one record batch; durable when this returns."""
+        schema = self.table.schema
+        batch = data.select(schema.names).cast(schema).combine_chunks()
         self._writer.write_batch(batch.to_batches()[0] if batch.num_rows else batch)
         self._sync()
-        self.rows += table.num_rows
+        self.rows += data.num_rows
 
     def close(self, *, remove: bool) -> None:
         """Release the lock; ``remove`` the file once everything in it is loaded."""
@@ -109,14 +140,22 @@ class JournalFile:
         os.fsync(self._handle.fileno())
 
 
-def read_journal(path: Path) -> pa.Table:
-    """Every complete record batch of a journal file (a torn last one is left out)."""
+def table_of(path: Path) -> JournaledTable | None:
+    """The table a journal file journals, from its name (``None`` for a foreign file)."""
+    name = path.name.removesuffix(SUFFIX).rsplit(".", 1)[-1]
+    return JOURNALED_TABLES.get(name)
+
+
+def read_journal(path: Path, table: JournaledTable | None = None) -> pa.Table:
+    """Every complete record batch of a journal file (a torn last one is left out); its
+    ``table`` defaults to the one its name says."""
+    schema = (table or table_of(path) or JOURNALED_TABLES[LEDGER_TABLE]).schema
     batches: list[pa.RecordBatch] = []
     with open(path, "rb") as handle:
         try:
             reader = pa.ipc.open_stream(handle)
         except (pa.ArrowInvalid, OSError):
-            return LEDGER_SCHEMA.empty_table()  # killed before its schema was written
+            return schema.empty_table()  # killed before its schema was written
         while True:
             try:
                 batches.append(reader.read_next_batch())
@@ -124,28 +163,30 @@ def read_journal(path: Path) -> pa.Table:
                 break
             except (pa.ArrowInvalid, OSError):
                 break  # the batch a kill tore: its append never returned
-    return pa.Table.from_batches(batches, LEDGER_SCHEMA)
+    return pa.Table.from_batches(batches, schema)
 
 
-def load_rows(warehouse: Warehouse, rows: pa.Table) -> int:
-    """Append the ledger ``rows`` not stored yet (by ``ledger_id``); how many were new.
+def load_rows(warehouse: Warehouse, rows: pa.Table, table: JournaledTable | None = None) -> int:
+    """Append the ``rows`` of ``table`` (default the ledger) not stored yet, by the table's
+    key; how many were new.
 
     Only stored rows within ``rows``' ``recorded_at`` range are compared, so the cost
-    does not grow with the ledger's history.
+    does not grow with the table's history.
     """
+    table = table or JOURNALED_TABLES[LEDGER_TABLE]
     if rows.num_rows == 0:
         return 0
-    ledger = warehouse.relation(MAILERS_SCHEMA, LEDGER_TABLE)
-    columns = ", ".join(warehouse.dialect.quote(name) for name in LEDGER_SCHEMA.names)
-    low, high = (
-        _literal(pc.min(rows["recorded_at"]).as_py()),
-        _literal(pc.max(rows["recorded_at"]).as_py()),
-    )
-    with warehouse.staged(rows.select(LEDGER_SCHEMA.names)) as staged:
+    relation = warehouse.relation(MAILERS_SCHEMA, table.name)
+    quote = warehouse.dialect.quote
+    columns = ", ".join(quote(name) for name in table.schema.names)
+    same = " and ".join(f"t.{quote(c)} = s.{quote(c)}" for c in table.key)
+    low = _literal(pc.min(rows["recorded_at"]).as_py())
+    high = _literal(pc.max(rows["recorded_at"]).as_py())
+    with warehouse.staged(rows.select(table.schema.names)) as staged:
         return warehouse.execute(
-            f"insert into {ledger} ({columns}) select {columns} from {staged} as s "
-            f"where not exists (select 1 from {ledger} as l where l.ledger_id = s.ledger_id "
-            f"and l.recorded_at between {low} and {high})"
+            f"insert into {relation} ({columns}) select {columns} from {staged} as s "
+            f"where not exists (select 1 from {relation} as t where {same} "
+            f"and t.recorded_at between {low} and {high})"
         )
 
 
@@ -156,18 +197,21 @@ def _literal(moment: datetime) -> str:
 def recover_journals(warehouse: Warehouse, directory: Path) -> int:
     """Load and remove every journal in ``directory`` that no live writer holds.
 
-    Returns how many ledger rows were new to the warehouse. A journal that cannot be
+    Returns how many rows were new to the warehouse. A journal that cannot be
     loaded stays in place (the error propagates): its rows are never dropped.
     """
     if not directory.is_dir():
         return 0
     loaded = 0
     for path in sorted(directory.glob(f"*{SUFFIX}")):
+        table = table_of(path)
+        if table is None:
+            continue  # not a journal of a table this version journals: left alone
         with _unheld(path) as handle:
             if handle is None:
                 continue  # its writer is alive, or another process is recovering it
-            rows = read_journal(path)
-            loaded += load_rows(warehouse, rows)
+            rows = read_journal(path, table)
+            loaded += load_rows(warehouse, rows, table)
             log.info(
                 "loaded the ledger journal %s of a run that ended early (%d rows)",
                 path.name,
@@ -209,11 +253,12 @@ def _fsync_dir(directory: Path) -> None:
 
 
 class JournaledWarehouse:
-    """A :class:`~mailers.warehouse.Warehouse` whose ledger appends go through a journal.
+    """A :class:`~mailers.warehouse.Warehouse` whose appends to :data:`JOURNALED_TABLES` go
+    through a journal.
 
     Everything else is passed to ``inner``. Use it as a context manager (or call
-    :meth:`close`): leaving loads what is buffered and removes the journal; a load that
-    fails leaves the journal for the next run to recover, and raises.
+    :meth:`close`): leaving loads what is buffered and removes the journals; a load that
+    fails leaves them for the next run to recover, and raises.
     """
 
     def __init__(
@@ -224,24 +269,30 @@ class JournaledWarehouse:
         config: JournalConfig | None = None,
     ) -> None:
         self.inner = inner
+        self.directory = directory
+        self.run_id = run_id
         self.config = config or JournalConfig()
         self.recovered = recover_journals(inner, directory)
         """Rows of killed runs' journals loaded when this journal was opened."""
-        self.journal = JournalFile(directory, run_id)
-        self._pending: list[pa.Table] = []
+        self._journals: dict[str, JournalFile] = {}
+        self._pending: dict[str, list[pa.Table]] = {}
         self._pending_rows = 0
         self._last_load = utcnow()
         self._lock = threading.RLock()
         self._transaction_depth = 0
-        self._ledger = inner.relation(MAILERS_SCHEMA, LEDGER_TABLE)
         self.loads = 0
-        """Statements that loaded buffered ledger rows into the warehouse."""
+        """Statements that loaded buffered rows into the warehouse."""
         self.journaled_appends = 0
-        """Ledger appends the journal took (each would have been a warehouse statement)."""
+        """Appends the journal took (each would have been a warehouse statement)."""
 
     @property
     def dialect(self) -> Dialect:
         return self.inner.dialect
+
+    @property
+    def journals(self) -> list[JournalFile]:
+        """The journal files of this run (one per table it appended to)."""
+        return list(self._journals.values())
 
     def relation(self, schema: str, table: str) -> str:
         return self.inner.relation(schema, table)
@@ -254,35 +305,43 @@ class JournaledWarehouse:
             self.close()
             return
         # The body failed: load what it recorded if the warehouse takes it, but never let
-        # that load's own error hide the body's (a failed load keeps the journal).
+        # that load's own error hide the body's (a failed load keeps the journals).
         try:
             self.close()
         except Exception as err:
-            log.warning("ledger journal %s kept for the next run: %s", self.journal.path, err)
+            log.warning("ledger journals of run %s kept for the next run: %s", self.run_id, err)
 
     def close(self) -> None:
-        """Load what is buffered; then remove the journal (kept if the load fails)."""
+        """Load what is buffered; then remove the journals (kept if the load fails)."""
         try:
             self.flush()
         except BaseException:
-            self.journal.close(remove=False)
+            for journal in self._journals.values():
+                journal.close(remove=False)
             raise
-        self.journal.close(remove=True)
+        for journal in self._journals.values():
+            journal.close(remove=True)
+        self._journals.clear()
 
     def flush(self) -> int:
-        """Load the buffered ledger rows into the warehouse now; how many were new."""
+        """Load the buffered rows into the warehouse now (one statement per table, the
+        ledger last); how many were new."""
         with self._lock:
-            if not self._pending:
-                return 0
-            rows = pa.concat_tables(self._pending)
-            added = load_rows(self.inner, rows)
-            self.loads += 1
-            self._pending, self._pending_rows = [], 0
+            added = 0
+            # Affinity before the ledger: a reader that sees a message accepted in the
+            # ledger then sees its recipient's first send too.
+            for name in sorted(self._pending, key=lambda n: n == LEDGER_TABLE):
+                tables = self._pending[name]
+                added += load_rows(self.inner, pa.concat_tables(tables), JOURNALED_TABLES[name])
+                self.loads += 1
+                del self._pending[name]
+            self._pending_rows = 0
             self._last_load = utcnow()
             return added
 
     def append(self, schema: str, table: str, data: pa.Table) -> None:
-        if (schema, table) != (MAILERS_SCHEMA, LEDGER_TABLE) or data.num_rows == 0:
+        journaled = JOURNALED_TABLES.get(table) if schema == MAILERS_SCHEMA else None
+        if journaled is None or data.num_rows == 0:
             self.inner.append(schema, table, data)
             return
         with self._lock:
@@ -290,9 +349,14 @@ class JournaledWarehouse:
                 self.flush()
                 self.inner.append(schema, table, data)
                 return
-            self.journal.append(data)
+            journal = self._journals.get(table)
+            if journal is None:
+                journal = self._journals[table] = JournalFile(
+                    self.directory, self.run_id, journaled
+                )
+            journal.append(data)
             self.journaled_appends += 1
-            self._pending.append(data)
+            self._pending.setdefault(table, []).append(data)
             self._pending_rows += data.num_rows
             due = (utcnow() - self._last_load).total_seconds() >= self.config.flush_seconds
             if self._pending_rows >= self.config.flush_rows or due:
@@ -336,8 +400,8 @@ class JournaledWarehouse:
                 self._transaction_depth -= 1
 
     def _before(self, sql: str) -> None:
-        """Load the buffer before a statement that touches the ledger."""
-        if self._pending and LEDGER_TABLE in sql:
+        """Load the buffers before a statement that touches a journaled table."""
+        if self._pending and any(name in sql for name in self._pending):
             self.flush()
 
 

@@ -418,7 +418,7 @@ def test_a_send_killed_at_a_random_moment_resumes_without_duplicates(
     stderr = child.stderr.read().decode() if child.stderr else ""
     assert returncode == -signal.SIGKILL, stderr
 
-    left_in_journal = list(journal_dir(proj.settings.data_dir).glob("*.arrows"))
+    left_in_journal = list(journal_dir(proj.settings.data_dir).glob("*.send_ledger.arrows"))
     # A kill before the send opened its journal (threshold 0) leaves none.
     assert len(left_in_journal) <= (1 if journal else 0)
     with DuckDBWarehouse(proj.settings.warehouse_path) as warehouse:

@@ -16,10 +16,12 @@ import pyarrow as pa
 import pytest
 
 from adapters.warehouses.duckdb import DuckDBWarehouse
+from mailers.affinity import FirstSend, affinity_sql, record_first_sends
 from mailers.errors import WarehouseError
 from mailers.journal_config import JournalConfig
 from mailers.ledger import LEDGER_TABLE, LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter
 from mailers.ledger_journal import (
+    JOURNALED_TABLES,
     JournaledWarehouse,
     JournalFile,
     load_rows,
@@ -133,8 +135,8 @@ def test_a_killed_writers_rows_are_recovered_once(
         "import sys, time\n"
         "from pathlib import Path\n"
         "from mailers.ledger import LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter\n"
-        "from mailers.ledger_journal import JournalFile\n"
-        "journal = JournalFile(Path(sys.argv[1]), 'doomed')\n"
+        "from mailers.ledger_journal import JOURNALED_TABLES, JournalFile\n"
+        "journal = JournalFile(Path(sys.argv[1]), 'doomed', JOURNALED_TABLES['send_ledger'])\n"
         "for n in range(3):\n"
         "    journal.append(LedgerWriter.table_of(LedgerContext('acme', 'lifecycle', 'pro_tips',"
         " 'once', 'doomed'), [LedgerEntry(message_key=f'k{n}', status=LedgerStatus.DISPATCHING,"
@@ -166,7 +168,7 @@ def test_a_killed_writers_rows_are_recovered_once(
 
 
 def test_a_torn_last_batch_is_left_out(tmp_path: Path) -> None:
-    journal = JournalFile(tmp_path, "run-1")
+    journal = JournalFile(tmp_path, "run-1", JOURNALED_TABLES[LEDGER_TABLE])
     journal.append(LedgerWriter.table_of(CONTEXT, entries(0, 4)))
     whole = journal.path.stat().st_size
     journal.append(LedgerWriter.table_of(CONTEXT, entries(4, 4)))
@@ -177,7 +179,7 @@ def test_a_torn_last_batch_is_left_out(tmp_path: Path) -> None:
 
 
 def test_a_journal_killed_before_its_schema_reads_empty(tmp_path: Path) -> None:
-    empty = tmp_path / "x.arrows"
+    empty = tmp_path / "x.send_ledger.arrows"
     empty.write_bytes(b"")
     assert read_journal(empty).num_rows == 0
 
@@ -241,3 +243,24 @@ def test_the_config_turns_the_journal_on_for_remote_warehouses() -> None:
     assert JournalConfig().enabled("bigquery")
     assert JournalConfig(journal="on").enabled("duckdb")
     assert not JournalConfig(journal="off").enabled("snowflake")
+
+
+def test_first_sends_are_journaled_and_loaded_once(
+    warehouse: DuckDBWarehouse, tmp_path: Path
+) -> None:
+    directory = tmp_path / "journal"
+    sends = [FirstSend(f"R{n}@example.com", "pm", "news", f"k{n}") for n in range(4)]
+    journaled = JournaledWarehouse(warehouse, directory, "run-1")
+    record_first_sends(journaled, "acme", "lifecycle", sends)
+    LedgerWriter(journaled, CONTEXT).record(entries(0, 4, LedgerStatus.ACCEPTED))
+    assert {p.name.split(".")[-2] for p in directory.glob("*.arrows")} == {
+        "send_ledger",
+        "recipient_affinity",
+    }
+    # Killed here: the next run recovers both tables' rows, once.
+    for journal in journaled.journals:
+        journal.close(remove=False)
+    assert recover_journals(warehouse, directory) == 8
+    assert recover_journals(warehouse, directory) == 0
+    firsts = warehouse.query(affinity_sql(warehouse, "acme", "lifecycle"))
+    assert sorted(firsts["recipient"].to_pylist()) == [f"r{n}@example.com" for n in range(4)]
