@@ -5,7 +5,10 @@
 
 Seeds N synthetic contacts (set-based, inside DuckDB), resolves one campaign's audience,
 sends it through a sandbox account (every message rendered and written as an .eml file),
-and ingests the resulting events; prints rows per second and peak memory for each stage.
+and ingests the resulting events; prints rows per second and peak memory for each stage,
+and the warehouse write statements the send made (per 100k messages). ``--journal``
+records the send's ledger through the ledger journal (:mod:`mailers.ledger_journal`), as
+remote warehouses do, instead of one append per provider call.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import resource
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -24,18 +28,43 @@ from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.audience import AudienceSpec, disposition_counts, resolve
 from mailers.ingest import ingest
 from mailers.ledger import LedgerContext, LedgerWriter
+from mailers.ledger_journal import send_warehouse
 from mailers.sending import CampaignSender, SendContext
 from mailers.tables import ensure_tables
 
 REPO = Path(__file__).resolve().parents[1]
+
+WRITES = ("insert", "update", "delete", "merge", "create", "alter", "drop")
+
+
+class CountingWarehouse:
+    """A warehouse that counts the write statements (and bulk appends) that reach it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.writes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def execute(self, sql: str, params: Any = ()) -> int:
+        if sql.lstrip().lower().startswith(WRITES):
+            self.writes += 1
+        return int(self.inner.execute(sql, params))
+
+    def append(self, schema: str, table: str, data: Any) -> None:
+        self.writes += 1
+        self.inner.append(schema, table, data)
 
 
 def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _config(root: Path, *, policy: bool = False, contacts: int = 0) -> Path:
+def _config(root: Path, *, policy: bool = False, contacts: int = 0, journal: bool = False) -> Path:
     config = yaml.safe_load((REPO / "examples" / "sandbox.yaml").read_text())
+    if journal:
+        config["ledger"] = {"journal": "on"}
     if policy:
         # Every message meets caps, a warm-up curve with room for all, a domain route and
         # sticky routing: the send pays for the whole policy without deferring anything.
@@ -101,9 +130,14 @@ def main() -> None:
         action="store_true",
         help="send under daily caps, a warm-up curve, a domain route and sticky routing",
     )
+    parser.add_argument(
+        "--journal", action="store_true", help="record the send's ledger through the journal"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = load(_config(Path(tmp), policy=args.policy, contacts=args.contacts))
+        settings = load(
+            _config(Path(tmp), policy=args.policy, contacts=args.contacts, journal=args.journal)
+        )
         ref = settings.campaign("acme.pro_tips")
         spec = AudienceSpec.of(ref, "bench")
         with DuckDBWarehouse(settings.warehouse_path) as warehouse:
@@ -120,18 +154,25 @@ def main() -> None:
             )
             if args.audience_only:
                 return
-            sender = CampaignSender(
-                warehouse,
-                SendContext(settings, ref, "bench", "bench", "bench-key"),
-                build_providers(settings, "acme"),
-            )
+            counting = CountingWarehouse(warehouse)
             start = time.perf_counter()
-            report = sender.run(table)
+            with send_warehouse(counting, settings, "bench") as recorded:  # type: ignore[arg-type]
+                sender = CampaignSender(
+                    recorded,
+                    SendContext(settings, ref, "bench", "bench", "bench-key"),
+                    build_providers(settings, "acme"),
+                )
+                report = sender.run(table)
             send_s = time.perf_counter() - start
             sent = report.counts["accepted"]
             print(
                 f"send: {sent:,} messages rendered, routed, ledgered and written as .eml in "
                 f"{send_s:.2f}s ({sent / send_s:,.0f} msg/s); peak RSS {_peak_mib():,.0f} MiB"
+            )
+            per_100k = counting.writes * 100_000 / max(sent, 1)
+            print(
+                f"  warehouse writes during the send ({'journal' if args.journal else 'direct'}):"
+                f" {counting.writes:,} ({per_100k:,.0f} per 100k messages)"
             )
             start = time.perf_counter()
             with bulk_event_parser() as bulk:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mailers.completeness import CompletenessConfig
 from mailers.errors import ConfigError
+from mailers.journal_config import JournalConfig
 from mailers.policy_config import (
     DEFAULT_MAILBOX_PROVIDERS,
     BreakerConfig,
@@ -406,6 +407,7 @@ class MailersConfig(_Strict):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     workspaces: dict[Name, WorkspaceConfig] = Field(min_length=1)
     completeness: CompletenessConfig = Field(default_factory=CompletenessConfig)
+    ledger: JournalConfig = Field(default_factory=JournalConfig)
 
     @model_validator(mode="after")
     def _account_names_unique(self) -> MailersConfig:

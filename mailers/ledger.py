@@ -160,7 +160,12 @@ class LedgerWriter:
         """Append one row per entry, all stamped with the same, strictly later, time."""
         if not entries:
             return
-        ctx = self.context
+        self.warehouse.append(MAILERS_SCHEMA, LEDGER_TABLE, self.table_of(self.context, entries))
+
+    @staticmethod
+    def table_of(context: LedgerContext, entries: Sequence[LedgerEntry]) -> pa.Table:
+        """The ledger rows of ``entries`` in ``context`` (:data:`LEDGER_SCHEMA`), each with
+        a fresh ``ledger_id`` and all stamped with one new :func:`~mailers.clock.stamp`."""
         now = stamp()
         columns: dict[str, list[Any]] = {name: [] for name in LEDGER_SCHEMA.names}
         for entry in entries:
@@ -178,15 +183,13 @@ class LedgerWriter:
             columns["route"].append(entry.route)
             columns["eligible_at"].append(entry.eligible_at)
         count = len(entries)
-        columns["workspace"] = [ctx.workspace] * count
-        columns["stream"] = [ctx.stream] * count
-        columns["campaign"] = [ctx.campaign] * count
-        columns["send_window"] = [ctx.send_window] * count
-        columns["run_id"] = [ctx.run_id] * count
+        columns["workspace"] = [context.workspace] * count
+        columns["stream"] = [context.stream] * count
+        columns["campaign"] = [context.campaign] * count
+        columns["send_window"] = [context.send_window] * count
+        columns["run_id"] = [context.run_id] * count
         columns["recorded_at"] = [now] * count
-        self.warehouse.append(
-            MAILERS_SCHEMA, LEDGER_TABLE, pa.Table.from_pydict(columns, schema=LEDGER_SCHEMA)
-        )
+        return pa.Table.from_pydict(columns, schema=LEDGER_SCHEMA)
 
     def _insert_select(self, select_rows: str, status: LedgerStatus) -> int:
         """Append rows produced by a query of (message_key, recipient, reason, ...) in bulk."""

@@ -18,6 +18,7 @@ from mailers.caps import Cap, campaign_caps, mailbox_provider_of
 from mailers.config import CampaignRef, Settings
 from mailers.keys import draw
 from mailers.ledger import LedgerContext, LedgerStatus, LedgerWriter, sql_text
+from mailers.ledger_journal import journal_dir, recover_journals
 from mailers.routing import Router
 from mailers.warehouse import Warehouse
 from mailers.warmup import curve_day
@@ -69,6 +70,8 @@ def plan(warehouse: Warehouse, settings: Settings, campaign: CampaignRef, window
     Render failures are not predicted (templates run only when sending); everything else
     matches what a send of this window would decide now.
     """
+    # A killed send's journaled rows count: what it left in flight is in doubt.
+    recover_journals(warehouse, journal_dir(settings.data_dir))
     spec = AudienceSpec.of(campaign, window)
     ledger = LedgerWriter(warehouse, LedgerContext.of(campaign, window, run_id="plan"))
     table = resolve(warehouse, spec, ledger.settled_keys_sql(), purpose="plan")

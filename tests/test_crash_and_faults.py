@@ -44,6 +44,7 @@ from mailers.audience import AudienceSpec, resolve
 from mailers.clock import FixedClock
 from mailers.config import Settings
 from mailers.ledger import LedgerContext, LedgerWriter, latest_rows_sql
+from mailers.ledger_journal import journal_dir, read_journal, send_warehouse
 from mailers.planning import plan
 from mailers.sending import CampaignSender, SendContext, SendReport
 from mailers.tables import ensure_tables
@@ -89,6 +90,9 @@ FAULT_MIX = FaultMix(
 """The issue's mix: 5% 429, 4% 503, 1% 500, 1% read timeouts, 1% dropped connections."""
 
 AMBIGUOUS_FAULTS = {"500_after", "timeout", "drop", "drop_after"}
+JOURNAL_FLUSH_ROWS = 700
+"""With the journal on, the fault mix's rows reach the warehouse in loads of 700."""
+
 BATCH_SIZE = {"postmark": 50, "sendgrid": 50, "resend": 50, "mailgun": 1000}
 """Small batches for the batch providers, so the mix hits many requests."""
 
@@ -193,6 +197,8 @@ def project(tmp_path: Path, seeded: Path) -> Iterator[Any]:
         primary: str,
         backup: str | None = None,
         policy: Callable[[dict[str, Any]], None] | None = None,
+        *,
+        journal_flush_rows: int | None = None,
     ) -> Project:
         sim = Simulator().start()
         simulators.append(sim)
@@ -208,6 +214,8 @@ def project(tmp_path: Path, seeded: Path) -> Iterator[Any]:
             globex["streams"]["lifecycle"]["routing"] = {"strategy": "failover", "accounts": names}
             if policy is not None:
                 policy(globex)
+            if journal_flush_rows:  # as on a remote warehouse: ledger rows journaled first
+                config["ledger"] = {"journal": "on", "flush_rows": journal_flush_rows}
 
         settings = load(write_config(tmp_path, mutate))
         settings.warehouse_path.parent.mkdir(parents=True, exist_ok=True)
@@ -222,7 +230,10 @@ def project(tmp_path: Path, seeded: Path) -> Iterator[Any]:
 def send_once(settings: Settings, run_id: str, providers: Any, *, lookups: bool) -> SendReport:
     """Resolve the window's audience and send it, as the Dagster assets do."""
     ref = settings.campaign(CAMPAIGN)
-    with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+    with (
+        DuckDBWarehouse(settings.warehouse_path) as opened,
+        send_warehouse(opened, settings, run_id) as warehouse,
+    ):
         ensure_tables(warehouse)
         ledger = LedgerWriter(warehouse, LedgerContext.of(ref, WINDOW, run_id))
         table = resolve(warehouse, AudienceSpec.of(ref, WINDOW), ledger.settled_keys_sql())
@@ -237,6 +248,10 @@ def send_once(settings: Settings, run_id: str, providers: Any, *, lookups: bool)
         finally:
             for provider in providers.values():
                 provider.close()
+
+
+def _ledger_rows(warehouse: DuckDBWarehouse) -> int:
+    return int(warehouse.query("select count(*) from mailers.send_ledger").column(0)[0].as_py())
 
 
 def _providers(project: Project) -> Any:
@@ -258,18 +273,22 @@ def assert_the_promise_holds(project: Project) -> dict[str, str]:
 
 
 @pytest.mark.parametrize(
-    ("primary", "backup"),
+    ("primary", "backup", "journal"),
     [
-        ("postmark", "mailgun"),
-        ("mailgun", "postmark"),
-        ("sendgrid", "postmark"),
-        ("resend", "postmark"),
+        ("postmark", "mailgun", False),
+        ("mailgun", "postmark", False),
+        ("sendgrid", "postmark", False),
+        ("resend", "postmark", False),
+        ("postmark", "mailgun", True),
+        ("mailgun", "postmark", True),
     ],
 )
 def test_a_fault_mix_loses_nothing_and_sends_nothing_twice(
-    project: Any, primary: str, backup: str
+    project: Any, primary: str, backup: str, journal: bool
 ) -> None:
-    proj: Project = project(primary, backup)
+    proj: Project = project(
+        primary, backup, journal_flush_rows=JOURNAL_FLUSH_ROWS if journal else None
+    )
     proj.sim.mix(primary, FAULT_MIX)
 
     first = send_once(
@@ -373,8 +392,11 @@ def test_a_send_killed_at_a_random_moment_resumes_without_duplicates(
     project: Any, trial: int
 ) -> None:
     primary = "postmark" if trial % 2 == 0 else "mailgun"
+    journal = trial % 4 >= 2  # half the trials journal their ledger rows (both providers)
     in_flight = BATCH_SIZE["postmark"] if primary == "postmark" else 8  # Mailgun's concurrency
-    proj: Project = project(primary)
+    # Journaled rows reach the warehouse only when the send reads the ledger or ends: a
+    # kill leaves every row of the send proper in the journal alone.
+    proj: Project = project(primary, journal_flush_rows=10**9 if journal else None)
     # Below the ~3,100 messages the simulator accepts in all, so every trial is a real kill.
     threshold = random.Random(trial).randrange(0, 2800)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -396,13 +418,36 @@ def test_a_send_killed_at_a_random_moment_resumes_without_duplicates(
     stderr = child.stderr.read().decode() if child.stderr else ""
     assert returncode == -signal.SIGKILL, stderr
 
+    left_in_journal = list(journal_dir(proj.settings.data_dir).glob("*.send_ledger.arrows"))
+    # A kill before the send opened its journal (threshold 0) leaves none.
+    assert len(left_in_journal) <= (1 if journal else 0)
+    with DuckDBWarehouse(proj.settings.warehouse_path) as warehouse:
+        resolved = warehouse.columns("mailers_work", "audience__globex__launch_newsletter")
+        journaled_dispatches = sum(
+            read_journal(path)["status"].to_pylist().count("dispatching")
+            for path in left_in_journal
+        )
+        stored_before = _ledger_rows(warehouse)
+        # The dry run loads the killed run's journal first, then shows the doubt.
+        planned = (
+            plan(warehouse, proj.settings, proj.settings.campaign(CAMPAIGN), WINDOW)
+            if resolved
+            else None
+        )
+        if journal and resolved and threshold:
+            # The kill left rows only the journal had, and the dry run loaded them.
+            assert journaled_dispatches > 0
+            assert _ledger_rows(warehouse) > stored_before
+    assert list(journal_dir(proj.settings.data_dir).glob("*.arrows")) == []
     before = proj.statuses()
     dispatching = {k for k, s in before.items() if s == "dispatching"}
     assert len(dispatching) <= in_flight, f"{len(dispatching)} in doubt, {in_flight} in flight"
     assert max(proj.sim.accepted.values(), default=0) <= 1
-    if before:  # the audience was resolved before the kill: the dry run shows the doubt
-        with DuckDBWarehouse(proj.settings.warehouse_path) as warehouse:
-            planned = plan(warehouse, proj.settings, proj.settings.campaign(CAMPAIGN), WINDOW)
+    # Every message the simulator took is recorded (accepted, or in doubt): none is lost
+    # with a journal that never reached the warehouse.
+    recorded = {k for k, s in before.items() if s in ("accepted", "dispatching")}
+    assert set(proj.sim.accepted) <= recorded
+    if planned is not None:
         assert planned.counts.get("in_doubt", 0) == len(dispatching)
 
     resumed = send_once(proj.settings, f"resume-{trial}", _providers(proj), lookups=True)
@@ -414,7 +459,8 @@ def test_a_send_killed_at_a_random_moment_resumes_without_duplicates(
     statuses = assert_the_promise_holds(proj)
     assert "unknown" not in statuses.values()
     print(
-        f"\ntrial {trial} ({primary}): SIGKILL once {threshold} were accepted, "
+        f"\ntrial {trial} ({primary}, journal {journal}, {journaled_dispatches} dispatches "
+        f"journaled): SIGKILL once {threshold} were accepted, "
         f"in doubt {len(dispatching)}, settled accepted "
         f"{resumed.counts['reconciled_accepted']} / never sent "
         f"{resumed.counts['reconciled_not_sent']}, duplicates 0"

@@ -20,6 +20,7 @@ from mailers.errors import MailersError
 from mailers.identity_changes import record_identity_changes
 from mailers.late_suppressions import LandedSuppressions
 from mailers.ledger import LedgerContext, LedgerStatus, LedgerWriter
+from mailers.ledger_journal import send_warehouse
 from mailers.outcomes import window_outcome
 from mailers.pause_rules import LiveRules
 from mailers.paused_windows import PausedNotes
@@ -94,10 +95,9 @@ def campaign_assets(campaign: CampaignRef) -> list[dg.AssetsDefinition]:
         require_environment(settings, [ref])
         spec = AudienceSpec.of(ref, window)
         with (
-            mailers.warehouse(settings) as warehouse,
-            WindowClaim.acquire(
-                warehouse, LedgerContext.of(ref, window, context.run.run_id)
-            ) as claim,
+            mailers.warehouse(settings) as opened,
+            WindowClaim.acquire(opened, LedgerContext.of(ref, window, context.run.run_id)) as claim,
+            send_warehouse(opened, settings, context.run.run_id) as warehouse,
         ):
             record_identity_changes(warehouse, settings, actor=actor, run_id=context.run.run_id)
             if claim.took_over is not None:

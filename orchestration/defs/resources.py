@@ -16,6 +16,7 @@ from adapters.providers.registry import account_quotas, build_providers, message
 from adapters.settings import load
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.config import Settings
+from mailers.ledger_journal import journal_dir, recover_journals
 from mailers.providers import Provider
 from mailers.reconcile import MessageLookup
 from mailers.tables import ensure_tables
@@ -40,6 +41,8 @@ class MailersResource(dg.ConfigurableResource):
         """An open warehouse with Mailers' tables in place; closed on exit."""
         with DuckDBWarehouse(settings.warehouse_path) as warehouse:
             ensure_tables(warehouse)
+            # Ledger rows a killed send left in its journal reach the warehouse (and dbt).
+            recover_journals(warehouse, journal_dir(settings.data_dir))
             yield warehouse
 
     def lookups(self, settings: Settings, workspace: str) -> Mapping[str, MessageLookup]:
