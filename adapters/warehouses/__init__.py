@@ -54,7 +54,9 @@ def connect(config: WarehouseConfig, data_dir: Path, *, read_only: bool = False)
     if isinstance(config, DuckDBWarehouseConfig):
         from adapters.warehouses.duckdb import DuckDBWarehouse
 
-        return DuckDBWarehouse((data_dir / config.path).resolve(), read_only=read_only)
+        in_memory = config.path == ":memory:"
+        path = config.path if in_memory else (data_dir / config.path).resolve()
+        return DuckDBWarehouse(path, read_only=read_only)
     if isinstance(config, PostgresWarehouseConfig):
         from adapters.warehouses.postgres import open_postgres
 
