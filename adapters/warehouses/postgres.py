@@ -84,6 +84,9 @@ _OID_TO_ARROW: dict[int, pa.DataType] = {
 }
 _NUMERIC_OID = 1700
 
+COPY_BATCH_ROWS = 50_000
+"""Rows turned into CSV at a time for ``COPY`` (bounds the memory an append takes)."""
+
 
 def _text(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
@@ -358,16 +361,21 @@ class PostgresWarehouse:
 
     def _copy(self, relation: str, data: pa.Table) -> None:
         columns = ", ".join(self.dialect.quote(name) for name in data.column_names)
-        buffer = io.BytesIO()
-        # pyarrow quotes every string and writes null unquoted and empty: Postgres's CSV
-        # format reads an unquoted empty field as null and "" as the empty string.
-        pacsv.write_csv(data, buffer, pacsv.WriteOptions(include_header=False))
         statement = f"copy {relation} ({columns}) from stdin with (format csv)"
+        options = pacsv.WriteOptions(include_header=False)
         try:
             with self.connection.cursor() as cursor, cursor.copy(statement) as copy:
-                view = buffer.getbuffer()
-                for start in range(0, len(view), 1 << 20):
-                    copy.write(view[start : start + (1 << 20)])
+                for batch in data.to_batches(max_chunksize=COPY_BATCH_ROWS):
+                    # pyarrow 26 writes garbage for a table whose first chunk is empty:
+                    # batches go one at a time, empty ones skipped.
+                    if batch.num_rows == 0:
+                        continue
+                    # pyarrow quotes every string and writes null unquoted and empty:
+                    # Postgres's CSV format reads an unquoted empty field as null and ""
+                    # as the empty string.
+                    buffer = io.BytesIO()
+                    pacsv.write_csv(batch, buffer, options)
+                    copy.write(buffer.getbuffer())
         except self._psycopg.Error as err:
             raise WarehouseError(f"Postgres COPY into {relation}: {_cause(err)}") from err
 

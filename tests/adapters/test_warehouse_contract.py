@@ -91,6 +91,19 @@ def test_append_then_query_round_trips_every_value(warehouse: OpenWarehouse) -> 
     assert back.schema.field("recorded_at").type == pa.timestamp("us")
 
 
+def test_append_takes_tables_of_many_chunks_some_empty(warehouse: OpenWarehouse) -> None:
+    warehouse.ensure_table("mailers", "send_ledger", LEDGER_SCHEMA)
+    data = ledger_rows(12)
+    chunked = pa.concat_tables(
+        [LEDGER_SCHEMA.empty_table(), data.slice(0, 5), LEDGER_SCHEMA.empty_table(), data.slice(5)]
+    )
+    warehouse.append("mailers", "send_ledger", chunked)
+    back = warehouse.query(
+        f"select * from {warehouse.relation('mailers', 'send_ledger')} order by message_key"
+    )
+    assert back.to_pylist() == data.to_pylist()
+
+
 def test_stream_yields_bounded_batches_in_order(warehouse: OpenWarehouse) -> None:
     warehouse.ensure_table("mailers", "send_ledger", LEDGER_SCHEMA)
     warehouse.append("mailers", "send_ledger", ledger_rows(25))
