@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import TypeAdapter
 
 from adapters import demo_data
 from adapters.providers.registry import build_providers
@@ -25,7 +26,7 @@ from adapters.settings import load
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers import clock
 from mailers.audience import AudienceSpec, resolve
-from mailers.config import Settings
+from mailers.config import Settings, WarehouseConfig
 from mailers.ledger import LedgerContext, LedgerWriter
 from mailers.providers import Provider
 from mailers.sending import CampaignSender, SendContext, SendReport
@@ -279,7 +280,7 @@ def postgres_config(
     import psycopg
 
     name = f"t_{uuid.uuid4().hex[:16]}"
-    admin_args = {
+    admin_args: dict[str, Any] = {
         "host": postgres_server.host,
         "port": postgres_server.port,
         "user": postgres_server.user,
@@ -293,3 +294,19 @@ def postgres_config(
     yield {**postgres_server.warehouse_config(), "database": name}
     with psycopg.connect(**admin_args) as admin:
         admin.execute(f"drop database if exists {name} with (force)")
+
+
+WAREHOUSE_ENGINES = ("duckdb", "postgres")
+
+
+@pytest.fixture(params=WAREHOUSE_ENGINES)
+def engine_config(request: pytest.FixtureRequest) -> WarehouseConfig:
+    """The warehouse config of each engine in turn: a DuckDB file (``warehouse.duckdb``
+    under the directory given to ``connect``), then a fresh database on the session's
+    Postgres server."""
+    document = (
+        {"kind": "duckdb", "path": "warehouse.duckdb"}
+        if request.param == "duckdb"
+        else request.getfixturevalue("postgres_config")
+    )
+    return TypeAdapter(WarehouseConfig).validate_python(document)

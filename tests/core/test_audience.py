@@ -11,7 +11,6 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from pydantic import TypeAdapter
 
 from adapters.warehouses import OpenWarehouse, connect
 from mailers.addresses import is_valid, normalize
@@ -79,15 +78,9 @@ def clock() -> Iterator[SteppingClock]:
         yield stepping  # type: ignore[misc]
 
 
-@pytest.fixture(params=["duckdb", "postgres"])
-def warehouse(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenWarehouse]:
-    document = (
-        {"kind": "duckdb", "path": ":memory:"}
-        if request.param == "duckdb"
-        else request.getfixturevalue("postgres_config")
-    )
-    config = TypeAdapter(WarehouseConfig).validate_python(document)
-    with connect(config, tmp_path) as wh:
+@pytest.fixture
+def warehouse(tmp_path: Path, engine_config: WarehouseConfig) -> Iterator[OpenWarehouse]:
+    with connect(engine_config, tmp_path) as wh:
         ensure_tables(wh)
         wh.execute("create schema segments")
         wh.execute("create table segments.seg_test (email varchar, first_name varchar)")
