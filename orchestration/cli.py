@@ -52,6 +52,7 @@ from mailers.outcomes import NOT_SENT_FAILURE, PAUSED_FAILURE
 from mailers.planning import SendPlan
 from mailers.planning import plan as plan_window
 from mailers.preflight import (
+    WAREHOUSE_PASSWORD_PATH,
     check_template,
     environment_references,
     segment_columns_from_dbt,
@@ -124,7 +125,13 @@ def _check_environment(settings: Settings) -> list[str]:
     problem = f"{len(names)} needed environment variables are not set: {', '.join(names)}"
     simulated = {a.name for a in simulated_accounts(settings)}
     filled = sorted(
-        {ref.env for ref in missing if ref.account in simulated | {None} and not ref.subscriber}
+        {
+            ref.env
+            for ref in missing
+            if ref.account in simulated | {None}
+            and not ref.subscriber
+            and ref.path != WAREHOUSE_PASSWORD_PATH
+        }
     )
     if filled:
         which = "these" if len(filled) == len(names) else ", ".join(filled)
