@@ -9,7 +9,7 @@ loads it when it ends.
 
 from __future__ import annotations
 
-from adapters.warehouses.duckdb import DuckDBWarehouse
+from adapters.warehouses import open_warehouse
 from mailers.config import Settings
 from mailers.control import ControlJournal, load_control
 from mailers.errors import WarehouseBusy
@@ -20,7 +20,7 @@ def load_control_now(settings: Settings) -> int | None:
     """Load every pending control record; how many, or None while another process holds
     the warehouse (the records stay pending and lose nothing)."""
     try:
-        with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+        with open_warehouse(settings) as warehouse:
             ensure_tables(warehouse)
             return load_control(warehouse, ControlJournal(settings.data_dir))
     except WarehouseBusy:

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from scratch import duckdb_file
 
-from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.audit import (
     AUDIT_SCHEMA,
     GENESIS_HASH,
@@ -36,9 +36,10 @@ from mailers.audit import (
 )
 from mailers.audit_verify import verify_chains
 from mailers.tables import ensure_tables
+from mailers.warehouse import Warehouse
 
 
-def _grow(warehouse: DuckDBWarehouse, rows: int, workspaces: list[str | None]) -> None:
+def _grow(warehouse: Warehouse, rows: int, workspaces: list[str | None]) -> None:
     """Append ``rows`` chained rows (as many appends would leave them): all but one per
     chain in bulk, then one per chain through :func:`append_audit`."""
     rows -= len(workspaces)
@@ -93,7 +94,7 @@ def main() -> None:
     steps = sorted({s for s in (1_000, 100_000, args.rows) if s <= args.rows})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.duckdb"
-        with DuckDBWarehouse(path) as warehouse:
+        with duckdb_file(path) as warehouse:
             ensure_tables(warehouse)
             size = 0
             one = AuditRecord("bench", "bench", AuditAction.BREAKER, "cfg", workspace="ws1")

@@ -23,11 +23,13 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from scratch import duckdb_file
+
 from adapters.providers.registry import bulk_event_parser, event_parser
-from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.ingest import ingest
 from mailers.landing import land
 from mailers.tables import ensure_tables
+from mailers.warehouse import Warehouse
 
 START = datetime(2026, 1, 5, 10, 0, 0)
 
@@ -79,7 +81,7 @@ def land_files(landing: Path, files: int, per_file: int, first: int, seed: int) 
     return n
 
 
-def grow_history(warehouse: DuckDBWarehouse, rows: int) -> None:
+def grow_history(warehouse: Warehouse, rows: int) -> None:
     """``rows`` events already loaded, spread over the year before the probe's events."""
     warehouse.execute(
         f"""
@@ -94,7 +96,10 @@ def grow_history(warehouse: DuckDBWarehouse, rows: int) -> None:
 
 
 def _load(path: Path, landing: Path, python_only: bool) -> tuple[float, int, int]:
-    with DuckDBWarehouse(path) as warehouse, bulk_event_parser() as bulk:
+    with (
+        duckdb_file(path) as warehouse,
+        bulk_event_parser() as bulk,
+    ):
         ensure_tables(warehouse)
         started = time.perf_counter()
         report = ingest(warehouse, landing, event_parser, bulk=None if python_only else bulk)
@@ -128,7 +133,7 @@ def main() -> None:
         land_files(probe, args.probe_files, args.per_file, 10**9, seed=2)
         empty_elapsed, probe_files, _ = _load(root / "empty.duckdb", probe, args.python)
         grown = root / "grown.duckdb"
-        with DuckDBWarehouse(grown) as warehouse:
+        with duckdb_file(grown) as warehouse:
             ensure_tables(warehouse)
             grow_history(warehouse, args.history)
         grown_elapsed, _, _ = _load(grown, probe, args.python)

@@ -24,13 +24,14 @@ import yaml
 
 from adapters.providers.registry import build_providers, bulk_event_parser, event_parser
 from adapters.settings import load
-from adapters.warehouses.duckdb import DuckDBWarehouse
+from adapters.warehouses import open_warehouse
 from mailers.audience import AudienceSpec, disposition_counts, resolve
 from mailers.ingest import ingest
 from mailers.ledger import LedgerContext, LedgerWriter
 from mailers.ledger_journal import send_warehouse
 from mailers.sending import CampaignSender, SendContext
 from mailers.tables import ensure_tables
+from mailers.warehouse import Warehouse
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -91,7 +92,7 @@ def _config(root: Path, *, policy: bool = False, contacts: int = 0, journal: boo
     return path
 
 
-def _seed(warehouse: DuckDBWarehouse, contacts: int) -> None:
+def _seed(warehouse: Warehouse, contacts: int) -> None:
     warehouse.execute("create schema if not exists segments")
     warehouse.execute(
         f"""
@@ -140,7 +141,7 @@ def main() -> None:
         )
         ref = settings.campaign("acme.pro_tips")
         spec = AudienceSpec.of(ref, "bench")
-        with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+        with open_warehouse(settings) as warehouse:
             ensure_tables(warehouse)
             _seed(warehouse, args.contacts)
             ledger = LedgerWriter(warehouse, LedgerContext.of(ref, "bench", run_id="bench"))

@@ -16,6 +16,7 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from scratch import duckdb_file
 from synthetic import bench_messages
 
 from adapters.providers import mailgun, postmark, resend, sendgrid
@@ -25,7 +26,6 @@ from adapters.simulator import mailgun as mailgun_sim
 from adapters.simulator import postmark as postmark_sim
 from adapters.simulator import resend as resend_sim
 from adapters.simulator import sendgrid as sendgrid_sim
-from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.ledger import LedgerContext, LedgerWriter
 from mailers.providers import DispatchJournal
 from mailers.sending import LedgerJournal
@@ -41,7 +41,7 @@ def main() -> None:
         warehouse = None
         if args.journal:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-            warehouse = stack.enter_context(DuckDBWarehouse(folder / "bench.duckdb"))
+            warehouse = stack.enter_context(duckdb_file(folder / "bench.duckdb"))
             ensure_tables(warehouse)
         postmark_sim.register(sim, credentials={"server_token": "t"})
         mailgun_sim.register(sim, credentials={"api_key": "k", "webhook_signing_key": "s"})

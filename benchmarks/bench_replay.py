@@ -18,8 +18,9 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from scratch import duckdb_file
+
 from adapters.providers.registry import event_parser
-from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.events import BounceClass, CanonicalEvent, EventType
 from mailers.events_replay import ReplayWindow, replay_events
 from mailers.ingest import ingest
@@ -77,7 +78,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         _land(root / "landing", args.events)
-        with DuckDBWarehouse(root / "warehouse.duckdb") as warehouse:
+        with duckdb_file(root / "warehouse.duckdb") as warehouse:
             ensure_tables(warehouse)
             ingest(warehouse, root / "landing", lambda k: HardBouncesAsDeferrals(event_parser(k)))
             for label in ("first replay (mapping fixed)", "second replay"):

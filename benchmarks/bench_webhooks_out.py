@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from adapters.warehouses.duckdb import DuckDBWarehouse
+from adapters.warehouses import open_warehouse
 from adapters.webhooks_out import HttpxTransport
 from mailers.webhooks_out.delivery import deliver
 from tests.webhook_receiver import (
@@ -41,7 +41,7 @@ def main() -> None:
             config["max_events_per_run"] = args.events
             settings = settings_with(Path(tmp), {"crm": config})
             transport = HttpxTransport()
-            with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+            with open_warehouse(settings) as warehouse:
                 add_events(warehouse, event_rows(args.events))
                 started = time.perf_counter()
                 report = deliver(warehouse, settings, transport, "bench", environ=ENVIRON)

@@ -19,6 +19,7 @@ collapse to one ``skip`` plus duplicates.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -102,18 +103,28 @@ def segment_columns(warehouse: Warehouse, segment: str) -> list[str]:
     return columns
 
 
+RANKED_COLUMNS = (
+    "mailers_trimmed",
+    "mailers_recipient",
+    "mailers_message_key",
+    "mailers_skip_reason",
+    "mailers_rank",
+)
+"""Columns the resolution adds after the segment's, in order (two are dropped at the end)."""
+
+
 def resolve_sql(
-    warehouse: Warehouse, spec: AudienceSpec, settled_keys: str, *, purpose: str = "audience"
+    warehouse: Warehouse, spec: AudienceSpec, settled_keys: str, segment_columns: Sequence[str]
 ) -> str:
-    """The statement that (re)builds the audience table for ``spec``.
+    """The query of the audience table's rows for ``spec``.
 
     ``settled_keys`` is a query of the message keys the ledger has settled for this window
-    (:meth:`mailers.ledger.LedgerWriter.settled_keys_sql`).
+    (:meth:`mailers.ledger.LedgerWriter.settled_keys_sql`); ``segment_columns`` are the
+    segment model's columns, in order (:func:`segment_columns`).
     """
     d = warehouse.dialect
     segment = warehouse.relation(SEGMENTS_SCHEMA, spec.segment)
     suppressions = f"({active_sql(warehouse)})"
-    target = warehouse.relation(WORK_SCHEMA, spec.table_for(purpose))
     ws, stream = _literal(spec.workspace), _literal(spec.stream)
     sep = _literal(KEY_SEPARATOR)
     key_input = (
@@ -124,8 +135,8 @@ def resolve_sql(
     trimmed = d.trim_chars(f"cast({d.quote(EMAIL_COLUMN)} as varchar)", WHITESPACE)
     local = d.regexp_group("mailers_trimmed", "^(.*)@[^@]*$")
     domain = d.regexp_group("mailers_trimmed", "@([^@]*)$")
+    ranked_columns = [*segment_columns, *RANKED_COLUMNS]
     return f"""
-create or replace table {target} as
 with suppressed as (
     select distinct s.address from {suppressions} as s
     where s.scope = {_literal(SuppressionScope.GLOBAL)}
@@ -171,7 +182,7 @@ affinity as (
     {affinity_sql(warehouse, spec.workspace, spec.stream)}
 )
 select
-    {d.star_except("ranked", ["mailers_rank", "mailers_trimmed"])},
+    {d.star_except("ranked", ["mailers_rank", "mailers_trimmed"], ranked_columns)},
     {_literal(spec.send_window)} as mailers_send_window,
     affinity.provider_account as mailers_sticky_account,
     affinity.identity as mailers_sticky_identity,
@@ -195,9 +206,10 @@ def resolve(
     ``purpose`` names the table: sends read ``audience__*``; a dry run uses ``plan__*``
     so it never disturbs the audience a pending send will read.
     """
-    segment_columns(warehouse, spec.segment)
-    warehouse.execute(resolve_sql(warehouse, spec, settled_keys, purpose=purpose))
-    return warehouse.relation(WORK_SCHEMA, spec.table_for(purpose))
+    columns = segment_columns(warehouse, spec.segment)
+    return warehouse.replace_table(
+        WORK_SCHEMA, spec.table_for(purpose), resolve_sql(warehouse, spec, settled_keys, columns)
+    )
 
 
 def disposition_counts(warehouse: Warehouse, audience: str) -> dict[str, int]:

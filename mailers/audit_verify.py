@@ -132,8 +132,9 @@ def verify_chains(warehouse: Warehouse, workspace: str | None = None) -> list[Ch
             left join links as l on l.chain = c.chain and l.row_hash = c.prev_hash
         ),
         unchained as (
-            select chain, cast(null as bigint) as seq, audit_id, null as prior_seq,
-                   null as linked_seq, 1 as copies, 'unchained' as problem
+            select chain, cast(null as bigint) as seq, audit_id,
+                   cast(null as bigint) as prior_seq, cast(null as bigint) as linked_seq,
+                   1 as copies, 'unchained' as problem
             from log where seq is null
         ),
         problems as (

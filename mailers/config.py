@@ -9,11 +9,12 @@ key path and the problem. File-level checks (templates, segment models) live in
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from mailers.completeness import CompletenessConfig
 from mailers.errors import ConfigError
@@ -373,11 +374,62 @@ def _unset_in(wide: LimitsConfig, narrow: LimitsConfig) -> LimitsConfig:
     )
 
 
-class WarehouseConfig(_Strict):
-    """Where Mailers' tables and the dbt models live. DuckDB is the embedded default."""
+class DuckDBWarehouseConfig(_Strict):
+    """The embedded default: one DuckDB file under ``data_dir``."""
 
     kind: Literal["duckdb"] = "duckdb"
     path: str = Field(default="warehouse.duckdb", description="Relative to data_dir.")
+
+
+class PostgresWarehouseConfig(_Strict):
+    """A PostgreSQL database (15 or later), reached over the network.
+
+    Either ``dsn`` (a libpq URI or ``key=value`` string, without a password) or ``host``,
+    ``database`` and ``user``; the password always comes from the environment.
+    """
+
+    kind: Literal["postgres"]
+    dsn: str | None = Field(default=None, description="libpq connection string, no password.")
+    host: str | None = None
+    port: int = Field(default=5432, gt=0, lt=65536)
+    database: str | None = None
+    user: str | None = None
+    password: SecretRef | None = Field(default=None, description="The password, as {env: NAME}.")
+    connect_timeout_seconds: int = Field(default=10, gt=0)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> PostgresWarehouseConfig:
+        if self.dsn is not None:
+            if self.host is not None or self.database is not None:
+                raise ValueError("give either dsn or host/database/user, not both")
+            if _DSN_PASSWORD.search(self.dsn):
+                raise ValueError(
+                    "dsn must not hold a password; set warehouse.password: {env: NAME}"
+                )
+        else:
+            missing = [k for k in ("host", "database", "user") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"needs dsn, or host, database and user (missing: {missing})")
+        return self
+
+
+_DSN_PASSWORD = re.compile(r"(^|\s)password\s*=|://[^/@:]*:[^/@]*@", re.IGNORECASE)
+"""A password inside a connection string (``password=...`` or ``user:secret@`` in a URI)."""
+
+WarehouseConfig = Annotated[
+    DuckDBWarehouseConfig | PostgresWarehouseConfig, Field(discriminator="kind")
+]
+"""Where Mailers' tables and the dbt models live: one engine, chosen by ``kind``."""
+
+PLANNED_WAREHOUSE_KINDS = ("snowflake", "bigquery")
+"""Engines issue 11 plans that have no adapter yet: named in the error, not accepted."""
+
+
+def _warehouse_kind_available(value: Any) -> Any:
+    kind = value.get("kind") if isinstance(value, dict) else None
+    if kind in PLANNED_WAREHOUSE_KINDS:
+        raise ValueError(f"kind {kind!r} is not available yet (available: duckdb, postgres)")
+    return value
 
 
 class UnsubscribeConfig(_Strict):
@@ -402,7 +454,9 @@ class MailersConfig(_Strict):
     data_dir: str = Field(default=".mailers", description="Relative to the config file.")
     dbt_project_dir: str = Field(default="dbt_project", description="Relative to the config file.")
     templates_dir: str = Field(default="templates", description="Relative to the config file.")
-    warehouse: WarehouseConfig = Field(default_factory=WarehouseConfig)
+    warehouse: Annotated[WarehouseConfig, BeforeValidator(_warehouse_kind_available)] = Field(
+        default_factory=DuckDBWarehouseConfig
+    )
     unsubscribe: UnsubscribeConfig
     serve: ServeConfig = Field(default_factory=ServeConfig)
     workspaces: dict[Name, WorkspaceConfig] = Field(min_length=1)
@@ -451,7 +505,11 @@ class Settings(BaseModel):
 
     @property
     def warehouse_path(self) -> Path:
-        return (self.data_dir / self.config.warehouse.path).resolve()
+        """The DuckDB file (only a DuckDB warehouse has one)."""
+        warehouse = self.config.warehouse
+        if not isinstance(warehouse, DuckDBWarehouseConfig):
+            raise ConfigError(f"warehouse.kind is {warehouse.kind!r}: it has no file path")
+        return (self.data_dir / warehouse.path).resolve()
 
     @property
     def outbox_dir(self) -> Path:

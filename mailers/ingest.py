@@ -415,5 +415,5 @@ def _seen_events_sql(events: str, staged: pa.Table, parse_started: datetime) -> 
     )
     if high >= parse_started.replace(tzinfo=None):
         # Some staged event is timed by the clock: its earlier copy was too.
-        bounded += f" or occurred_at >= ingested_at - interval {CLOCK_TIMED_WITHIN}"
+        bounded += f" or occurred_at >= ingested_at - interval '{CLOCK_TIMED_WITHIN}'"
     return f"(select event_id from {events} where {bounded})"

@@ -41,7 +41,7 @@ class LandedSuppressions:
         with self.warehouse.staged(new) as staged:
             rows = self.warehouse.query(
                 "select event_id, event_type, bounce_class, recipient, workspace, stream, "
-                f"provider_account from ({attributed_events_sql(self.warehouse, staged)}) "
+                f"provider_account from ({attributed_events_sql(self.warehouse, staged)}) as a "
                 "where recipient is not null"
             ).to_pylist()
         for row in rows:

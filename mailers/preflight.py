@@ -33,6 +33,9 @@ SAMPLE_VALUE = "sample"
 
 SAMPLE_UNSUBSCRIBE_URL = "https://unsubscribe.invalid/u/sample"
 
+WAREHOUSE_PASSWORD_PATH = "warehouse.password"
+"""Where a server warehouse's password is referenced; every run needs it."""
+
 
 @dataclass(frozen=True, slots=True)
 class EnvReference:
@@ -62,6 +65,9 @@ def environment_references(settings: Settings) -> list[EnvReference]:
             needed=any(ref.config.stream.needs_unsubscribe for ref in settings.campaigns()),
         )
     ]
+    password = getattr(cfg.warehouse, "password", None)
+    if password is not None:
+        refs.append(EnvReference(env=password.env, path=WAREHOUSE_PASSWORD_PATH, needed=True))
     for ws_name, workspace in cfg.workspaces.items():
         for name, account in workspace.provider_accounts.items():
             for key, secret in account.credentials.items():
@@ -104,7 +110,8 @@ def run_references(
     return [
         ref
         for ref in environment_references(settings)
-        if (ref.account is None and ref.subscriber is None and bulk)
+        if ref.path == WAREHOUSE_PASSWORD_PATH
+        or (ref.account is None and ref.subscriber is None and bulk)
         or (ref.account is not None and (ref.workspace in workspaces or ref.account in polled))
     ]
 

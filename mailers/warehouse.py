@@ -1,14 +1,18 @@
 """The seam between Mailers and a warehouse: one small protocol, one per engine.
 
 The core writes set-based SQL against :class:`Warehouse` and moves data as Arrow; each
-engine (DuckDB today; Snowflake and BigQuery later) implements it in ``adapters/warehouses``
-and supplies a :class:`Dialect` for the few functions whose spelling differs.
+engine (DuckDB and Postgres today; Snowflake and BigQuery later) implements it in
+``adapters/warehouses``, supplies a :class:`Dialect` for the few spellings that differ and
+declares what else differs in its :class:`WarehouseCapabilities`. Parameters are written
+``?`` whatever the engine; an adapter translates them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any, Protocol
 
 import pyarrow as pa
@@ -18,6 +22,44 @@ MAILERS_SCHEMA = "mailers"
 
 WORK_SCHEMA = "mailers_work"
 """Warehouse schema of per-run working tables (resolved audiences); safe to drop."""
+
+
+class BulkLoad(StrEnum):
+    """How an engine takes a bulk append of Arrow rows (never row-wise inserts)."""
+
+    ARROW_SCAN = "arrow_scan"
+    """The engine reads the Arrow buffers in process (DuckDB)."""
+    COPY = "copy"
+    """``COPY ... FROM STDIN`` over the connection (Postgres)."""
+    STAGED_COPY = "staged_copy"
+    """Files put on a stage, then ``COPY INTO`` (Snowflake)."""
+    LOAD_JOB = "load_job"
+    """A load job or a write stream per append (BigQuery); counted against daily quotas."""
+
+
+@dataclass(frozen=True, slots=True)
+class WarehouseCapabilities:
+    """What differs between engines beyond SQL spelling, declared once per engine."""
+
+    engine: str
+    """The config's ``warehouse.kind``."""
+    transactions: bool
+    """Statements grouped in :meth:`Warehouse.transaction` commit or roll back together."""
+    transactional_ddl: bool
+    """``create``/``drop`` inside a transaction roll back with it."""
+    single_writer: bool
+    """One read-write process at a time (a file lock): Dagster steps writing it queue up."""
+    enforces_primary_keys: bool
+    """A second row with the same primary key is refused (the send claim relies on it)."""
+    error_aborts_transaction: bool
+    """After a failed statement the open transaction accepts nothing but a rollback."""
+    json_type: str
+    """Column type that holds a raw JSON payload natively."""
+    bulk_load: BulkLoad
+    max_statement_bytes: int | None
+    """Longest SQL text the engine accepts (``None``: no practical limit)."""
+    max_parameters: int | None
+    """Most bind parameters in one statement (``None``: no practical limit)."""
 
 
 class Dialect(Protocol):
@@ -51,8 +93,9 @@ class Dialect(Protocol):
         """A timestamp as ``YYYY-MM-DD HH:MM:SS.ffffff`` text (microseconds always shown)."""
         ...
 
-    def star_except(self, alias: str, columns: Sequence[str]) -> str:
-        """``alias.*`` without the named columns."""
+    def star_except(self, alias: str, columns: Sequence[str], available: Sequence[str]) -> str:
+        """``alias.*`` without the named ``columns``; ``available`` lists all of ``alias``'s
+        columns, in order, for engines that cannot exclude and must name the rest."""
         ...
 
     def json_text(self, expr: str, key: str) -> str:
@@ -68,8 +111,17 @@ class Warehouse(Protocol):
         """The engine's SQL spellings."""
         ...
 
+    @property
+    def capabilities(self) -> WarehouseCapabilities:
+        """What the engine can and cannot do."""
+        ...
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """Run one statement; return the rows it inserted or changed (0 for DDL)."""
+        ...
+
+    def replace_table(self, schema: str, table: str, query: str) -> str:
+        """(Re)create a table from a query, atomically; return its qualified name."""
         ...
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:

@@ -42,7 +42,7 @@ from rich.table import Table
 from adapters import demo_data
 from adapters.control_load import load_control_now
 from adapters.settings import SIMULATOR_PORT_ENV
-from adapters.warehouses.duckdb import DuckDBWarehouse
+from adapters.warehouses import describe_warehouse, open_warehouse, warehouse_exists
 from mailers import clock
 from mailers.audience import SEGMENTS_SCHEMA
 from mailers.audit import append_audit
@@ -52,6 +52,7 @@ from mailers.outcomes import NOT_SENT_FAILURE, PAUSED_FAILURE
 from mailers.planning import SendPlan
 from mailers.planning import plan as plan_window
 from mailers.preflight import (
+    WAREHOUSE_PASSWORD_PATH,
     check_template,
     environment_references,
     segment_columns_from_dbt,
@@ -124,7 +125,13 @@ def _check_environment(settings: Settings) -> list[str]:
     problem = f"{len(names)} needed environment variables are not set: {', '.join(names)}"
     simulated = {a.name for a in simulated_accounts(settings)}
     filled = sorted(
-        {ref.env for ref in missing if ref.account in simulated | {None} and not ref.subscriber}
+        {
+            ref.env
+            for ref in missing
+            if ref.account in simulated | {None}
+            and not ref.subscriber
+            and ref.path != WAREHOUSE_PASSWORD_PATH
+        }
     )
     if filled:
         which = "these" if len(filled) == len(names) else ", ".join(filled)
@@ -160,9 +167,9 @@ def _check_templates(settings: Settings) -> list[str]:
 def _segment_columns(settings: Settings, segment: str) -> tuple[list[str] | None, str]:
     """A segment's columns from the warehouse when it is built there, else from its yml."""
     why = "no warehouse yet"
-    if settings.warehouse_path.is_file():
+    if warehouse_exists(settings):
         try:
-            with DuckDBWarehouse(settings.warehouse_path, read_only=True) as warehouse:
+            with open_warehouse(settings, read_only=True) as warehouse:
                 columns = warehouse.columns(SEGMENTS_SCHEMA, segment)
         except MailersError as err:
             why = f"warehouse not readable: {err}"
@@ -206,7 +213,7 @@ def plan(
         errors.print(f"[red]cannot plan {ref.qualified_name}:[/red] {err}", highlight=False)
         raise typer.Exit(2) from err
     try:
-        with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+        with open_warehouse(settings) as warehouse:
             ensure_tables(warehouse)
             result = plan_window(warehouse, settings, ref, request.window)
     except MailersError as err:
@@ -294,8 +301,8 @@ def policy_show(
 
     settings = _settings(config)
     try:
-        if settings.warehouse_path.is_file():
-            with DuckDBWarehouse(settings.warehouse_path, read_only=True) as warehouse:
+        if warehouse_exists(settings):
+            with open_warehouse(settings, read_only=True) as warehouse:
                 policy = effective_policy(settings, scope, warehouse=warehouse)
         else:
             policy = effective_policy(settings, scope)
@@ -337,7 +344,7 @@ def reconcile(
     for column in ("campaign", "from events", "accepted", "never handed over", "still unknown"):
         table.add_column(column, justify="left" if column == "campaign" else "right")
     left, failed = 0, False
-    with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+    with open_warehouse(settings) as warehouse:
         ensure_tables(warehouse)
         for ref in refs:
             report = reconcile_window(
@@ -389,12 +396,12 @@ def demo(
     if fresh and settings.data_dir.exists():
         shutil.rmtree(settings.data_dir)
     signing_keys = _demo_environment(settings)
-    with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+    with open_warehouse(settings) as warehouse:
         ensure_tables(warehouse)
         seeded, suppressed = demo_data.seed(warehouse, contacts)
     console.print(
         f"seeded {seeded} contacts and {suppressed} manual suppressions into "
-        f"{settings.warehouse_path}"
+        f"{describe_warehouse(settings)}"
     )
     with _local_providers(settings, signing_keys) as local:
         outcome = _run_pipeline(settings)
@@ -642,7 +649,7 @@ def _print_outcome(settings: Settings) -> None:
         print_statuses,
     )
 
-    with DuckDBWarehouse(settings.warehouse_path, read_only=True) as warehouse:
+    with open_warehouse(settings, read_only=True) as warehouse:
         print_statuses(console, message_statuses(warehouse))
         print_deferred(console, deferred_by_policy(warehouse))
         print_deliverability(console, deliverability(warehouse))
@@ -650,7 +657,7 @@ def _print_outcome(settings: Settings) -> None:
     emls = list(settings.outbox_dir.glob("*/*.eml"))
     if emls:  # sandbox accounts write every message they accept as a file
         console.print(f"{len(emls)} messages written as .eml files under {settings.outbox_dir}")
-    console.print(f"warehouse: {settings.warehouse_path} (open it with duckdb to explore)")
+    console.print(f"warehouse: {describe_warehouse(settings)} (open it to explore)")
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from adapters.warehouses.duckdb import DuckDBWarehouse
+from adapters.warehouses import OpenWarehouse, describe_warehouse, open_warehouse, warehouse_exists
 from mailers import clock
 from mailers.audit import AUDIT_TABLE
 from mailers.audit_verify import (
@@ -38,14 +38,14 @@ WorkspaceOption = Annotated[
 ]
 
 
-def _open(settings: Settings) -> DuckDBWarehouse:
+def _open(settings: Settings) -> OpenWarehouse:
     """The warehouse, read-only; exit 2 naming the file when there is none (or no chain)."""
-    path = settings.warehouse_path
-    if not path.is_file():
-        errors.print(f"[red]no warehouse at {path}[/red] (run `mailers demo` or a send first)")
+    where = describe_warehouse(settings)
+    if not warehouse_exists(settings):
+        errors.print(f"[red]no warehouse at {where}[/red] (run `mailers demo` or a send first)")
         raise typer.Exit(2)
     try:
-        warehouse = DuckDBWarehouse(path, read_only=True)
+        warehouse = open_warehouse(settings, read_only=True)
     except MailersError as err:
         errors.print(f"[red]{err}[/red]", highlight=False)
         raise typer.Exit(2) from err
@@ -54,7 +54,7 @@ def _open(settings: Settings) -> DuckDBWarehouse:
         warehouse.close()
         what = "no audit log" if columns is None else "an audit log from before the hash chain"
         errors.print(
-            f"[red]{path} has {what}[/red]: any command that writes the warehouse "
+            f"[red]{where} has {what}[/red]: any command that writes the warehouse "
             "(a send, `mailers reconcile`, `mailers demo`) creates or chains it",
             highlight=False,
         )

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from adapters.providers.registry import backfill_targets
-from adapters.warehouses.duckdb import DuckDBWarehouse
+from adapters.warehouses import describe_warehouse, open_warehouse, warehouse_exists
 from mailers.backfill import backfill_into_landing, open_windows
 from orchestration.cli_common import ConfigOption, console, errors, settings_of
 from orchestration.cli_events_replay import replay
@@ -45,11 +45,11 @@ def backfill(
     if unknown:
         errors.print(f"[red]unknown provider account {', '.join(unknown)}[/red]", highlight=False)
         raise typer.Exit(2)
-    if not settings.warehouse_path.is_file():
-        errors.print(f"[red]no warehouse at {settings.warehouse_path}[/red]", highlight=False)
+    if not warehouse_exists(settings):
+        errors.print(f"[red]no warehouse at {describe_warehouse(settings)}[/red]", highlight=False)
         raise typer.Exit(2)
     moment = since.replace(tzinfo=None) if since else None  # the ledger's times are naive UTC
-    with DuckDBWarehouse(settings.warehouse_path, read_only=True) as warehouse:
+    with open_warehouse(settings, read_only=True) as warehouse:
         windows = open_windows(
             warehouse, settings.config.completeness, accounts=account, since=moment
         )

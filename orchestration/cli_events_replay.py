@@ -14,7 +14,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from adapters.providers.registry import event_parser
-from adapters.warehouses.duckdb import DuckDBWarehouse
+from adapters.warehouses import describe_warehouse, open_warehouse, warehouse_exists
 from mailers.errors import WarehouseBusy
 from mailers.events_replay import ReplayWindow, replay_events
 from mailers.tables import ensure_tables
@@ -57,10 +57,10 @@ def replay(
         )
     except ValueError as err:
         _fail(f"--until: {err}")
-    if not settings.warehouse_path.is_file():
-        _fail(f"no warehouse at {settings.warehouse_path}")
+    if not warehouse_exists(settings):
+        _fail(f"no warehouse at {describe_warehouse(settings)}")
     try:
-        warehouse = DuckDBWarehouse(settings.warehouse_path)
+        warehouse = open_warehouse(settings)
     except WarehouseBusy as err:
         _fail(f"{err} (a run holds the warehouse: replay when it is done)")
     with warehouse:

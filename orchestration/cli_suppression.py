@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from adapters.control_load import load_control_now
-from adapters.warehouses.duckdb import DuckDBWarehouse
+from adapters.warehouses import OpenWarehouse, describe_warehouse, open_warehouse, warehouse_exists
 from mailers.config import Settings
 from mailers.control import ControlJournal, ControlRecord, load_control
 from mailers.errors import WarehouseBusy
@@ -79,14 +79,14 @@ def _target(settings: Settings, scope: str) -> SuppressionTarget:
 
 
 @contextmanager
-def _warehouse(settings: Settings, *, read_only: bool = False) -> Iterator[DuckDBWarehouse | None]:
+def _warehouse(settings: Settings, *, read_only: bool = False) -> Iterator[OpenWarehouse | None]:
     """The warehouse, or ``None`` when another process holds its lock (or, for reading, when
     there is none yet)."""
-    if read_only and not settings.warehouse_path.is_file():
+    if read_only and not warehouse_exists(settings):
         yield None
         return
     try:
-        warehouse = DuckDBWarehouse(settings.warehouse_path, read_only=read_only)
+        warehouse = open_warehouse(settings, read_only=read_only)
     except WarehouseBusy:
         yield None
         return
@@ -104,7 +104,7 @@ def _load(settings: Settings, journal: ControlJournal, record: ControlRecord, ef
             style="yellow",
         )
         return
-    _say(f"loaded {loaded} control record(s) into {settings.warehouse_path}")
+    _say(f"loaded {loaded} control record(s) into {describe_warehouse(settings)}")
 
 
 def _count(n: int) -> str:
@@ -148,7 +148,7 @@ def why(
         raise _fail(str(err), 2) from err
     journal = ControlJournal(settings.data_dir)
     with _warehouse(settings, read_only=True) as warehouse:
-        if warehouse is None and settings.warehouse_path.is_file():
+        if warehouse is None and warehouse_exists(settings):
             _say(
                 "the warehouse is locked by another process (a running send?): "
                 "showing only control records not loaded yet",

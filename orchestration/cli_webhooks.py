@@ -19,7 +19,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from adapters.warehouses.duckdb import DuckDBWarehouse
+from adapters.warehouses import OpenWarehouse, describe_warehouse, open_warehouse, warehouse_exists
 from adapters.webhooks_out import HttpxTransport
 from mailers.alerts import Alerter
 from mailers.clock import now, utcnow
@@ -56,8 +56,8 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 @contextmanager
-def _warehouse(settings: Settings) -> Iterator[DuckDBWarehouse]:
-    with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+def _warehouse(settings: Settings) -> Iterator[OpenWarehouse]:
+    with open_warehouse(settings) as warehouse:
         ensure_tables(warehouse)
         yield warehouse
 
@@ -153,12 +153,12 @@ def status_command(
 ) -> None:
     """Each subscriber: mark, pending retries, dead letters, disabled, last attempt."""
     settings = settings_of(config)
-    if not settings.warehouse_path.is_file():
-        raise _fail(f"no warehouse at {settings.warehouse_path}")
+    if not warehouse_exists(settings):
+        raise _fail(f"no warehouse at {describe_warehouse(settings)}")
     moment = utcnow()
     found = []
     try:
-        with DuckDBWarehouse(settings.warehouse_path, read_only=True) as warehouse:
+        with open_warehouse(settings, read_only=True) as warehouse:
             for sub in delivery.subscribers(settings):
                 mark = state.mark(warehouse, sub.workspace, sub.name)
                 control = state.control(warehouse, sub.workspace, sub.name)

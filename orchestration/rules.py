@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from adapters.providers.registry import event_parser
-from adapters.warehouses.duckdb import DuckDBWarehouse
+from adapters.warehouses import open_warehouse
 from mailers.alerts import Alerter
 from mailers.config import Settings
 from mailers.errors import WarehouseError
@@ -37,7 +37,7 @@ def check_rules(
     """Evaluate and apply every workspace's rules, counting landed feedback too; a string
     says why nothing was evaluated (the warehouse is busy or has no tables yet)."""
     try:
-        warehouse = DuckDBWarehouse(settings.warehouse_path, read_only=True)
+        warehouse = open_warehouse(settings, read_only=True)
     except WarehouseError:
         return "the warehouse is busy or missing (a running send checks the rules itself)"
     with warehouse:

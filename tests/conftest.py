@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import TypeAdapter
 
 from adapters import demo_data
 from adapters.providers.registry import build_providers
@@ -25,11 +26,13 @@ from adapters.settings import load
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers import clock
 from mailers.audience import AudienceSpec, resolve
-from mailers.config import Settings
+from mailers.config import Settings, WarehouseConfig
 from mailers.ledger import LedgerContext, LedgerWriter
 from mailers.providers import Provider
 from mailers.sending import CampaignSender, SendContext, SendReport
 from mailers.tables import ensure_tables
+
+from .postgres_server import PASSWORD_ENV, PostgresServer, binaries, running_server
 
 REPO = Path(__file__).resolve().parents[1]
 SANDBOX_CONFIG = REPO / "examples" / "sandbox.yaml"
@@ -260,3 +263,59 @@ def eml_files(settings: Settings, account: str = "*") -> list[Path]:
 def query(settings: Settings, sql: str) -> list[dict[str, Any]]:
     with DuckDBWarehouse(settings.warehouse_path) as warehouse:
         return warehouse.query(sql).to_pylist()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL server of this test session (one per xdist worker)."""
+    bin_dir = binaries()
+    if bin_dir is None:
+        pytest.skip(
+            "PostgreSQL server binaries (initdb, pg_ctl, postgres) are not installed: "
+            "apt-get install postgresql (.ci/run does)"
+        )
+    with running_server(bin_dir) as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_config(
+    postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, Any]]:
+    """The ``warehouse:`` config of a fresh, empty database on the session's server (its
+    password in the environment variable the config names); dropped after the test."""
+    import uuid
+
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin_args: dict[str, Any] = {
+        "host": postgres_server.host,
+        "port": postgres_server.port,
+        "user": postgres_server.user,
+        "password": postgres_server.password,
+        "dbname": postgres_server.database,
+        "autocommit": True,
+    }
+    with psycopg.connect(**admin_args) as admin:
+        admin.execute(f"create database {name}")
+    monkeypatch.setenv(PASSWORD_ENV, postgres_server.password)
+    yield {**postgres_server.warehouse_config(), "database": name}
+    with psycopg.connect(**admin_args) as admin:
+        admin.execute(f"drop database if exists {name} with (force)")
+
+
+WAREHOUSE_ENGINES = ("duckdb", "postgres")
+
+
+@pytest.fixture(params=WAREHOUSE_ENGINES)
+def engine_config(request: pytest.FixtureRequest) -> WarehouseConfig:
+    """The warehouse config of each engine in turn: a DuckDB file (``warehouse.duckdb``
+    under the directory given to ``connect``), then a fresh database on the session's
+    Postgres server."""
+    document = (
+        {"kind": "duckdb", "path": "warehouse.duckdb"}
+        if request.param == "duckdb"
+        else request.getfixturevalue("postgres_config")
+    )
+    return TypeAdapter(WarehouseConfig).validate_python(document)

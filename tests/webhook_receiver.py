@@ -31,7 +31,7 @@ from mailers.clock import utcnow
 from mailers.config import Settings
 from mailers.events import EVENTS_SCHEMA
 from mailers.tables import ensure_tables
-from mailers.warehouse import MAILERS_SCHEMA
+from mailers.warehouse import MAILERS_SCHEMA, Warehouse
 from tests.conftest import write_config
 
 SECRET_NEW = "whsec_" + base64.b64encode(b"n" * 32).decode()
@@ -198,5 +198,5 @@ def event_rows(
     ]
 
 
-def add_events(warehouse: DuckDBWarehouse, rows: list[dict[str, Any]]) -> None:
+def add_events(warehouse: Warehouse, rows: list[dict[str, Any]]) -> None:
     warehouse.append(MAILERS_SCHEMA, "events", pa.Table.from_pylist(rows, EVENTS_SCHEMA))

@@ -18,6 +18,21 @@ import duckdb
 import pyarrow as pa
 
 from mailers.errors import WarehouseBusy, WarehouseError
+from mailers.warehouse import BulkLoad, WarehouseCapabilities
+
+CAPABILITIES = WarehouseCapabilities(
+    engine="duckdb",
+    transactions=True,
+    transactional_ddl=True,
+    single_writer=True,
+    enforces_primary_keys=True,
+    # A failed statement inside an explicit transaction leaves it aborted until rollback.
+    error_aborts_transaction=True,
+    json_type="json",
+    bulk_load=BulkLoad.ARROW_SCAN,
+    max_statement_bytes=None,
+    max_parameters=None,
+)
 
 _ARROW_TO_DUCKDB = {
     pa.string(): "varchar",
@@ -55,7 +70,7 @@ class DuckDBDialect:
     def timestamp_text(self, expr: str) -> str:
         return f"strftime({expr}, '%Y-%m-%d %H:%M:%S.%f')"
 
-    def star_except(self, alias: str, columns: Sequence[str]) -> str:
+    def star_except(self, alias: str, columns: Sequence[str], available: Sequence[str]) -> str:
         return f"{alias}.* exclude ({', '.join(self.quote(c) for c in columns)})"
 
     def json_text(self, expr: str, key: str) -> str:
@@ -83,6 +98,7 @@ class DuckDBWarehouse:
                 "writing it? DuckDB allows one writer at a time)"
             ) from err
         self.dialect = DuckDBDialect()
+        self.capabilities = CAPABILITIES
         self._transaction_depth = 0
         self._depth_lock = threading.Lock()
 
@@ -108,6 +124,11 @@ class DuckDBWarehouse:
             return 0
         except duckdb.Error as err:
             raise WarehouseError(f"DuckDB ({self.path}): {err}") from err
+
+    def replace_table(self, schema: str, table: str, query: str) -> str:
+        target = self.relation(schema, table)
+        self.execute(f"create or replace table {target} as\n{query}")
+        return target
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
         try:

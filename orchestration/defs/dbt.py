@@ -71,8 +71,13 @@ def dbt_target(settings: Settings) -> str:
 
 
 def point_dbt_at(settings: Settings) -> None:
-    """Tell dbt's profile which warehouse file to use (the dbt subprocess inherits it)."""
-    os.environ[DUCKDB_PATH_ENV] = str(settings.warehouse_path)
+    """Tell dbt's profile which warehouse file to use (the dbt subprocess inherits it).
+
+    Only the DuckDB target exists so far (issue 11 adds the others); for another engine the
+    profile's DuckDB path is left alone.
+    """
+    if settings.config.warehouse.kind == "duckdb":
+        os.environ[DUCKDB_PATH_ENV] = str(settings.warehouse_path)
 
 
 @cache

@@ -14,7 +14,7 @@ import dagster as dg
 
 from adapters.providers.registry import account_quotas, build_providers, message_lookups
 from adapters.settings import load
-from adapters.warehouses.duckdb import DuckDBWarehouse
+from adapters.warehouses import OpenWarehouse, open_warehouse
 from mailers.config import Settings
 from mailers.ledger_journal import journal_dir, recover_journals
 from mailers.providers import Provider
@@ -37,9 +37,9 @@ class MailersResource(dg.ConfigurableResource):
         return load(self.config_path)
 
     @contextmanager
-    def warehouse(self, settings: Settings) -> Iterator[DuckDBWarehouse]:
+    def warehouse(self, settings: Settings) -> Iterator[OpenWarehouse]:
         """An open warehouse with Mailers' tables in place; closed on exit."""
-        with DuckDBWarehouse(settings.warehouse_path) as warehouse:
+        with open_warehouse(settings) as warehouse:
             ensure_tables(warehouse)
             # Ledger rows a killed send left in its journal reach the warehouse (and dbt).
             recover_journals(warehouse, journal_dir(settings.data_dir))

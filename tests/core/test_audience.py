@@ -1,24 +1,28 @@
-"""Audience resolution in the warehouse: normalize, skip, de-duplicate, settle, send."""
+"""Audience resolution in the warehouse: normalize, skip, de-duplicate, settle, send.
+
+Every test runs on each engine (DuckDB, and Postgres on the session's server)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
 
-from adapters.warehouses.duckdb import DuckDBWarehouse
+from adapters.warehouses import OpenWarehouse, connect
 from mailers.addresses import is_valid, normalize
 from mailers.audience import AudienceSpec, disposition_counts, resolve
 from mailers.clock import FixedClock, use_clock
+from mailers.config import WarehouseConfig
 from mailers.errors import SegmentError
 from mailers.keys import message_key
 from mailers.ledger import LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter
 from mailers.suppression import SUPPRESSIONS_SCHEMA, SUPPRESSIONS_TABLE
 from mailers.tables import ensure_tables
-from mailers.warehouse import MAILERS_SCHEMA
+from mailers.warehouse import MAILERS_SCHEMA, Warehouse
 
 WINDOW = "2026-11-23T08:00:00Z"
 SPEC = AudienceSpec(
@@ -75,19 +79,22 @@ def clock() -> Iterator[SteppingClock]:
 
 
 @pytest.fixture
-def warehouse() -> Iterator[DuckDBWarehouse]:
-    with DuckDBWarehouse(":memory:") as wh:
+def warehouse(tmp_path: Path, engine_config: WarehouseConfig) -> Iterator[OpenWarehouse]:
+    with connect(engine_config, tmp_path) as wh:
         ensure_tables(wh)
         wh.execute("create schema segments")
         wh.execute("create table segments.seg_test (email varchar, first_name varchar)")
-        wh.connection.executemany("insert into segments.seg_test values (?, ?)", SEGMENT_ROWS)
+        emails, names = zip(*SEGMENT_ROWS, strict=True)
+        wh.append(
+            "segments",
+            "seg_test",
+            pa.table({"email": pa.array(emails, pa.string()), "first_name": list(names)}),
+        )
         suppress(wh, SUPPRESSIONS)
         yield wh
 
 
-def suppress(
-    warehouse: DuckDBWarehouse, entries: list[tuple[str, str, str | None, str | None]]
-) -> None:
+def suppress(warehouse: Warehouse, entries: list[tuple[str, str, str | None, str | None]]) -> None:
     rows = [
         {
             "suppression_id": f"s{i}",
@@ -107,7 +114,7 @@ def suppress(
     )
 
 
-def writer(warehouse: DuckDBWarehouse, run_id: str = "run-1", **changes: str) -> LedgerWriter:
+def writer(warehouse: Warehouse, run_id: str = "run-1", **changes: str) -> LedgerWriter:
     context = {
         "workspace": SPEC.workspace,
         "stream": SPEC.stream,
@@ -119,7 +126,7 @@ def writer(warehouse: DuckDBWarehouse, run_id: str = "run-1", **changes: str) ->
     return LedgerWriter(warehouse, LedgerContext(**context))
 
 
-def audience(warehouse: DuckDBWarehouse, spec: AudienceSpec = SPEC) -> dict[str, dict[str, Any]]:
+def audience(warehouse: Warehouse, spec: AudienceSpec = SPEC) -> dict[str, dict[str, Any]]:
     """Resolve and return the audience rows keyed by the segment's first_name label."""
     table = resolve(warehouse, spec, writer(warehouse).settled_keys_sql())
     rows = warehouse.query(f"select * from {table}").to_pylist()
@@ -134,7 +141,7 @@ def outcome(row: dict[str, Any]) -> tuple[str, str | None, str | None]:
     return row["mailers_disposition"], row["mailers_skip_reason"], row["mailers_recipient"]
 
 
-def test_each_row_gets_its_disposition(warehouse: DuckDBWarehouse) -> None:
+def test_each_row_gets_its_disposition(warehouse: Warehouse) -> None:
     rows = audience(warehouse)
 
     assert outcome(rows["clean"]) == ("send", None, "ann@example.com")
@@ -162,7 +169,7 @@ def test_each_row_gets_its_disposition(warehouse: DuckDBWarehouse) -> None:
     )
 
 
-def test_case_variants_are_one_message(warehouse: DuckDBWarehouse) -> None:
+def test_case_variants_are_one_message(warehouse: Warehouse) -> None:
     rows = audience(warehouse)
     a, b = rows["case variant a"], rows["case variant b"]
 
@@ -173,7 +180,7 @@ def test_case_variants_are_one_message(warehouse: DuckDBWarehouse) -> None:
     assert b["mailers_recipient"] == "carol@example.com"
 
 
-def test_rows_without_an_address_collapse_to_one_skip(warehouse: DuckDBWarehouse) -> None:
+def test_rows_without_an_address_collapse_to_one_skip(warehouse: Warehouse) -> None:
     rows = audience(warehouse)
     empty = [rows["null"], rows["empty"], rows["blank"]]
 
@@ -186,7 +193,7 @@ def test_rows_without_an_address_collapse_to_one_skip(warehouse: DuckDBWarehouse
     ]
 
 
-def test_message_keys_match_python(warehouse: DuckDBWarehouse) -> None:
+def test_message_keys_match_python(warehouse: Warehouse) -> None:
     rows = audience(warehouse)
 
     for label in ("clean", "needs normalizing", "globally suppressed", "invalid"):
@@ -195,7 +202,7 @@ def test_message_keys_match_python(warehouse: DuckDBWarehouse) -> None:
     assert rows["needs normalizing"]["mailers_message_key"] == key_of("bob@example.com")
 
 
-def test_segment_columns_are_kept_and_window_stamped(warehouse: DuckDBWarehouse) -> None:
+def test_segment_columns_are_kept_and_window_stamped(warehouse: Warehouse) -> None:
     table = resolve(warehouse, SPEC, writer(warehouse).settled_keys_sql())
 
     columns = warehouse.columns("mailers_work", "audience__acme__pro_tips")
@@ -218,7 +225,7 @@ def test_segment_columns_are_kept_and_window_stamped(warehouse: DuckDBWarehouse)
     assert raw["email"].to_pylist() == ["  Bob@EXAMPLE.com "]
 
 
-def test_disposition_counts(warehouse: DuckDBWarehouse) -> None:
+def test_disposition_counts(warehouse: Warehouse) -> None:
     table = resolve(warehouse, SPEC, writer(warehouse).settled_keys_sql())
 
     assert disposition_counts(warehouse, table) == {
@@ -231,7 +238,7 @@ def test_disposition_counts(warehouse: DuckDBWarehouse) -> None:
     }
 
 
-def test_plan_purpose_builds_its_own_table(warehouse: DuckDBWarehouse) -> None:
+def test_plan_purpose_builds_its_own_table(warehouse: Warehouse) -> None:
     audience_table = resolve(warehouse, SPEC, writer(warehouse).settled_keys_sql())
     warehouse.execute("insert into segments.seg_test values ('new@example.com', 'added')")
 
@@ -243,7 +250,7 @@ def test_plan_purpose_builds_its_own_table(warehouse: DuckDBWarehouse) -> None:
     assert disposition_counts(warehouse, audience_table)["to_send"] == 6
 
 
-def test_segment_may_be_a_view(warehouse: DuckDBWarehouse) -> None:
+def test_segment_may_be_a_view(warehouse: Warehouse) -> None:
     warehouse.execute("create view segments.seg_view as select * from segments.seg_test")
     spec = AudienceSpec("acme", "pro_tips", "lifecycle", WINDOW, "seg_view")
 
@@ -253,7 +260,7 @@ def test_segment_may_be_a_view(warehouse: DuckDBWarehouse) -> None:
 
 
 @pytest.mark.parametrize("raw", ["dan@example.com\r", "\tdan@example.com", "dan@example.com\n"])
-def test_sql_normalization_agrees_with_python(warehouse: DuckDBWarehouse, raw: str) -> None:
+def test_sql_normalization_agrees_with_python(warehouse: Warehouse, raw: str) -> None:
     warehouse.execute("insert into segments.seg_test values (?, 'whitespace')", [raw])
 
     row = audience(warehouse)["whitespace"]
@@ -262,7 +269,7 @@ def test_sql_normalization_agrees_with_python(warehouse: DuckDBWarehouse, raw: s
     assert outcome(row) == ("send", None, normalize(raw))
 
 
-def test_segment_without_email_column(warehouse: DuckDBWarehouse) -> None:
+def test_segment_without_email_column(warehouse: Warehouse) -> None:
     warehouse.execute("create table segments.seg_no_email (address varchar, first_name varchar)")
     spec = AudienceSpec("acme", "pro_tips", "lifecycle", WINDOW, "seg_no_email")
 
@@ -275,14 +282,14 @@ def test_segment_without_email_column(warehouse: DuckDBWarehouse) -> None:
     assert "address, first_name" in message
 
 
-def test_segment_that_is_not_built(warehouse: DuckDBWarehouse) -> None:
+def test_segment_that_is_not_built(warehouse: Warehouse) -> None:
     spec = AudienceSpec("acme", "pro_tips", "lifecycle", WINDOW, "seg_never_built")
 
     with pytest.raises(SegmentError, match="seg_never_built"):
         resolve(warehouse, spec, writer(warehouse).settled_keys_sql())
 
 
-def test_segment_with_reserved_column_is_refused(warehouse: DuckDBWarehouse) -> None:
+def test_segment_with_reserved_column_is_refused(warehouse: Warehouse) -> None:
     warehouse.execute("create table segments.seg_reserved (email varchar, mailers_x varchar)")
     spec = AudienceSpec("acme", "pro_tips", "lifecycle", WINDOW, "seg_reserved")
 
@@ -294,19 +301,19 @@ def test_segment_with_reserved_column_is_refused(warehouse: DuckDBWarehouse) -> 
 
 
 def record(
-    warehouse: DuckDBWarehouse, recipient: str, *statuses: LedgerStatus, run_id: str = "run-1"
+    warehouse: Warehouse, recipient: str, *statuses: LedgerStatus, run_id: str = "run-1"
 ) -> None:
     ledger = writer(warehouse, run_id)
     for status in statuses:
         ledger.record([LedgerEntry(key_of(recipient), status, recipient=recipient)])
 
 
-def disposition_of(warehouse: DuckDBWarehouse, label: str) -> str:
+def disposition_of(warehouse: Warehouse, label: str) -> str:
     return audience(warehouse)[label]["mailers_disposition"]
 
 
 @pytest.mark.usefixtures("clock")
-def test_accepted_message_is_settled_on_re_resolve(warehouse: DuckDBWarehouse) -> None:
+def test_accepted_message_is_settled_on_re_resolve(warehouse: Warehouse) -> None:
     assert disposition_of(warehouse, "clean") == "send"
 
     record(warehouse, "ann@example.com", LedgerStatus.DISPATCHING, LedgerStatus.ACCEPTED)
@@ -319,7 +326,7 @@ def test_accepted_message_is_settled_on_re_resolve(warehouse: DuckDBWarehouse) -
 @pytest.mark.usefixtures("clock")
 @pytest.mark.parametrize("retryable", [LedgerStatus.NOT_SENT, LedgerStatus.RENDER_FAILED])
 def test_retryable_latest_status_leaves_message_eligible(
-    warehouse: DuckDBWarehouse, retryable: LedgerStatus
+    warehouse: Warehouse, retryable: LedgerStatus
 ) -> None:
     record(warehouse, "ann@example.com", LedgerStatus.DISPATCHING, retryable)
 
@@ -337,9 +344,7 @@ def test_retryable_latest_status_leaves_message_eligible(
         LedgerStatus.SKIPPED,
     ],
 )
-def test_non_retryable_latest_status_settles(
-    warehouse: DuckDBWarehouse, final: LedgerStatus
-) -> None:
+def test_non_retryable_latest_status_settles(warehouse: Warehouse, final: LedgerStatus) -> None:
     record(warehouse, "ann@example.com", LedgerStatus.NOT_SENT, final)
 
     assert disposition_of(warehouse, "clean") == "settled"
@@ -347,7 +352,7 @@ def test_non_retryable_latest_status_settles(
 
 @pytest.mark.usefixtures("clock")
 def test_ledger_of_another_window_or_campaign_does_not_settle(
-    warehouse: DuckDBWarehouse,
+    warehouse: Warehouse,
 ) -> None:
     key = key_of("ann@example.com")
     writer(warehouse, send_window="2026-11-16T08:00:00Z").record(
@@ -358,7 +363,7 @@ def test_ledger_of_another_window_or_campaign_does_not_settle(
     assert disposition_of(warehouse, "clean") == "send"
 
 
-def test_same_instant_outcome_outranks_dispatching(warehouse: DuckDBWarehouse) -> None:
+def test_same_instant_outcome_outranks_dispatching(warehouse: Warehouse) -> None:
     # Two processes (two hosts' clocks) stamping the same instant: the outcome counts as
     # later. One process never stamps two rows alike (the next test).
     ledger = writer(warehouse)
@@ -373,7 +378,7 @@ def test_same_instant_outcome_outranks_dispatching(warehouse: DuckDBWarehouse) -
 
 
 def test_one_writer_orders_its_rows_even_when_the_clock_stands_still(
-    warehouse: DuckDBWarehouse,
+    warehouse: Warehouse,
 ) -> None:
     # A retry records not_sent and then dispatching again within microseconds: the second
     # row must be the latest, or a crash right after it would re-send a message in flight.
@@ -388,7 +393,7 @@ def test_one_writer_orders_its_rows_even_when_the_clock_stands_still(
 
 
 @pytest.mark.usefixtures("clock")
-def test_record_skips_settles_skipped_rows_once(warehouse: DuckDBWarehouse) -> None:
+def test_record_skips_settles_skipped_rows_once(warehouse: Warehouse) -> None:
     ledger = writer(warehouse)
     table = resolve(warehouse, SPEC, ledger.settled_keys_sql())
 
@@ -416,9 +421,9 @@ def test_record_skips_settles_skipped_rows_once(warehouse: DuckDBWarehouse) -> N
     ]
 
 
-def latest_status(warehouse: DuckDBWarehouse, recipient: str) -> dict[str, Any]:
+def latest_status(warehouse: Warehouse, recipient: str) -> dict[str, Any]:
     rows = warehouse.query(
-        f"select status, run_id, reason from ({writer(warehouse).latest_rows_sql()}) "
+        f"select status, run_id, reason from ({writer(warehouse).latest_rows_sql()}) as latest "
         "where message_key = ?",
         [key_of(recipient)],
     ).to_pylist()
@@ -428,7 +433,7 @@ def latest_status(warehouse: DuckDBWarehouse, recipient: str) -> dict[str, Any]:
 
 @pytest.mark.usefixtures("clock")
 def test_settle_in_doubt_marks_another_runs_dispatching_unknown_once(
-    warehouse: DuckDBWarehouse,
+    warehouse: Warehouse,
 ) -> None:
     record(warehouse, "ann@example.com", LedgerStatus.DISPATCHING, run_id="run-1")
     record(warehouse, "ws@example.com", LedgerStatus.DISPATCHING, LedgerStatus.ACCEPTED)
@@ -448,7 +453,7 @@ def test_settle_in_doubt_marks_another_runs_dispatching_unknown_once(
 
 
 @pytest.mark.usefixtures("clock")
-def test_settle_in_doubt_ignores_other_windows(warehouse: DuckDBWarehouse) -> None:
+def test_settle_in_doubt_ignores_other_windows(warehouse: Warehouse) -> None:
     old_window = writer(warehouse, "run-0", send_window="2026-11-16T08:00:00Z")
     old_window.record([LedgerEntry(key_of("ann@example.com"), LedgerStatus.DISPATCHING)])
 

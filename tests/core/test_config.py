@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -491,3 +492,56 @@ def test_provider_account_names_are_unique_across_workspaces(edit_config: Config
         f"{path}: workspaces.globex.provider_accounts.acme_sandbox_a: provider account names "
         "must be unique across workspaces (also in 'acme')"
     ) in str(info.value)
+
+
+def test_a_postgres_warehouse_takes_its_password_from_the_environment(
+    edit_config: ConfigEditor,
+) -> None:
+    from mailers.preflight import environment_references, run_references, unset
+
+    def postgres(document: dict[str, Any]) -> None:
+        document["warehouse"] = {
+            "kind": "postgres",
+            "host": "db.internal",
+            "database": "analytics",
+            "user": "mailers",
+            "password": {"env": "MAILERS_PG_PASSWORD"},
+        }
+
+    settings = load(edit_config(postgres))
+    assert settings.config.warehouse.kind == "postgres"
+    refs = [r for r in environment_references(settings) if r.path == "warehouse.password"]
+    assert [(r.env, r.needed) for r in refs] == [("MAILERS_PG_PASSWORD", True)]
+    assert refs[0] in run_references(settings, settings.campaigns()[:1])
+    assert refs[0] in unset(refs, environ={})
+    with pytest.raises(ConfigError, match=r"warehouse\.kind is 'postgres'"):
+        _ = settings.warehouse_path
+
+
+@pytest.mark.parametrize(
+    ("warehouse", "expected"),
+    [
+        ({"kind": "snowflake", "account": "x"}, r"warehouse: .*'snowflake' is not available yet"),
+        ({"kind": "bigquery"}, r"warehouse: .*'bigquery' is not available yet"),
+        ({"kind": "oracle"}, r"warehouse: .*'oracle'.*'duckdb', 'postgres'"),
+        (
+            {"kind": "postgres", "dsn": "postgresql://u:hunter2@h/d"},
+            r"warehouse\.postgres: .*dsn must not hold a password",
+        ),
+        (
+            {"kind": "postgres", "dsn": "host=h password=hunter2"},
+            r"warehouse\.postgres: .*dsn must not hold a password",
+        ),
+        ({"kind": "postgres", "host": "h"}, r"warehouse\.postgres: .*missing: \['database'"),
+        ({"kind": "duckdb", "host": "h"}, r"warehouse\.duckdb\.host"),
+    ],
+)
+def test_warehouse_mistakes_name_the_key(
+    edit_config: ConfigEditor, warehouse: dict[str, Any], expected: str
+) -> None:
+    def use(document: dict[str, Any]) -> None:
+        document["warehouse"] = warehouse
+
+    message = config_error(edit_config(use))
+    assert re.search(expected, message), message
+    assert "hunter2" not in message

@@ -1,4 +1,5 @@
-"""Event ingestion: landed sandbox files in, canonical events and suppressions out."""
+"""Event ingestion: landed sandbox files in, canonical events and suppressions out (on
+each warehouse engine)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,21 @@ import pyarrow as pa
 import pytest
 
 from adapters.providers.registry import event_parser
-from adapters.warehouses.duckdb import DuckDBWarehouse
+from adapters.warehouses import OpenWarehouse, connect
+from mailers.config import WarehouseConfig
 from mailers.errors import WarehouseError
 from mailers.ingest import IngestReport, ingest, landed_files
 from mailers.keys import message_key
 from mailers.ledger import LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter
 from mailers.tables import LANDED_FILES_TABLE, ensure_tables
+from mailers.warehouse import Warehouse
 
 ACCOUNT = "acme_sandbox_a"
 
 
 @pytest.fixture
-def warehouse(tmp_path: Path) -> Iterator[DuckDBWarehouse]:
-    with DuckDBWarehouse(tmp_path / "warehouse.duckdb") as wh:
+def warehouse(tmp_path: Path, engine_config: WarehouseConfig) -> Iterator[OpenWarehouse]:
+    with connect(engine_config, tmp_path) as wh:
         ensure_tables(wh)
         yield wh
 
@@ -80,22 +83,22 @@ def land(landing: Path, name: str, *lines: dict[str, Any] | str) -> Path:
     return path
 
 
-def run(warehouse: DuckDBWarehouse, landing: Path) -> IngestReport:
+def run(warehouse: Warehouse, landing: Path) -> IngestReport:
     return ingest(warehouse, landing, event_parser)
 
 
-def events(warehouse: DuckDBWarehouse) -> list[dict[str, Any]]:
+def events(warehouse: Warehouse) -> list[dict[str, Any]]:
     return warehouse.query("select * from mailers.events order by event_id").to_pylist()
 
 
-def suppressions(warehouse: DuckDBWarehouse) -> list[dict[str, Any]]:
+def suppressions(warehouse: Warehouse) -> list[dict[str, Any]]:
     return warehouse.query(
         "select address, scope, workspace, stream, source, event_id "
         "from mailers.suppressions order by address, source"
     ).to_pylist()
 
 
-def test_events_land_with_their_fields(warehouse: DuckDBWarehouse, landing: Path) -> None:
+def test_events_land_with_their_fields(warehouse: Warehouse, landing: Path) -> None:
     land(
         landing,
         "20261123T080000-a.jsonl",
@@ -131,9 +134,7 @@ def test_events_land_with_their_fields(warehouse: DuckDBWarehouse, landing: Path
     assert stored[2]["url"] == "https://example.test/landing"
 
 
-def test_repeated_event_id_across_files_is_stored_once(
-    warehouse: DuckDBWarehouse, landing: Path
-) -> None:
+def test_repeated_event_id_across_files_is_stored_once(warehouse: Warehouse, landing: Path) -> None:
     land(landing, "1.jsonl", event("sbx-1", "delivered"))
     land(landing, "2.jsonl", event("sbx-1", "delivered"), event("sbx-2", "open"))
 
@@ -147,7 +148,7 @@ def test_repeated_event_id_across_files_is_stored_once(
 
 
 def test_repeated_event_id_within_a_file_is_stored_once(
-    warehouse: DuckDBWarehouse, landing: Path
+    warehouse: Warehouse, landing: Path
 ) -> None:
     land(landing, "1.jsonl", event("sbx-1", "open"), event("sbx-1", "open"))
 
@@ -157,9 +158,7 @@ def test_repeated_event_id_within_a_file_is_stored_once(
     assert (report.counts["events_new"], report.counts["events_duplicate"]) == (1, 1)
 
 
-def test_repeated_event_in_a_later_run_is_a_duplicate(
-    warehouse: DuckDBWarehouse, landing: Path
-) -> None:
+def test_repeated_event_in_a_later_run_is_a_duplicate(warehouse: Warehouse, landing: Path) -> None:
     land(landing, "1.jsonl", event("sbx-1", "bounce", "gone@example.com"))
     run(warehouse, landing)
     land(landing, "2.jsonl", event("sbx-1", "bounce", "gone@example.com"))
@@ -172,9 +171,7 @@ def test_repeated_event_in_a_later_run_is_a_duplicate(
     assert len(suppressions(warehouse)) == 1
 
 
-def test_hard_bounce_suppresses_for_the_workspace(
-    warehouse: DuckDBWarehouse, landing: Path
-) -> None:
+def test_hard_bounce_suppresses_for_the_workspace(warehouse: Warehouse, landing: Path) -> None:
     land(
         landing,
         "1.jsonl",
@@ -198,7 +195,7 @@ def test_hard_bounce_suppresses_for_the_workspace(
     assert reason == "550 5.1.1 no such user"
 
 
-def test_complaint_suppresses_for_the_workspace(warehouse: DuckDBWarehouse, landing: Path) -> None:
+def test_complaint_suppresses_for_the_workspace(warehouse: Warehouse, landing: Path) -> None:
     land(landing, "1.jsonl", event("sbx-d", "delivered", "angry@example.com"))
     land(landing, "2.jsonl", event("sbx-c", "complaint", "angry@example.com"))
 
@@ -216,7 +213,7 @@ def test_complaint_suppresses_for_the_workspace(warehouse: DuckDBWarehouse, land
     ]
 
 
-def test_unsubscribe_suppresses_for_the_stream(warehouse: DuckDBWarehouse, landing: Path) -> None:
+def test_unsubscribe_suppresses_for_the_stream(warehouse: Warehouse, landing: Path) -> None:
     land(landing, "1.jsonl", event("sbx-u", "unsubscribe", "bye@example.com"))
 
     run(warehouse, landing)
@@ -234,7 +231,7 @@ def test_unsubscribe_suppresses_for_the_stream(warehouse: DuckDBWarehouse, landi
 
 
 def test_suppression_context_comes_from_the_ledger_when_the_event_lacks_it(
-    warehouse: DuckDBWarehouse, landing: Path
+    warehouse: Warehouse, landing: Path
 ) -> None:
     recipient = "Quiet@Example.com"
     ledger = LedgerWriter(
@@ -280,7 +277,7 @@ def test_suppression_context_comes_from_the_ledger_when_the_event_lacks_it(
 
 
 def accepted_with_id(
-    warehouse: DuckDBWarehouse, recipient: str, provider_message_id: str, account: str = ACCOUNT
+    warehouse: Warehouse, recipient: str, provider_message_id: str, account: str = ACCOUNT
 ) -> None:
     """A ledger row of an accepted message of globex that carries the provider's id."""
     ledger = LedgerWriter(
@@ -302,7 +299,7 @@ def accepted_with_id(
 
 
 def test_an_event_without_our_key_finds_its_message_by_provider_message_id(
-    warehouse: DuckDBWarehouse, landing: Path
+    warehouse: Warehouse, landing: Path
 ) -> None:
     recipient = "polled@example.com"
     accepted_with_id(warehouse, recipient, "sbx-p-msg@sandbox.mailers.test")
@@ -324,7 +321,7 @@ def test_an_event_without_our_key_finds_its_message_by_provider_message_id(
 
 
 def test_a_provider_message_id_of_two_messages_or_another_account_suppresses_nobody(
-    warehouse: DuckDBWarehouse, landing: Path
+    warehouse: Warehouse, landing: Path
 ) -> None:
     shared = "sbx-p-msg@sandbox.mailers.test"
     accepted_with_id(warehouse, "one@example.com", shared)
@@ -344,9 +341,7 @@ def test_a_provider_message_id_of_two_messages_or_another_account_suppresses_nob
 
 
 @pytest.mark.parametrize("name", ["soft_bounce", "deferral", "delivered", "open", "click"])
-def test_other_events_add_no_suppression(
-    warehouse: DuckDBWarehouse, landing: Path, name: str
-) -> None:
+def test_other_events_add_no_suppression(warehouse: Warehouse, landing: Path, name: str) -> None:
     land(landing, "1.jsonl", event("sbx-x", name, "fine@example.com"))
 
     report = run(warehouse, landing)
@@ -356,7 +351,7 @@ def test_other_events_add_no_suppression(
     assert suppressions(warehouse) == []
 
 
-def test_soft_bounce_is_stored_as_a_soft_bounce(warehouse: DuckDBWarehouse, landing: Path) -> None:
+def test_soft_bounce_is_stored_as_a_soft_bounce(warehouse: Warehouse, landing: Path) -> None:
     land(landing, "1.jsonl", event("sbx-s", "soft_bounce", "full@example.com"))
 
     run(warehouse, landing)
@@ -366,7 +361,7 @@ def test_soft_bounce_is_stored_as_a_soft_bounce(warehouse: DuckDBWarehouse, land
 
 
 def test_suppressing_event_without_any_address_adds_nothing(
-    warehouse: DuckDBWarehouse, landing: Path
+    warehouse: Warehouse, landing: Path
 ) -> None:
     land(landing, "1.jsonl", event("sbx-b", "bounce", None, metadata={}))
 
@@ -377,7 +372,7 @@ def test_suppressing_event_without_any_address_adds_nothing(
 
 
 def test_line_that_is_not_json_becomes_an_unknown_event(
-    warehouse: DuckDBWarehouse, landing: Path
+    warehouse: Warehouse, landing: Path
 ) -> None:
     land(
         landing,
@@ -399,9 +394,7 @@ def test_line_that_is_not_json_becomes_an_unknown_event(
     assert garbled["provider_account"] == ACCOUNT
 
 
-def test_identical_unparseable_lines_are_all_kept(
-    warehouse: DuckDBWarehouse, landing: Path
-) -> None:
+def test_identical_unparseable_lines_are_all_kept(warehouse: Warehouse, landing: Path) -> None:
     land(landing, "1.jsonl", "garbage", "garbage")
 
     report = run(warehouse, landing)
@@ -409,7 +402,7 @@ def test_identical_unparseable_lines_are_all_kept(
     assert report.counts["events_new"] == 2
 
 
-def test_blank_lines_are_skipped(warehouse: DuckDBWarehouse, landing: Path) -> None:
+def test_blank_lines_are_skipped(warehouse: Warehouse, landing: Path) -> None:
     land(landing, "1.jsonl", event("sbx-1", "delivered"), "", "   ")
 
     assert run(warehouse, landing).counts["events_parsed"] == 1
@@ -417,7 +410,7 @@ def test_blank_lines_are_skipped(warehouse: DuckDBWarehouse, landing: Path) -> N
 
 @pytest.mark.parametrize("line", ["[1, 2]", "null", '"text"', "42"])
 def test_json_line_that_is_not_an_object_becomes_unknown(
-    warehouse: DuckDBWarehouse, landing: Path, line: str
+    warehouse: Warehouse, landing: Path, line: str
 ) -> None:
     land(landing, "1.jsonl", event("sbx-1", "delivered"), line)
 
@@ -426,7 +419,7 @@ def test_json_line_that_is_not_an_object_becomes_unknown(
     assert report.by_type == {"delivered": 1, "unknown": 1}
 
 
-def test_rerun_loads_nothing_new(warehouse: DuckDBWarehouse, landing: Path) -> None:
+def test_rerun_loads_nothing_new(warehouse: Warehouse, landing: Path) -> None:
     land(landing, "1.jsonl", event("sbx-1", "delivered"), event("sbx-2", "bounce"))
     run(warehouse, landing)
 
@@ -440,7 +433,7 @@ def test_rerun_loads_nothing_new(warehouse: DuckDBWarehouse, landing: Path) -> N
     ] == [(f"sandbox/{ACCOUNT}/1.jsonl", ACCOUNT, 2)]
 
 
-def test_new_files_are_picked_up_by_a_later_run(warehouse: DuckDBWarehouse, landing: Path) -> None:
+def test_new_files_are_picked_up_by_a_later_run(warehouse: Warehouse, landing: Path) -> None:
     land(landing, "1.jsonl", event("sbx-1", "delivered"))
     run(warehouse, landing)
     land(landing, "2.jsonl", event("sbx-2", "open"))
@@ -451,9 +444,7 @@ def test_new_files_are_picked_up_by_a_later_run(warehouse: DuckDBWarehouse, land
     assert report.counts["events_new"] == 1
 
 
-def test_partial_files_are_ignored_until_complete(
-    warehouse: DuckDBWarehouse, landing: Path
-) -> None:
+def test_partial_files_are_ignored_until_complete(warehouse: Warehouse, landing: Path) -> None:
     # The sandbox writes ".<name>.partial" and renames it when complete.
     partial = land(landing, ".2.jsonl.partial", event("sbx-p", "delivered"))
     land(landing, "1.jsonl", event("sbx-1", "delivered"))
@@ -469,7 +460,7 @@ def test_partial_files_are_ignored_until_complete(
     assert [row["event_id"] for row in events(warehouse)] == ["sbx-1", "sbx-p"]
 
 
-def test_missing_landing_dir_loads_nothing(warehouse: DuckDBWarehouse, tmp_path: Path) -> None:
+def test_missing_landing_dir_loads_nothing(warehouse: Warehouse, tmp_path: Path) -> None:
     report = run(warehouse, tmp_path / "does-not-exist")
 
     assert report.counts["files"] == 0
@@ -490,7 +481,7 @@ def test_files_are_found_per_kind_and_account(landing: Path) -> None:
 
 
 def test_a_failed_file_leaves_nothing_half_done(
-    warehouse: DuckDBWarehouse, landing: Path, monkeypatch: pytest.MonkeyPatch
+    warehouse: Warehouse, landing: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     land(landing, "1.jsonl", event("sbx-b", "bounce", "gone@example.com"))
     real_append = warehouse.append
@@ -515,7 +506,7 @@ def test_a_failed_file_leaves_nothing_half_done(
 
 
 def test_line_with_a_non_string_event_id_does_not_abort_ingestion(
-    warehouse: DuckDBWarehouse, landing: Path
+    warehouse: Warehouse, landing: Path
 ) -> None:
     odd = {**event("ignored", "open"), "id": 5}
     land(landing, "1.jsonl", event("sbx-1", "delivered"), odd)

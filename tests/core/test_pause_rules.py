@@ -1,4 +1,4 @@
-"""Automatic pause rules on a real DuckDB file: synthetic ledger rows and events."""
+"""Automatic pause rules on each warehouse engine: synthetic ledger rows and events."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import pytest
 
 from adapters.providers.registry import event_parser
 from adapters.settings import load
-from adapters.warehouses.duckdb import DuckDBWarehouse
+from adapters.warehouses import OpenWarehouse, connect
 from mailers.clock import FixedClock, utcnow
-from mailers.config import Settings
+from mailers.config import Settings, WarehouseConfig
 from mailers.errors import ConfigError
 from mailers.events import EVENTS_SCHEMA
 from mailers.feedback import LandedFeedback
@@ -37,7 +37,7 @@ from mailers.pause_rules import (
 from mailers.pauses import PauseBoard, PauseLevel, PauseScope
 from mailers.rules_config import PauseRulesConfig
 from mailers.tables import ensure_tables
-from mailers.warehouse import MAILERS_SCHEMA
+from mailers.warehouse import MAILERS_SCHEMA, Warehouse
 
 from .support import ConfigEditor
 
@@ -45,14 +45,14 @@ RULES = PauseRulesConfig()
 
 
 @pytest.fixture
-def warehouse(tmp_path: Path) -> Iterator[DuckDBWarehouse]:
-    with DuckDBWarehouse(tmp_path / "w.duckdb") as wh:
+def warehouse(tmp_path: Path, engine_config: WarehouseConfig) -> Iterator[OpenWarehouse]:
+    with connect(engine_config, tmp_path) as wh:
         ensure_tables(wh)
         yield wh
 
 
 def accepted(
-    warehouse: DuckDBWarehouse,
+    warehouse: Warehouse,
     count: int,
     *,
     ago: timedelta = timedelta(minutes=10),
@@ -108,7 +108,7 @@ def event_rows(keys: list[str], kind: str) -> list[dict[str, Any]]:
     ]
 
 
-def loaded_events(warehouse: DuckDBWarehouse, keys: list[str], kind: str = "hard") -> None:
+def loaded_events(warehouse: Warehouse, keys: list[str], kind: str = "hard") -> None:
     table = pa.Table.from_pylist(event_rows(keys, kind), schema=EVENTS_SCHEMA)
     warehouse.append(MAILERS_SCHEMA, "events", table)
 
@@ -118,7 +118,7 @@ def summary(findings: list[Trip | RateWarning]) -> list[tuple[str, str, str, flo
 
 
 def test_below_the_minimum_volume_nothing_trips(
-    warehouse: DuckDBWarehouse, fixed_clock: FixedClock
+    warehouse: Warehouse, fixed_clock: FixedClock
 ) -> None:
     keys = accepted(warehouse, 299)
     loaded_events(warehouse, keys[:150])
@@ -129,7 +129,7 @@ def test_below_the_minimum_volume_nothing_trips(
 
 
 def test_warn_then_pause_on_hard_bounces_and_complaints(
-    warehouse: DuckDBWarehouse, fixed_clock: FixedClock
+    warehouse: Warehouse, fixed_clock: FixedClock
 ) -> None:
     keys = accepted(warehouse, 2500)
     loaded_events(warehouse, keys[:50])  # 2%: the warning level
@@ -158,7 +158,7 @@ def test_warn_then_pause_on_hard_bounces_and_complaints(
     assert (trip[0].bad, trip[0].volume) == (100, 2500)
 
 
-def test_the_short_and_the_long_window(warehouse: DuckDBWarehouse, fixed_clock: FixedClock) -> None:
+def test_the_short_and_the_long_window(warehouse: Warehouse, fixed_clock: FixedClock) -> None:
     keys = accepted(warehouse, 400, ago=timedelta(hours=3))
     loaded_events(warehouse, keys[:20])
     found = evaluate(warehouse, "acme", RULES)
@@ -174,7 +174,7 @@ def test_the_short_and_the_long_window(warehouse: DuckDBWarehouse, fixed_clock: 
 
 
 def test_the_narrowest_scope_that_explains_the_rate_trips(
-    warehouse: DuckDBWarehouse, fixed_clock: FixedClock
+    warehouse: Warehouse, fixed_clock: FixedClock
 ) -> None:
     # A bad list on lifecycle: account a (which also carries clean transactional mail) is
     # over only because of it, so the stream is paused and account a keeps sending.
@@ -186,7 +186,7 @@ def test_the_narrowest_scope_that_explains_the_rate_trips(
 
 
 def test_an_account_with_a_bad_reputation_trips_alone(
-    warehouse: DuckDBWarehouse, fixed_clock: FixedClock
+    warehouse: Warehouse, fixed_clock: FixedClock
 ) -> None:
     bad = accepted(warehouse, 400, account="acme_sandbox_b")
     accepted(warehouse, 400, account="acme_sandbox_a")
@@ -198,7 +198,7 @@ def test_an_account_with_a_bad_reputation_trips_alone(
 
 
 def test_other_workspaces_and_streams_do_not_count(
-    warehouse: DuckDBWarehouse, fixed_clock: FixedClock
+    warehouse: Warehouse, fixed_clock: FixedClock
 ) -> None:
     accepted(warehouse, 1000)
     noisy = accepted(
@@ -235,7 +235,7 @@ def sandbox_lines(keys: list[str], event: str) -> list[bytes]:
 
 
 def test_landed_but_unloaded_feedback_counts(
-    warehouse: DuckDBWarehouse, tmp_path: Path, fixed_clock: FixedClock
+    warehouse: Warehouse, tmp_path: Path, fixed_clock: FixedClock
 ) -> None:
     landing = tmp_path / "landing"
     keys = accepted(warehouse, 400)
@@ -265,7 +265,7 @@ def settings(tmp_path: Path) -> Settings:
 
 
 def test_apply_pauses_with_evidence_alerts_once_and_a_resume_forgives(
-    warehouse: DuckDBWarehouse,
+    warehouse: Warehouse,
     settings: Settings,
     fixed_clock: FixedClock,
     caplog: pytest.LogCaptureFixture,
@@ -305,7 +305,7 @@ def test_apply_pauses_with_evidence_alerts_once_and_a_resume_forgives(
 
 
 def test_live_rules_evaluate_only_when_feedback_lands_or_the_recheck_is_due(
-    warehouse: DuckDBWarehouse,
+    warehouse: Warehouse,
     settings: Settings,
     fixed_clock: FixedClock,
     caplog: pytest.LogCaptureFixture,
@@ -351,7 +351,7 @@ def test_rules_config_is_validated_strictly(
 
 
 def test_when_every_part_of_a_scope_trips_the_scope_itself_does(
-    warehouse: DuckDBWarehouse, fixed_clock: FixedClock
+    warehouse: Warehouse, fixed_clock: FixedClock
 ) -> None:
     # Two identities of one stream, both over: the stream (and not each identity) is paused;
     # the account sends the same messages, so the stream, the narrower in config, explains it.
@@ -366,9 +366,7 @@ def test_when_every_part_of_a_scope_trips_the_scope_itself_does(
     ]
 
 
-def test_a_poll_lists_only_the_folders_that_changed(
-    warehouse: DuckDBWarehouse, tmp_path: Path
-) -> None:
+def test_a_poll_lists_only_the_folders_that_changed(warehouse: Warehouse, tmp_path: Path) -> None:
     landing = tmp_path / "landing"
     keys = [uuid.uuid4().hex for _ in range(4)]
     first = land(landing, "sandbox", "acme_sandbox_a", sandbox_lines(keys[:1], "bounce"))
@@ -390,7 +388,7 @@ def test_a_poll_lists_only_the_folders_that_changed(
 
 
 def test_an_event_without_our_key_counts_by_its_provider_message_id(
-    warehouse: DuckDBWarehouse, fixed_clock: FixedClock
+    warehouse: Warehouse, fixed_clock: FixedClock
 ) -> None:
     keys = accepted(warehouse, 400)
     rows = event_rows(keys[:16], "hard")

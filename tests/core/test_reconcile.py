@@ -1,4 +1,4 @@
-"""Reconciling messages in doubt, on a real DuckDB ledger.
+"""Reconciling messages in doubt, on a real ledger (DuckDB and Postgres).
 
 The provider side here is a record of accepted keys behind the ``MessageLookup`` protocol;
 the adapters' own lookups are tested against the simulator in tests/adapters.
@@ -13,13 +13,14 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from adapters.warehouses.duckdb import DuckDBWarehouse
+from adapters.warehouses import OpenWarehouse, connect
 from mailers.clock import FixedClock, use_clock
+from mailers.config import WarehouseConfig
 from mailers.events import EVENTS_SCHEMA, EVENTS_TABLE, EventType
 from mailers.ledger import LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter, latest_rows_sql
 from mailers.reconcile import InDoubt, Sighting, reconcile, window_filter
 from mailers.tables import ensure_tables
-from mailers.warehouse import MAILERS_SCHEMA
+from mailers.warehouse import MAILERS_SCHEMA, Warehouse
 
 WINDOW = "2027-01-04T08:00:00Z"
 DISPATCHED = datetime(2027, 1, 4, 8, 0, 5)
@@ -54,14 +55,16 @@ def clock() -> Iterator[FixedClock]:
 
 
 @pytest.fixture
-def warehouse(tmp_path: Path, clock: FixedClock) -> Iterator[DuckDBWarehouse]:
-    with DuckDBWarehouse(tmp_path / "w.duckdb") as warehouse:
+def warehouse(
+    tmp_path: Path, clock: FixedClock, engine_config: WarehouseConfig
+) -> Iterator[OpenWarehouse]:
+    with connect(engine_config, tmp_path) as warehouse:
         ensure_tables(warehouse)
         yield warehouse
 
 
 def in_doubt(
-    warehouse: DuckDBWarehouse, *keys: str, account: str = "acct", context: LedgerContext = CONTEXT
+    warehouse: Warehouse, *keys: str, account: str = "acct", context: LedgerContext = CONTEXT
 ) -> None:
     """Ledger rows of messages handed to ``account`` and left without an answer."""
     writer = LedgerWriter(warehouse, context)
@@ -75,7 +78,7 @@ def in_doubt(
 
 
 def land_event(
-    warehouse: DuckDBWarehouse,
+    warehouse: Warehouse,
     key: str,
     event_type: EventType,
     pmid: str,
@@ -98,13 +101,13 @@ def land_event(
     warehouse.append(MAILERS_SCHEMA, EVENTS_TABLE, pa.Table.from_pylist([row], EVENTS_SCHEMA))
 
 
-def latest(warehouse: DuckDBWarehouse) -> dict[str, tuple[str, str | None]]:
+def latest(warehouse: Warehouse) -> dict[str, tuple[str, str | None]]:
     rows = warehouse.query(latest_rows_sql(warehouse)).to_pylist()
     return {r["message_key"]: (r["status"], r["provider_message_id"]) for r in rows}
 
 
 def test_a_landed_event_proves_acceptance_and_a_rejection_is_not_read_as_one(
-    warehouse: DuckDBWarehouse,
+    warehouse: Warehouse,
 ) -> None:
     in_doubt(warehouse, "delivered", "refused", "silent")
     land_event(warehouse, "delivered", EventType.DELIVERED, "pm-1")
@@ -123,7 +126,7 @@ def test_a_landed_event_proves_acceptance_and_a_rejection_is_not_read_as_one(
 
 
 def test_an_event_without_our_key_settles_the_message_whose_rows_carry_its_id(
-    warehouse: DuckDBWarehouse,
+    warehouse: Warehouse,
 ) -> None:
     writer = LedgerWriter(warehouse, CONTEXT)
     for status in (LedgerStatus.DISPATCHING, LedgerStatus.UNKNOWN):
@@ -154,7 +157,7 @@ def test_an_event_without_our_key_settles_the_message_whose_rows_carry_its_id(
 
 
 def test_the_providers_records_settle_found_and_absent_messages(
-    warehouse: DuckDBWarehouse, clock: FixedClock
+    warehouse: Warehouse, clock: FixedClock
 ) -> None:
     in_doubt(warehouse, "took", "never")
     records = ProviderRecords({"took": "pm-9"}, absent_after=300)
@@ -175,7 +178,7 @@ def test_the_providers_records_settle_found_and_absent_messages(
 
 
 def test_no_record_right_after_the_hand_over_proves_nothing(
-    warehouse: DuckDBWarehouse, clock: FixedClock
+    warehouse: Warehouse, clock: FixedClock
 ) -> None:
     in_doubt(warehouse, "recent")
     clock.advance(10)
@@ -186,7 +189,7 @@ def test_no_record_right_after_the_hand_over_proves_nothing(
     assert report.still_unknown == {"acct": 1}
 
 
-def test_a_failing_lookup_leaves_the_doubt_and_says_why(warehouse: DuckDBWarehouse) -> None:
+def test_a_failing_lookup_leaves_the_doubt_and_says_why(warehouse: Warehouse) -> None:
     in_doubt(warehouse, "a", "b")
     records = ProviderRecords({"a": "pm-1"})
     records.fail = ConnectionError("provider search is down")
@@ -199,7 +202,7 @@ def test_a_failing_lookup_leaves_the_doubt_and_says_why(warehouse: DuckDBWarehou
 
 
 def test_only_the_window_asked_for_is_reconciled_and_a_second_pass_does_nothing(
-    warehouse: DuckDBWarehouse, clock: FixedClock
+    warehouse: Warehouse, clock: FixedClock
 ) -> None:
     other = LedgerContext("acme", "lifecycle", "pro_tips", "2027-01-11T08:00:00Z", "run-2")
     in_doubt(warehouse, "this-window")

@@ -13,8 +13,9 @@ import pyarrow as pa
 import pytest
 
 from adapters.providers.registry import SPECS, event_parser
-from adapters.warehouses.duckdb import DuckDBWarehouse
+from adapters.warehouses import OpenWarehouse, connect
 from mailers.clock import FixedClock, utcnow
+from mailers.config import WarehouseConfig
 from mailers.events import EVENTS_TABLE
 from mailers.feedback import LandedFeedback
 from mailers.ingest import ingest, landed_files, parse_file
@@ -25,17 +26,17 @@ from mailers.suppression import SUPPRESSIONS_TABLE
 from mailers.tables import ensure_tables
 from mailers.unsubscribe import UnsubscribeClaim
 from mailers.unsubscribe_landing import UNSUBSCRIBE_KIND, event_id, landing_line, parse
-from mailers.warehouse import MAILERS_SCHEMA
+from mailers.warehouse import MAILERS_SCHEMA, Warehouse
 
 
 @pytest.fixture
-def warehouse(tmp_path: Path) -> Iterator[DuckDBWarehouse]:
-    with DuckDBWarehouse(tmp_path / "warehouse.duckdb") as wh:
+def warehouse(tmp_path: Path, engine_config: WarehouseConfig) -> Iterator[OpenWarehouse]:
+    with connect(engine_config, tmp_path) as wh:
         ensure_tables(wh)
         yield wh
 
 
-def sent(warehouse: DuckDBWarehouse, recipient: str, stream: str = "lifecycle") -> str:
+def sent(warehouse: Warehouse, recipient: str, stream: str = "lifecycle") -> str:
     """One message accepted for ``recipient`` on acme's ``stream``; returns its key."""
     key = uuid.uuid4().hex
     row = {
@@ -100,7 +101,7 @@ def test_a_line_that_is_no_unsubscribe_record_is_refused(line: bytes) -> None:
 
 
 def test_ingest_suppresses_the_messages_recipient_for_its_stream_once(
-    warehouse: DuckDBWarehouse, tmp_path: Path
+    warehouse: Warehouse, tmp_path: Path
 ) -> None:
     landing = tmp_path / "landing"
     key = sent(warehouse, "Ann@Example.com")
@@ -133,7 +134,7 @@ def test_ingest_suppresses_the_messages_recipient_for_its_stream_once(
 
 
 def test_a_send_sees_a_landed_unsubscribe_before_ingestion(
-    warehouse: DuckDBWarehouse, tmp_path: Path
+    warehouse: Warehouse, tmp_path: Path
 ) -> None:
     landing = tmp_path / "landing"
     key = sent(warehouse, "bob@example.com")
