@@ -1,8 +1,9 @@
 """The ``ledger:`` section of the config: whether and how sends journal their ledger rows.
 
-See :mod:`mailers.ledger_journal`. ``journal: auto`` journals on warehouses where each
-statement is costly (remote engines with per-table quotas) and writes straight through on
-the embedded DuckDB, where an append is a local transaction.
+See :mod:`mailers.ledger_journal`. ``journal: auto`` journals on the warehouses where each
+statement is costly (:data:`JOURNALED_BY_DEFAULT`: per-statement latency and cost, per-table
+load-job quotas) and writes straight through on DuckDB and Postgres, where an append is a
+cheap transaction.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+JOURNALED_BY_DEFAULT = frozenset({"bigquery", "snowflake"})
+"""Warehouse kinds whose sends journal their ledger rows under ``journal: auto``."""
 
 
 class JournalConfig(BaseModel):
@@ -32,5 +36,5 @@ class JournalConfig(BaseModel):
     def enabled(self, warehouse_kind: str) -> bool:
         """Whether a send on a warehouse of ``warehouse_kind`` journals its ledger rows."""
         if self.journal == "auto":
-            return warehouse_kind != "duckdb"
+            return warehouse_kind in JOURNALED_BY_DEFAULT
         return self.journal == "on"

@@ -56,7 +56,7 @@ from mailers.clock import utcnow
 from mailers.config import Settings
 from mailers.journal_config import JournalConfig
 from mailers.ledger import LEDGER_SCHEMA, LEDGER_TABLE
-from mailers.warehouse import MAILERS_SCHEMA, Dialect, Warehouse
+from mailers.warehouse import MAILERS_SCHEMA, Dialect, Warehouse, WarehouseCapabilities
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +290,10 @@ class JournaledWarehouse:
         return self.inner.dialect
 
     @property
+    def capabilities(self) -> WarehouseCapabilities:
+        return self.inner.capabilities
+
+    @property
     def journals(self) -> list[JournalFile]:
         """The journal files of this run (one per table it appended to)."""
         return list(self._journals.values())
@@ -369,6 +373,10 @@ class JournaledWarehouse:
     def query(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
         self._before(sql)
         return self.inner.query(sql, params)
+
+    def replace_table(self, schema: str, table: str, query: str) -> str:
+        self._before(query)
+        return self.inner.replace_table(schema, table, query)
 
     def stream(
         self, sql: str, params: Sequence[Any] = (), batch_rows: int = 10_000

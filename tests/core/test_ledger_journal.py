@@ -15,8 +15,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from adapters.warehouses.duckdb import DuckDBWarehouse
+from adapters.warehouses import connect
 from mailers.affinity import FirstSend, affinity_sql, record_first_sends
+from mailers.config import WarehouseConfig
 from mailers.errors import WarehouseError
 from mailers.journal_config import JournalConfig
 from mailers.ledger import LEDGER_TABLE, LedgerContext, LedgerEntry, LedgerStatus, LedgerWriter
@@ -38,7 +39,7 @@ CONTEXT = LedgerContext("acme", "lifecycle", "pro_tips", "once", "run-1")
 class CountingWarehouse:
     """A DuckDB warehouse that counts the statements and appends that reach it."""
 
-    def __init__(self, inner: DuckDBWarehouse) -> None:
+    def __init__(self, inner: Warehouse) -> None:
         self.inner = inner
         self.writes = 0
 
@@ -56,8 +57,9 @@ class CountingWarehouse:
 
 
 @pytest.fixture
-def warehouse(tmp_path: Path) -> Iterator[DuckDBWarehouse]:
-    with DuckDBWarehouse(tmp_path / "w.duckdb") as opened:
+def warehouse(tmp_path: Path, engine_config: WarehouseConfig) -> Iterator[Warehouse]:
+    """A warehouse with Mailers' tables, on each engine in turn."""
+    with connect(engine_config, tmp_path) as opened:
         ensure_tables(opened)
         yield opened
 
@@ -73,7 +75,7 @@ def stored(warehouse: Warehouse) -> int:
     return int(warehouse.query(f"select count(*) from mailers.{LEDGER_TABLE}").column(0)[0].as_py())
 
 
-def test_rows_are_buffered_then_loaded_in_bulk(warehouse: DuckDBWarehouse, tmp_path: Path) -> None:
+def test_rows_are_buffered_then_loaded_in_bulk(warehouse: Warehouse, tmp_path: Path) -> None:
     counting = CountingWarehouse(warehouse)
     journaled = JournaledWarehouse(
         counting,
@@ -96,7 +98,7 @@ def test_rows_are_buffered_then_loaded_in_bulk(warehouse: DuckDBWarehouse, tmp_p
 
 
 def test_a_ledger_read_through_the_wrapper_sees_every_recorded_row(
-    warehouse: DuckDBWarehouse, tmp_path: Path
+    warehouse: Warehouse, tmp_path: Path
 ) -> None:
     with JournaledWarehouse(warehouse, tmp_path / "journal", "run-1") as journaled:
         writer = LedgerWriter(journaled, CONTEXT)
@@ -113,7 +115,7 @@ def test_a_ledger_read_through_the_wrapper_sees_every_recorded_row(
 
 
 def test_appends_inside_a_transaction_commit_or_roll_back_with_it(
-    warehouse: DuckDBWarehouse, tmp_path: Path
+    warehouse: Warehouse, tmp_path: Path
 ) -> None:
     with JournaledWarehouse(warehouse, tmp_path / "journal", "run-1") as journaled:
         writer = LedgerWriter(journaled, CONTEXT)
@@ -127,9 +129,7 @@ def test_appends_inside_a_transaction_commit_or_roll_back_with_it(
         assert stored(warehouse) == 4
 
 
-def test_a_killed_writers_rows_are_recovered_once(
-    warehouse: DuckDBWarehouse, tmp_path: Path
-) -> None:
+def test_a_killed_writers_rows_are_recovered_once(warehouse: Warehouse, tmp_path: Path) -> None:
     directory = tmp_path / "journal"
     script = (
         "import sys, time\n"
@@ -184,7 +184,7 @@ def test_a_journal_killed_before_its_schema_reads_empty(tmp_path: Path) -> None:
     assert read_journal(empty).num_rows == 0
 
 
-def test_loading_the_same_rows_twice_adds_nothing(warehouse: DuckDBWarehouse) -> None:
+def test_loading_the_same_rows_twice_adds_nothing(warehouse: Warehouse) -> None:
     rows = LedgerWriter.table_of(CONTEXT, entries(0, 50))
     assert load_rows(warehouse, rows) == 50
     assert load_rows(warehouse, rows) == 0  # a retried load, or a journal recovered twice
@@ -192,7 +192,7 @@ def test_loading_the_same_rows_twice_adds_nothing(warehouse: DuckDBWarehouse) ->
 
 
 def test_a_failed_load_keeps_the_journal_for_the_next_run(
-    warehouse: DuckDBWarehouse, tmp_path: Path
+    warehouse: Warehouse, tmp_path: Path
 ) -> None:
     directory = tmp_path / "journal"
     journaled = JournaledWarehouse(warehouse, directory, "run-1")
@@ -207,7 +207,7 @@ def test_a_failed_load_keeps_the_journal_for_the_next_run(
 
 
 def test_a_body_that_fails_still_loads_what_it_recorded(
-    warehouse: DuckDBWarehouse, tmp_path: Path
+    warehouse: Warehouse, tmp_path: Path
 ) -> None:
     with pytest.raises(RuntimeError), JournaledWarehouse(warehouse, tmp_path, "run-1") as journaled:
         LedgerWriter(journaled, CONTEXT).record(entries(0, 2))
@@ -215,7 +215,7 @@ def test_a_body_that_fails_still_loads_what_it_recorded(
     assert stored(warehouse) == 2
 
 
-def test_other_tables_write_straight_through(warehouse: DuckDBWarehouse, tmp_path: Path) -> None:
+def test_other_tables_write_straight_through(warehouse: Warehouse, tmp_path: Path) -> None:
     with JournaledWarehouse(warehouse, tmp_path, "run-1") as journaled:
         journaled.append(
             MAILERS_SCHEMA,
@@ -240,14 +240,13 @@ def test_other_tables_write_straight_through(warehouse: DuckDBWarehouse, tmp_pat
 
 def test_the_config_turns_the_journal_on_for_remote_warehouses() -> None:
     assert not JournalConfig().enabled("duckdb")
+    assert not JournalConfig().enabled("postgres")
     assert JournalConfig().enabled("bigquery")
     assert JournalConfig(journal="on").enabled("duckdb")
     assert not JournalConfig(journal="off").enabled("snowflake")
 
 
-def test_first_sends_are_journaled_and_loaded_once(
-    warehouse: DuckDBWarehouse, tmp_path: Path
-) -> None:
+def test_first_sends_are_journaled_and_loaded_once(warehouse: Warehouse, tmp_path: Path) -> None:
     directory = tmp_path / "journal"
     sends = [FirstSend(f"R{n}@example.com", "pm", "news", f"k{n}") for n in range(4)]
     journaled = JournaledWarehouse(warehouse, directory, "run-1")
