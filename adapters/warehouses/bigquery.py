@@ -274,6 +274,8 @@ class BigQueryWarehouse:
         self.capabilities = CAPABILITIES
         self.load_jobs = 0
         """Load jobs this warehouse ran (each counts against its table's daily quota)."""
+        self.query_jobs = 0
+        """Query jobs (statements) this warehouse ran."""
         self._session_id: str | None = None
         self._transaction_depth = 0
         self._depth_lock = threading.Lock()
@@ -323,6 +325,7 @@ class BigQueryWarehouse:
         from google.api_core import exceptions
 
         try:
+            self.query_jobs += 1
             job = self.client.query(
                 sql, job_config=self._job_config(params, **extra), location=self.config.location
             )
