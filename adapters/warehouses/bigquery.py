@@ -288,6 +288,8 @@ class BigQueryWarehouse:
                 self._job("CALL BQ.ABORT_SESSION()", ())
             self._session_id = None
         self.client.close()
+        if self.storage_client is not None:
+            self.storage_client.transport.close()
 
     def __enter__(self) -> BigQueryWarehouse:
         return self

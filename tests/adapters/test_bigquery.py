@@ -10,6 +10,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -26,6 +27,9 @@ from mailers.tables import OWNED_TABLES, ensure_tables
 from mailers.warehouse import MAILERS_SCHEMA, WORK_SCHEMA
 
 MOMENT = datetime(2026, 11, 23, 8, 0, 0, 123456)
+
+OFFLINE = {"kind": "bigquery", "project": "test-proj", "api_endpoint": "http://127.0.0.1:9"}
+"""A config that needs no server (for what fails before any request)."""
 
 
 def config_of(document: dict[str, Any], **overrides: Any) -> BigQueryWarehouseConfig:
@@ -234,9 +238,7 @@ def test_read_only_refuses_writes_before_any_job(bigquery_config: dict[str, Any]
         assert list(reader.client.list_datasets()) == []
 
 
-def test_missing_sdk_names_the_extra(
-    monkeypatch: pytest.MonkeyPatch, bigquery_config: dict[str, Any]
-) -> None:
+def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     real_import = builtins.__import__
 
     def no_google(name: str, *args: Any, **kwargs: Any) -> Any:
@@ -246,7 +248,37 @@ def test_missing_sdk_names_the_extra(
 
     monkeypatch.setattr(builtins, "__import__", no_google)
     with pytest.raises(ConfigError, match=r"mailers\[bigquery\]"):
-        open_bigquery(config_of(bigquery_config))
+        open_bigquery(config_of(OFFLINE, anonymous=True))
+
+
+def test_credentials_come_from_the_environment_and_stay_out_of_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = BigQueryWarehouseConfig(kind="bigquery", project="my-project-1")
+    missing = tmp_path / "absent.json"
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(missing))
+    with pytest.raises(WarehouseError, match=r"absent\.json"):
+        open_bigquery(config)
+
+    secret = "SECRETKEYMATERIAL0123456789"
+    key = tmp_path / "key.json"
+    key.write_text(
+        json.dumps(
+            {
+                "type": "service_account",
+                "project_id": "my-project-1",
+                "private_key_id": "k1",
+                "private_key": f"-----BEGIN PRIVATE KEY-----\n{secret}\n-----END PRIVATE KEY-----",
+                "client_email": "mailers@my-project-1.iam.gserviceaccount.com",
+                "client_id": "1",
+                "token_uri": "https://oauth2.googleapis.com/token",
+            }
+        )
+    )
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+    with pytest.raises(WarehouseError, match="my-project-1") as caught:
+        open_bigquery(config)
+    assert secret not in str(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -255,15 +287,14 @@ def test_missing_sdk_names_the_extra(
         ({"project": "Not_A_Project"}, "project id"),
         ({"datasets": {"mailers": "has-hyphen"}}, "dataset names"),
         ({"dataset_prefix": "bad-"}, "dataset_prefix"),
-        ({"api_endpoint": None}, "anonymous"),
+        ({"api_endpoint": None, "anonymous": True}, "anonymous"),
         ({"colour": "blue"}, "colour"),
     ],
 )
-def test_settings_name_what_is_wrong(
-    bigquery_config: dict[str, Any], overrides: dict[str, Any], fault: str
-) -> None:
+def test_settings_name_what_is_wrong(overrides: dict[str, Any], fault: str) -> None:
+    config_of(OFFLINE)
     with pytest.raises(ValidationError, match=fault):
-        config_of(bigquery_config, **overrides)
+        config_of(OFFLINE, **overrides)
 
 
 LIVE_PROJECT = "MAILERS_BIGQUERY_LIVE_PROJECT"
