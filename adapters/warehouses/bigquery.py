@@ -432,6 +432,12 @@ class BigQueryWarehouse:
         fields = {f.name: f for f in target.schema}
         unknown = [name for name in data.column_names if name not in fields]
         if unknown:
+            # The cached schema may predate columns another process has added since.
+            self._tables.pop((schema, table), None)
+            target = self._table(schema, table)
+            fields = {f.name: f for f in target.schema}
+            unknown = [name for name in data.column_names if name not in fields]
+        if unknown:
             raise WarehouseError(f"BigQuery append to {schema}.{table}: no columns {unknown}")
         columns, names = [], []
         for name, field in fields.items():

@@ -353,3 +353,18 @@ def test_live_primary_keys_are_not_enforced(live_warehouse: BigQueryWarehouse) -
     relation = wh.relation(MAILERS_SCHEMA, "keyed")
     assert wh.query(f"select count(*) as n from {relation}").to_pylist() == [{"n": 2}]
     assert wh.capabilities.enforces_primary_keys is False
+
+
+def test_append_sees_columns_another_writer_added(bigquery_config: dict[str, Any]) -> None:
+    schema = pa.schema([pa.field("id", pa.string(), nullable=False)])
+    with open_bigquery(config_of(bigquery_config)) as first:
+        first.ensure_table(MAILERS_SCHEMA, "grows", schema)
+        first.append(MAILERS_SCHEMA, "grows", pa.table({"id": ["a"]}))
+        with open_bigquery(config_of(bigquery_config)) as second:
+            second.ensure_table(MAILERS_SCHEMA, "grows", schema.append(pa.field("n", pa.int64())))
+
+        first.append(MAILERS_SCHEMA, "grows", pa.table({"id": ["b"], "n": [2]}))
+
+        relation = first.relation(MAILERS_SCHEMA, "grows")
+        rows = first.query(f"select id, n from {relation} order by id").to_pylist()
+    assert rows == [{"id": "a", "n": None}, {"id": "b", "n": 2}]
