@@ -32,6 +32,7 @@ from mailers.providers import Provider
 from mailers.sending import CampaignSender, SendContext, SendReport
 from mailers.tables import ensure_tables
 
+from .bigquery_emulator import BigQueryEmulator, ensure_venv, running_emulator
 from .postgres_server import PASSWORD_ENV, PostgresServer, binaries, running_server
 
 REPO = Path(__file__).resolve().parents[1]
@@ -319,3 +320,35 @@ def engine_config(request: pytest.FixtureRequest) -> WarehouseConfig:
         else request.getfixturevalue("postgres_config")
     )
     return TypeAdapter(WarehouseConfig).validate_python(document)
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator() -> Iterator[BigQueryEmulator]:
+    """A BigQuery emulator of this test session (one per xdist worker), in its own venv."""
+    try:
+        executable = ensure_venv()
+    except subprocess.CalledProcessError as err:
+        pytest.skip(f"cannot create the bqemulator venv (tests/bqemulator_env.sh): {err.stderr}")
+    with running_emulator(executable) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def bigquery_config(bigquery_emulator: BigQueryEmulator) -> Iterator[dict[str, Any]]:
+    """The ``warehouse:`` config of the session's emulator; every dataset a test made is
+    dropped after it, so each test starts from an empty project."""
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import bigquery
+
+    yield bigquery_emulator.warehouse_config()
+    client = bigquery.Client(
+        project=bigquery_emulator.project,
+        credentials=AnonymousCredentials(),
+        client_options=ClientOptions(
+            api_endpoint=f"http://127.0.0.1:{bigquery_emulator.rest_port}"
+        ),
+    )
+    with client:
+        for dataset in client.list_datasets():
+            client.delete_dataset(dataset.reference, delete_contents=True, not_found_ok=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, Self
 
+from adapters.warehouses.bigquery_settings import BigQueryWarehouseConfig
 from mailers.config import (
     DuckDBWarehouseConfig,
     PostgresWarehouseConfig,
@@ -49,8 +50,14 @@ def open_warehouse(settings: Settings, *, read_only: bool = False) -> OpenWareho
     return connect(settings.config.warehouse, settings.data_dir, read_only=read_only)
 
 
-def connect(config: WarehouseConfig, data_dir: Path, *, read_only: bool = False) -> OpenWarehouse:
-    """Connect to the warehouse of ``config`` (a relative DuckDB path is under ``data_dir``)."""
+def connect(
+    config: WarehouseConfig | BigQueryWarehouseConfig, data_dir: Path, *, read_only: bool = False
+) -> OpenWarehouse:
+    """Connect to the warehouse of ``config`` (a relative DuckDB path is under ``data_dir``).
+
+    ``BigQueryWarehouseConfig`` is accepted here before :data:`mailers.config.WarehouseConfig`
+    lists it (adding it there makes ``kind: bigquery`` configs load).
+    """
     if isinstance(config, DuckDBWarehouseConfig):
         from adapters.warehouses.duckdb import DuckDBWarehouse
 
@@ -64,6 +71,10 @@ def connect(config: WarehouseConfig, data_dir: Path, *, read_only: bool = False)
             None if config.password is None else config.password.resolve("warehouse.password")
         )
         return open_postgres(config, password, read_only=read_only)
+    if isinstance(config, BigQueryWarehouseConfig):
+        from adapters.warehouses.bigquery import open_bigquery
+
+        return open_bigquery(config, read_only=read_only)
     raise AssertionError(f"unhandled warehouse kind {config.kind!r}")
 
 
@@ -82,6 +93,8 @@ def describe_warehouse(settings: Settings) -> str:
     config = settings.config.warehouse
     if isinstance(config, DuckDBWarehouseConfig):
         return str(settings.warehouse_path)
+    if isinstance(config, BigQueryWarehouseConfig):
+        return f"BigQuery project {config.project} ({config.location})"
     if config.dsn is not None:
         return "the Postgres database of warehouse.dsn"
     return f"Postgres database {config.database} on {config.host}:{config.port}"
