@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from mailers.bigquery_config import BigQueryWarehouseConfig
 from mailers.completeness import CompletenessConfig
 from mailers.errors import ConfigError
 from mailers.journal_config import JournalConfig
@@ -417,18 +418,21 @@ _DSN_PASSWORD = re.compile(r"(^|\s)password\s*=|://[^/@:]*:[^/@]*@", re.IGNORECA
 """A password inside a connection string (``password=...`` or ``user:secret@`` in a URI)."""
 
 WarehouseConfig = Annotated[
-    DuckDBWarehouseConfig | PostgresWarehouseConfig, Field(discriminator="kind")
+    DuckDBWarehouseConfig | PostgresWarehouseConfig | BigQueryWarehouseConfig,
+    Field(discriminator="kind"),
 ]
 """Where Mailers' tables and the dbt models live: one engine, chosen by ``kind``."""
 
-PLANNED_WAREHOUSE_KINDS = ("snowflake", "bigquery")
+PLANNED_WAREHOUSE_KINDS = ("snowflake",)
 """Engines issue 11 plans that have no adapter yet: named in the error, not accepted."""
 
 
 def _warehouse_kind_available(value: Any) -> Any:
     kind = value.get("kind") if isinstance(value, dict) else None
     if kind in PLANNED_WAREHOUSE_KINDS:
-        raise ValueError(f"kind {kind!r} is not available yet (available: duckdb, postgres)")
+        raise ValueError(
+            f"kind {kind!r} is not available yet (available: duckdb, postgres, bigquery)"
+        )
     return value
 
 

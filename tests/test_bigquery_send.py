@@ -18,8 +18,8 @@ from adapters.providers.registry import build_providers
 from adapters.settings import load
 from adapters.warehouses import OpenWarehouse, connect, open_warehouse
 from adapters.warehouses.bigquery import BigQueryWarehouse
-from adapters.warehouses.bigquery_settings import BigQueryWarehouseConfig
 from mailers.audience import AudienceSpec, disposition_counts, resolve
+from mailers.bigquery_config import BigQueryWarehouseConfig
 from mailers.config import Settings
 from mailers.ledger import LedgerContext, LedgerWriter, latest_rows_sql
 from mailers.sending import CampaignSender, SendContext, SendReport

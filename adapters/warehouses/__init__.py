@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol, Self
 
-from adapters.warehouses.bigquery_settings import BigQueryWarehouseConfig
+from mailers.bigquery_config import BigQueryWarehouseConfig
 from mailers.config import (
     DuckDBWarehouseConfig,
     PostgresWarehouseConfig,
@@ -50,14 +50,8 @@ def open_warehouse(settings: Settings, *, read_only: bool = False) -> OpenWareho
     return connect(settings.config.warehouse, settings.data_dir, read_only=read_only)
 
 
-def connect(
-    config: WarehouseConfig | BigQueryWarehouseConfig, data_dir: Path, *, read_only: bool = False
-) -> OpenWarehouse:
-    """Connect to the warehouse of ``config`` (a relative DuckDB path is under ``data_dir``).
-
-    ``BigQueryWarehouseConfig`` is accepted here before :data:`mailers.config.WarehouseConfig`
-    lists it (adding it there makes ``kind: bigquery`` configs load).
-    """
+def connect(config: WarehouseConfig, data_dir: Path, *, read_only: bool = False) -> OpenWarehouse:
+    """Connect to the warehouse of ``config`` (a relative DuckDB path is under ``data_dir``)."""
     if isinstance(config, DuckDBWarehouseConfig):
         from adapters.warehouses.duckdb import DuckDBWarehouse
 

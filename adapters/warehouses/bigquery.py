@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from adapters.warehouses.bigquery_settings import BigQueryWarehouseConfig
+from mailers.bigquery_config import BigQueryWarehouseConfig
 from mailers.errors import ConfigError, WarehouseError
 from mailers.warehouse import WORK_SCHEMA, BulkLoad, WarehouseCapabilities
 

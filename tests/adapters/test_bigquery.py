@@ -18,7 +18,7 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.warehouses.bigquery import JSON_METADATA, BigQueryWarehouse, open_bigquery
-from adapters.warehouses.bigquery_settings import BigQueryWarehouseConfig
+from mailers.bigquery_config import BigQueryWarehouseConfig
 from mailers.claims import CLAIMS_KEY, CLAIMS_TABLE
 from mailers.errors import ConfigError, WarehouseError
 from mailers.events import EVENTS_SCHEMA, EVENTS_TABLE

@@ -18,8 +18,8 @@ import pytest
 from pydantic import TypeAdapter
 
 from adapters.warehouses import OpenWarehouse, connect
-from adapters.warehouses.bigquery_settings import BigQueryWarehouseConfig
 from mailers.addresses import ADDRESS_PATTERN, WHITESPACE
+from mailers.bigquery_config import BigQueryWarehouseConfig
 from mailers.config import WarehouseConfig
 from mailers.errors import ConfigError, WarehouseError
 from mailers.ledger import LEDGER_SCHEMA

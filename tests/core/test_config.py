@@ -522,7 +522,7 @@ def test_a_postgres_warehouse_takes_its_password_from_the_environment(
     ("warehouse", "expected"),
     [
         ({"kind": "snowflake", "account": "x"}, r"warehouse: .*'snowflake' is not available yet"),
-        ({"kind": "bigquery"}, r"warehouse: .*'bigquery' is not available yet"),
+        ({"kind": "bigquery"}, r"warehouse\.bigquery\.project: .*[Ff]ield required"),
         ({"kind": "oracle"}, r"warehouse: .*'oracle'.*'duckdb', 'postgres'"),
         (
             {"kind": "postgres", "dsn": "postgresql://u:hunter2@h/d"},

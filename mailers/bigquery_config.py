@@ -1,9 +1,10 @@
 """Configuration of a BigQuery warehouse (``warehouse: {kind: bigquery, ...}``).
 
-Kept beside the adapter so that :mod:`mailers.config` only adds it to its ``WarehouseConfig``
-union. Credentials are never in the file: the SDK finds Application Default Credentials
-(``GOOGLE_APPLICATION_CREDENTIALS`` naming a service-account key file, or the metadata
-server, or ``gcloud auth application-default login``) when a warehouse is opened.
+One member of :data:`mailers.config.WarehouseConfig`; the adapter is
+:mod:`adapters.warehouses.bigquery`. Credentials are never in the file: the SDK finds
+Application Default Credentials (``GOOGLE_APPLICATION_CREDENTIALS`` naming a
+service-account key file, or the metadata server, or ``gcloud auth
+application-default login``) when a warehouse is opened.
 """
 
 from __future__ import annotations
