@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from adapters.providers.postmark import events as postmark_events
 from adapters.providers.registry import bulk_event_parser, event_parser
 from adapters.providers.resend import events as resend_events
 from adapters.providers.sendgrid import events as sendgrid_events
+from adapters.providers.ses import events as ses_events
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers import clock
 from mailers.ingest import LandedFile, ingest, landed_files, parse_batch
@@ -401,6 +403,145 @@ def sendgrid_bodies(draw: st.DrawFn) -> Any:
     return _fill(draw(st.one_of(events, events, events, sendgrid_events_of(odd))))
 
 
+PLAIN_ADDRESSES = st.from_regex(
+    r"\A[a-z0-9_%+-]{1,6}(\.[a-z0-9]{1,3})?@[a-z0-9-]{1,6}(\.[a-z]{2,3}){0,2}\Z"
+)
+"""Addresses as providers write them (ADDRESSES adds the odd ones)."""
+
+
+def _ses_addresses(odd: float) -> st.SearchStrategy[str]:
+    """Plain addresses in well-formed bodies, every kind in the others."""
+    return st.one_of(PLAIN_ADDRESSES, ADDRESSES) if odd else PLAIN_ADDRESSES
+
+
+_SES_TIME = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1)).map(
+    lambda t: t.isoformat(timespec="milliseconds") + "Z"
+)
+"""SES's own times: ``2016-10-19T23:20:52.240Z``."""
+
+
+def _ses_times(odd: float) -> st.SearchStrategy[str]:
+    """SES's times in well-formed bodies, every shape in the others."""
+    return st.one_of(_SES_TIME, _timestamps()) if odd else _SES_TIME
+
+
+def _ses_recipients(odd: float, *extra: str) -> st.SearchStrategy[Any]:
+    member = st.fixed_dictionaries(
+        {"emailAddress": _odd(_ses_addresses(odd), odd)},
+        optional={key: _odd(TEXT, odd) for key in extra},
+    )
+    return st.lists(_odd(member, odd / 2), max_size=3)
+
+
+@st.composite
+def ses_records(draw: st.DrawFn, odd: float) -> dict[str, Any]:
+    names = [*ses_events.EVENT_TYPES, "Send", "Bounce", "Complaint", "Other"]
+    name = draw(_odd(st.sampled_from(names), odd))
+    detail = {
+        "timestamp": draw(_odd(_ses_times(odd), odd)),
+        "bounceType": draw(_odd(st.sampled_from([*ses_events.BOUNCE_CLASSES, "X"]), odd)),
+        "bounceSubType": draw(_odd(st.sampled_from(["General", "NoEmail", ""]), odd)),
+        "bouncedRecipients": draw(_odd(_ses_recipients(odd, "status", "diagnosticCode"), odd)),
+        "delayType": draw(
+            _odd(st.sampled_from(["MailboxFull", "TransientCommunicationFailure"]), odd)
+        ),
+        "delayedRecipients": draw(_odd(_ses_recipients(odd, "status", "diagnosticCode"), odd)),
+        "complaintFeedbackType": draw(
+            _odd(st.sampled_from([*ses_events.NOT_COMPLAINTS, "abuse", ""]), odd)
+        ),
+        "complaintSubType": draw(_odd(st.one_of(st.none(), TEXT), odd)),
+        "complainedRecipients": draw(_odd(_ses_recipients(odd), odd)),
+        "reason": draw(_odd(TEXT, odd)),
+        "templateName": draw(_odd(TEXT, odd)),
+        "errorMessage": draw(_odd(TEXT, odd)),
+        "recipients": draw(_odd(st.lists(_odd(_ses_addresses(odd), odd / 2), max_size=2), odd)),
+        "link": draw(_odd(TEXT, odd)),
+        "feedbackId": draw(_odd(TEXT, odd)),
+        "smtpResponse": draw(_odd(TEXT, odd)),
+    }
+    tag = st.one_of(st.lists(_odd(TEXT, odd / 2), min_size=1, max_size=2), st.just([]), TEXT)
+    tags = st.fixed_dictionaries(
+        {},
+        optional={
+            key: _odd(tag, odd)
+            for key in [
+                "mailers_message_key",
+                "mailers_workspace",
+                "mailers_stream",
+                "mailers_campaign",
+                "ses:from-domain",
+                "ses:configuration-set",
+            ]
+        },
+    )
+    header = st.fixed_dictionaries(
+        {
+            "name": _odd(
+                st.sampled_from(
+                    [
+                        "X-Mailers-Message-Key",
+                        "x-mailers-message-key",
+                        "From",
+                        "X-Mailers-Messa\u212ae-Key",
+                    ]
+                ),
+                odd,
+            ),
+            "value": _odd(TEXT, odd),
+        }
+    )
+    mail = {
+        "timestamp": draw(_odd(_ses_times(odd), odd)),
+        "source": draw(_odd(_ses_addresses(odd), odd)),
+        "messageId": draw(_odd(st.one_of(st.just("0100018a-ses-0001"), TEXT), odd)),
+        "destination": draw(_odd(st.lists(_odd(_ses_addresses(odd), odd / 2), max_size=2), odd)),
+        "headers": draw(_odd(st.lists(_odd(header, odd / 2), max_size=3), odd)),
+        "tags": draw(_odd(tags, odd)),
+    }
+    key = ses_events.DETAIL_KEYS.get(name if isinstance(name, str) else "", "delivery")
+    spelling = draw(st.sampled_from(["eventType", "eventType", "notificationType"]))
+    return _fill(
+        {
+            spelling: name,
+            "mail": draw(_odd(st.just(mail), odd)),
+            key: draw(_odd(st.just(detail), odd)),
+        }
+    )
+
+
+@st.composite
+def ses_bodies(draw: st.DrawFn) -> dict[str, Any]:
+    odd = draw(ODD_RATES)
+    record = _fill(draw(ses_records(odd)))
+    kind = draw(
+        _odd(
+            st.sampled_from(
+                ["Notification"] * 6 + ["SubscriptionConfirmation", "UnsubscribeConfirmation"]
+            ),
+            odd,
+        )
+    )
+    if draw(st.integers(0, 9)) == 0:  # a bare record (SQS raw message delivery)
+        return record
+    message = json.dumps(
+        record,
+        ensure_ascii=draw(st.booleans()),
+        separators=draw(st.sampled_from([(",", ":"), (", ", ": ")])),
+    )
+    return _fill(
+        {
+            "Type": kind,
+            "MessageId": draw(_odd(st.just("00000004-ses0-4a1b-9c2d-000000000004"), odd)),
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:ses-events",
+            "Message": draw(
+                _odd(st.one_of(*[st.just(message)] * 4, TEXT) if odd else st.just(message), odd)
+            ),
+            "Timestamp": draw(_odd(_ses_times(odd), odd)),
+            "SignatureVersion": "1",
+        }
+    )
+
+
 @st.composite
 def lines_of(draw: st.DrawFn, bodies: st.SearchStrategy[Any]) -> list[bytes]:
     """A file's lines: bodies serialized in several ways, and sometimes broken."""
@@ -476,6 +617,17 @@ def test_sendgrid_mapping_gives_what_the_python_parser_gives(
     tmp_path_factory: pytest.TempPathFactory, bulk: DuckDBBulkParser, lines: list[bytes]
 ) -> None:
     files = [_write(tmp_path_factory.mktemp("landing"), "sendgrid", lines)]
+    with clock.use_clock(clock.FixedClock(clock.now())):
+        fast, slow = _both(bulk, files)
+    assert _rows(fast) == _rows(slow)
+
+
+@PROPS
+@given(lines=lines_of(ses_bodies()))
+def test_ses_mapping_gives_what_the_python_parser_gives(
+    tmp_path_factory: pytest.TempPathFactory, bulk: DuckDBBulkParser, lines: list[bytes]
+) -> None:
+    files = [_write(tmp_path_factory.mktemp("landing"), "ses", lines)]
     with clock.use_clock(clock.FixedClock(clock.now())):
         fast, slow = _both(bulk, files)
     assert _rows(fast) == _rows(slow)
@@ -656,3 +808,145 @@ def test_ingest_with_the_bulk_parser_loads_what_the_python_path_loads(
     assert tables["fast"][1].to_pylist() == [
         {"address": "gone@example.com", "scope": "workspace", "source": "bounce"}
     ]
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def _fixture_lines(kind: str) -> list[bytes]:
+    """Each recorded payload of ``kind`` as ``mailers serve`` lands it (compact JSON)."""
+    return [
+        json.dumps(json.loads(path.read_bytes()), separators=(",", ":")).encode()
+        for path in sorted((FIXTURES / kind).glob("*.json"))
+    ]
+
+
+def _claimed_all(bulk: DuckDBBulkParser, tmp: Path, kind: str, lines: list[bytes]) -> pa.Table:
+    """The events of ``lines``, asserting the mapping claimed every one and gave what
+    the Python parser gives."""
+    files = [_write(tmp, kind, lines)]
+    done = bulk.parse(files)
+    assert [left.number for left in done.leftovers] == [] and done.unread == []
+    assert _rows(done.events) == _rows(parse_batch(files, event_parser, None))
+    return done.events
+
+
+def _classes(table: pa.Table) -> set[tuple[str, str | None]]:
+    return {(r["event_type"], r["bounce_class"]) for r in table.to_pylist()}
+
+
+def _expected(*maps: dict[str, Any]) -> set[tuple[str, str | None]]:
+    return {(str(t), str(b) if b else None) for m in maps for t, b in m.values()}
+
+
+def test_every_mailgun_class_is_claimed_by_the_sql_mapping(
+    tmp_path: Path, bulk: DuckDBBulkParser
+) -> None:
+    template = json.loads((FIXTURES / "mailgun" / "failed_permanent.json").read_bytes())
+    event = template["event-data"]
+    variants = [{"event": name} for name in mailgun_events.EVENT_TYPES]
+    variants += [{"reason": reason} for reason in mailgun_events.FAILED_BY_REASON]
+    variants += [{"reason": "bounce", "severity": s} for s in mailgun_events.FAILED_BY_SEVERITY]
+    variants.append({"reason": "bounce", "severity": "unheard-of"})
+    bodies = [
+        {**template, "event-data": {**event, **variant, "id": f"id-{n}"}}
+        for n, variant in enumerate(variants)
+    ]
+    lines = [json.dumps(body, separators=(",", ":")).encode() for body in bodies]
+    lines += [json.dumps(body["event-data"]).encode() for body in bodies]  # polled items
+    lines += _fixture_lines("mailgun")
+    events = _claimed_all(bulk, tmp_path, "mailgun", lines)
+    expected = _expected(
+        mailgun_events.EVENT_TYPES,
+        mailgun_events.FAILED_BY_REASON,
+        mailgun_events.FAILED_BY_SEVERITY,
+    ) | {("failed", None), ("unknown", None)}
+    assert _classes(events) == expected
+    raw = {r["raw_payload"] for r in events.to_pylist()}
+    assert json.dumps(event | variants[0] | {"id": "id-0"}) in raw
+
+
+def test_every_sendgrid_class_is_claimed_by_the_sql_mapping(
+    tmp_path: Path, bulk: DuckDBBulkParser
+) -> None:
+    (template,) = json.loads((FIXTURES / "sendgrid" / "bounce_hard.json").read_bytes())
+    variants = [{"event": name} for name in sendgrid_events.EVENT_TYPES]
+    variants += [
+        {"type": kind, "bounce_classification": "X"} for kind in sendgrid_events.BOUNCE_TYPES
+    ]
+    variants += [{"bounce_classification": c} for c in sendgrid_events.BOUNCE_CLASSIFICATIONS]
+    elements = [
+        {**template, "event": "bounce", **variant, "sg_event_id": f"sg-{n}"}
+        for n, variant in enumerate(variants)
+    ]
+    lines = [json.dumps(elements, separators=(",", ":")).encode(), json.dumps(elements[0]).encode()]
+    lines += _fixture_lines("sendgrid")
+    events = _claimed_all(bulk, tmp_path, "sendgrid", lines)
+    bounces = {(str(t), str(b)) for t, b in [("bounced", "hard"), ("bounced", "soft")]}
+    assert (
+        _classes(events) == _expected(sendgrid_events.EVENT_TYPES) - {("bounced", "hard")} | bounces
+    )
+    assert events.num_rows == len(elements) + 1 + sum(
+        len(json.loads(line)) for line in _fixture_lines("sendgrid")
+    )
+
+
+def _is_subscription(line: bytes) -> bool:
+    """Whether a landed SNS message holds an SES Subscription record."""
+    return json.loads(json.loads(line)["Message"]).get("eventType") == "Subscription"
+
+
+def test_every_ses_class_is_claimed_by_the_sql_mapping(
+    tmp_path: Path, bulk: DuckDBBulkParser
+) -> None:
+    envelope = json.loads((FIXTURES / "ses" / "hard_bounce.json").read_bytes())
+    record = json.loads(envelope["Message"])
+    names = [name for name in ses_events.EVENT_TYPES if name != "Subscription"]
+    records = [{**record, "eventType": name} for name in names]
+    records += [
+        {**record, "bounce": {**record["bounce"], "bounceType": kind}}
+        for kind in ses_events.BOUNCE_CLASSES
+    ]
+    records.append(
+        {
+            "eventType": "Complaint",
+            "mail": record["mail"],
+            "complaint": {"complaintFeedbackType": "not-spam"},
+        }
+    )
+    lines = [
+        json.dumps({**envelope, "MessageId": f"sns-{n}", "Message": json.dumps(r)}).encode()
+        for n, r in enumerate(records)
+    ]
+    lines += [line for line in _fixture_lines("ses") if not _is_subscription(line)]
+    events = _claimed_all(bulk, tmp_path, "ses", lines)
+    expected = _expected({k: v for k, v in ses_events.EVENT_TYPES.items() if k != "Subscription"})
+    expected = expected - {("bounced", None)} | {
+        ("bounced", "hard"),
+        ("bounced", "soft"),
+        ("unknown", None),
+    }
+    assert _classes(events) == expected
+
+
+def test_ses_subscription_confirmations_and_subscription_records_go_to_python(
+    tmp_path: Path, bulk: DuckDBBulkParser
+) -> None:
+    confirmation = {
+        "Type": "SubscriptionConfirmation",
+        "MessageId": "c-1",
+        "Token": "t",
+        "Message": "You have chosen to subscribe to the topic",
+        "SubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription",
+        "Timestamp": "2026-03-01T12:00:00.000Z",
+    }
+    unsubscribe = {**confirmation, "Type": "UnsubscribeConfirmation", "MessageId": "c-2"}
+    lines = [json.dumps(confirmation).encode(), json.dumps(unsubscribe).encode()]
+    lines += [line for line in _fixture_lines("ses") if _is_subscription(line)]
+    files = [_write(tmp_path, "ses", lines)]
+    with clock.use_clock(clock.FixedClock(clock.now())):
+        done = bulk.parse(files)
+        assert [left.number for left in done.leftovers] == [1, 2, 3]
+        fast, slow = _both(bulk, files)
+    assert _rows(fast) == _rows(slow)
+    assert fast["event_type"].to_pylist() == ["unsubscribed"]  # confirmations give none
