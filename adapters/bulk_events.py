@@ -161,11 +161,19 @@ create or replace macro py_dumps(s) as
 -- The number of times a character occurs in a text.
 create or replace macro char_count(s, c) as length(s) - length(replace(s, c, ''));
 
--- The payload when it is a JSON object that Python's json.loads reads the same way
--- (DuckDB also accepts trailing commas, which Python refuses); else null.
+-- Whether Python's json.loads reads a JSON text DuckDB reads: it also refuses trailing
+-- commas, integers of more than 4,300 digits (sys.get_int_max_str_digits(); any run of
+-- 1,000 digits is left to it, as RE2 counts no further), and nesting deeper than its
+-- recursion limit allows (bounded here by the number of brackets).
+create or replace macro py_readable(payload) as
+    not regexp_matches(payload, ',[ \\t\\n\\r]*[}}\\]]')
+    and (strlen(payload) < 1000 or not regexp_matches(payload, '[0-9]{{1000}}'))
+    and (strlen(payload) < 500 or char_count(payload, '[') + char_count(payload, '{{') < 500);
+
+-- The payload when it is a JSON object that Python's json.loads reads the same way;
+-- else null.
 create or replace macro claimable_object(payload) as
-    case when starts_with(payload, '{{') and json_valid(payload)
-        and not regexp_matches(payload, ',[ \\t\\n\\r]*[}}\\]]')
+    case when starts_with(payload, '{{') and json_valid(payload) and py_readable(payload)
     then payload end;
 """
 

@@ -950,3 +950,47 @@ def test_ses_subscription_confirmations_and_subscription_records_go_to_python(
         fast, slow = _both(bulk, files)
     assert _rows(fast) == _rows(slow)
     assert fast["event_type"].to_pylist() == ["unsubscribed"]  # confirmations give none
+
+
+def _what_python_cannot_read(kind: str) -> list[bytes]:
+    """Well-formed bodies of ``kind`` holding what Python's json.loads refuses although
+    DuckDB reads it: an integer of 4,301 digits and nesting of 1,200 arrays."""
+    huge, deep = "1" * 4301, "[" * 1200 + "]" * 1200
+    (line, *_) = _fixture_lines(kind)
+    if kind == "ses":
+        envelope = json.loads(line)
+        message = envelope["Message"]
+        return [
+            json.dumps({**envelope, "Message": message[:-1] + f',"x":{x}}}'}).encode()
+            for x in (huge, deep)
+        ]
+    return [line[:-1] + f',"x":{x}}}'.encode() for x in (huge, deep)] + (
+        [line[:-2] + f',"x":{x}}}]'.encode() for x in (huge, deep)] if kind == "sendgrid" else []
+    )
+
+
+@pytest.mark.parametrize("kind", ["postmark", "resend", "mailgun", "sendgrid", "ses"])
+def test_what_python_cannot_read_is_left_to_it(
+    tmp_path: Path, bulk: DuckDBBulkParser, kind: str
+) -> None:
+    lines = _what_python_cannot_read(kind) if (FIXTURES / kind).is_dir() else []
+    if not lines:
+        body = (
+            json.dumps(_postmark("Delivery"))
+            if kind == "postmark"
+            else json.dumps(
+                {
+                    "type": "email.delivered",
+                    "created_at": "2026-03-01T12:30:45Z",
+                    "data": {"email_id": "e-1", "to": ["a@example.com"]},
+                }
+            )
+        )
+        lines = [f'{body[:-1]},"x":{x}}}'.encode() for x in ("1" * 4301, "[" * 1200 + "]" * 1200)]
+    files = [_write(tmp_path, kind, lines)]
+    with clock.use_clock(clock.FixedClock(clock.now())):
+        done = bulk.parse(files)
+        assert [left.number for left in done.leftovers] == list(range(1, len(lines) + 1))
+        fast, slow = _both(bulk, files)
+    assert _rows(fast) == _rows(slow)
+    assert set(fast["event_type"].to_pylist()) == {"unknown"}

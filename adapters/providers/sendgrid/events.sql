@@ -15,9 +15,10 @@ with bodies as (
         source_file, provider_account, line_number,
         case
             when starts_with(payload, '{') then [json(claimable_object(payload))::varchar]
-            -- the trailing comma check of claimable_object, for arrays
+            -- claimable_object's checks, for arrays (nesting: per element, below)
             when starts_with(payload, '[') and json_valid(payload)
                 and not regexp_matches(payload, ',[ \t\n\r]*[}\]]')
+                and (strlen(payload) < 1000 or not regexp_matches(payload, '[0-9]{1000}'))
                 then from_json(payload, '["JSON"]')::varchar[]
         end as elements
     from provider_lines
@@ -46,6 +47,7 @@ with bodies as (
     select
         *,
         left(e, 1) = '{' and raw is not null and unique_keys(keys)
+        and (strlen(e) < 500 or char_count(e, '[') + char_count(e, '{') < 500)
         and char_count(e, '{') = 1 + len(list_filter(nested_types, lambda t: t = 'OBJECT'))
         and list_bool_and(list_transform(nested_keys, lambda k: k is null or unique_keys(k)))
         and left(f.sg_event_id, 1) = '"' and json_text(f.sg_event_id) <> ''
