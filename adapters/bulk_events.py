@@ -47,6 +47,11 @@ _OFFSET = "(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
 """``Z`` or a ``+HH:MM`` offset."""
 
 
+JSON_PYTHON_REFUSES = r",[ \t\n\r]*[}\]]|(?i:[:,\[][ \t\n\r]*-?(nan|inf))"
+"""What DuckDB reads in JSON and Python's json.loads does not (or reads otherwise): a
+trailing comma, and non-numbers in any case (strings holding one are left over too)."""
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -162,11 +167,12 @@ create or replace macro py_dumps(s) as
 create or replace macro char_count(s, c) as length(s) - length(replace(s, c, ''));
 
 -- Whether Python's json.loads reads a JSON text DuckDB reads: it also refuses trailing
--- commas, integers of more than 4,300 digits (sys.get_int_max_str_digits(); any run of
--- 1,000 digits is left to it, as RE2 counts no further), and nesting deeper than its
--- recursion limit allows (bounded here by the number of brackets).
+-- commas, nan and inf in any case (it reads NaN, Infinity and -Infinity only: those are
+-- left to it too), integers of more than 4,300 digits (sys.get_int_max_str_digits(); any
+-- run of 1,000 digits is left to it, as RE2 counts no further), and nesting deeper than
+-- its recursion limit allows (bounded here by the number of brackets).
 create or replace macro py_readable(payload) as
-    not regexp_matches(payload, ',[ \\t\\n\\r]*[}}\\]]')
+    not regexp_matches(payload, '{JSON_PYTHON_REFUSES}')
     and (strlen(payload) < 1000 or not regexp_matches(payload, '[0-9]{{1000}}'))
     and (strlen(payload) < 500 or char_count(payload, '[') + char_count(payload, '{{') < 500);
 

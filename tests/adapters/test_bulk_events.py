@@ -952,20 +952,23 @@ def test_ses_subscription_confirmations_and_subscription_records_go_to_python(
     assert fast["event_type"].to_pylist() == ["unsubscribed"]  # confirmations give none
 
 
+REFUSED = ("1" * 4301, "[" * 1200 + "]" * 1200, "nan", "-Inf", " INFINITY")
+"""JSON values DuckDB reads and Python's json.loads refuses."""
+
+
 def _what_python_cannot_read(kind: str) -> list[bytes]:
     """Well-formed bodies of ``kind`` holding what Python's json.loads refuses although
-    DuckDB reads it: an integer of 4,301 digits and nesting of 1,200 arrays."""
-    huge, deep = "1" * 4301, "[" * 1200 + "]" * 1200
+    DuckDB reads it: an integer of 4,301 digits, nesting of 1,200 arrays, nan."""
     (line, *_) = _fixture_lines(kind)
     if kind == "ses":
         envelope = json.loads(line)
         message = envelope["Message"]
         return [
             json.dumps({**envelope, "Message": message[:-1] + f',"x":{x}}}'}).encode()
-            for x in (huge, deep)
+            for x in REFUSED
         ]
-    return [line[:-1] + f',"x":{x}}}'.encode() for x in (huge, deep)] + (
-        [line[:-2] + f',"x":{x}}}]'.encode() for x in (huge, deep)] if kind == "sendgrid" else []
+    return [line[:-1] + f',"x":{x}}}'.encode() for x in REFUSED] + (
+        [line[:-2] + f',"x":{x}}}]'.encode() for x in REFUSED] if kind == "sendgrid" else []
     )
 
 
@@ -986,7 +989,7 @@ def test_what_python_cannot_read_is_left_to_it(
                 }
             )
         )
-        lines = [f'{body[:-1]},"x":{x}}}'.encode() for x in ("1" * 4301, "[" * 1200 + "]" * 1200)]
+        lines = [f'{body[:-1]},"x":{x}}}'.encode() for x in REFUSED]
     files = [_write(tmp_path, kind, lines)]
     with clock.use_clock(clock.FixedClock(clock.now())):
         done = bulk.parse(files)

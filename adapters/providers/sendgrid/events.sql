@@ -17,7 +17,8 @@ with bodies as (
             when starts_with(payload, '{') then [json(claimable_object(payload))::varchar]
             -- claimable_object's checks, for arrays (nesting: per element, below)
             when starts_with(payload, '[') and json_valid(payload)
-                and not regexp_matches(payload, ',[ \t\n\r]*[}\]]')
+                and not regexp_matches(payload,
+                    ',[ \t\n\r]*[}\]]|(?i:[:,\[][ \t\n\r]*-?(nan|inf))')
                 and (strlen(payload) < 1000 or not regexp_matches(payload, '[0-9]{1000}'))
                 then from_json(payload, '["JSON"]')::varchar[]
         end as elements
