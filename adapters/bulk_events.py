@@ -47,6 +47,11 @@ _OFFSET = "(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
 """``Z`` or a ``+HH:MM`` offset."""
 
 
+JSON_PYTHON_REFUSES = r",[ \t\n\r]*[}\]]|(?i:[:,\[][ \t\n\r]*-?(nan|inf))"
+"""What DuckDB reads in JSON and Python's json.loads does not (or reads otherwise): a
+trailing comma, and non-numbers in any case (strings holding one are left over too)."""
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -115,11 +120,66 @@ create or replace macro unique_keys(keys) as list_unique(keys) = len(keys);
 create or replace macro keys_unique(object) as
     object is null or left(object, 1) <> '{{' or unique_keys(json_keys(object));
 
--- The payload when it is a JSON object that Python's json.loads reads the same way
--- (DuckDB also accepts trailing commas, which Python refuses); else null.
+-- Python's json.dumps(value) (separators ", " and ": ", ensure_ascii) of a JSON value
+-- given as DuckDB's minified text of it (a from_json "JSON" field, or json()), for
+-- mappings whose Python parser stores a re-serialized value. DuckDB writes other
+-- characters than ASCII (and DEL) as they are, where Python escapes each as \\uxxxx
+-- (py_ascii), and the hex of its own \\u escapes (control characters) in capitals, which
+-- are lowered when no escaped backslash could make a \\u literal text. The text must
+-- have no NaN or Infinity and no number whose form may differ (py_dumpable): 17 digits
+-- in a row (doubles from 1e16 up, integers Python may refuse to read), 0.0000 (below
+-- 1e-4) or an exponent (Python writes 1e+16, 1e-05). Duplicate keys are the mapping's
+-- to rule out: DuckDB keeps them, Python keeps the last. Separators are spaced by a
+-- plain replace when no string holds a comma or colon (checked by reading the result
+-- back), else outside the strings found by splitting at quotes (no escaped quote).
+create or replace macro py_char(c) as
+    case when c <= '~' then c
+        when unicode(c) < 65536 then printf('\\u%04x', unicode(c))
+        else printf('\\u%04x\\u%04x', 55296 + ((unicode(c) - 65536) >> 10),
+            56320 + ((unicode(c) - 65536) & 1023))
+    end;
+create or replace macro py_ascii(s) as
+    case when strlen(s) = length(s) and not contains(s, chr(127)) then s
+        else array_to_string(list_transform(string_split(s, ''), lambda c: py_char(c)), '')
+    end;
+create or replace macro py_lower_escapes(s) as
+    case when not contains(s, '\\u') then s else
+        replace(replace(replace(replace(replace(replace(replace(replace(replace(s,
+            '\\u000B', '\\u000b'), '\\u000E', '\\u000e'), '\\u000F', '\\u000f'),
+            '\\u001A', '\\u001a'), '\\u001B', '\\u001b'), '\\u001C', '\\u001c'),
+            '\\u001D', '\\u001d'), '\\u001E', '\\u001e'), '\\u001F', '\\u001f')
+    end;
+create or replace macro py_dumpable(s) as
+    (not contains(s, '\\u') or not contains(s, '\\\\'))
+    and not contains(s, 'NaN') and not contains(s, 'Infinity')
+    and not regexp_matches(s, '[:,\\[]-?([0-9]{{17}}|0[.]0000|[0-9]+([.][0-9]+)?[eE])');
+create or replace macro py_spaced(s) as replace(replace(s, ',', ', '), ':', ': ');
+create or replace macro py_dumps_ascii(s, a) as
+    case when json(py_spaced(a))::varchar = s then py_spaced(a)
+        when not contains(a, '\\"') then array_to_string(list_transform(
+            string_split(a, '"'), lambda part, i: case when i % 2 = 1
+                then py_spaced(part) else part end), '"')
+    end;
+create or replace macro py_dumps(s) as
+    case when py_dumpable(s) then py_dumps_ascii(s, py_lower_escapes(py_ascii(s))) end;
+
+-- The number of times a character occurs in a text.
+create or replace macro char_count(s, c) as length(s) - length(replace(s, c, ''));
+
+-- Whether Python's json.loads reads a JSON text DuckDB reads: it also refuses trailing
+-- commas, nan and inf in any case (it reads NaN, Infinity and -Infinity only: those are
+-- left to it too), integers of more than 4,300 digits (sys.get_int_max_str_digits(); any
+-- run of 1,000 digits is left to it, as RE2 counts no further), and nesting deeper than
+-- its recursion limit allows (bounded here by the number of brackets).
+create or replace macro py_readable(payload) as
+    not regexp_matches(payload, '{JSON_PYTHON_REFUSES}')
+    and (strlen(payload) < 1000 or not regexp_matches(payload, '[0-9]{{1000}}'))
+    and (strlen(payload) < 500 or char_count(payload, '[') + char_count(payload, '{{') < 500);
+
+-- The payload when it is a JSON object that Python's json.loads reads the same way;
+-- else null.
 create or replace macro claimable_object(payload) as
-    case when starts_with(payload, '{{') and json_valid(payload)
-        and not regexp_matches(payload, ',[ \\t\\n\\r]*[}}\\]]')
+    case when starts_with(payload, '{{') and json_valid(payload) and py_readable(payload)
     then payload end;
 """
 

@@ -15,6 +15,7 @@ module         job
 
 from __future__ import annotations
 
+from adapters.bulk_events import provider_mapping
 from adapters.providers.mailgun.events import parse
 from adapters.providers.mailgun.lookup import MailgunLookup
 from adapters.providers.mailgun.polling import backfill_events, poll_events
@@ -58,4 +59,5 @@ SPEC = ProviderSpec(
     poll=poll_events,
     backfill=backfill_events,
     lookup=MailgunLookup,
+    events_sql=provider_mapping(__name__),
 )

@@ -16,6 +16,7 @@ up: doubt is settled by landed events.
 
 from __future__ import annotations
 
+from adapters.bulk_events import provider_mapping
 from adapters.providers.sendgrid.events import parse
 from adapters.providers.sendgrid.sending import SendGridProvider, build
 from adapters.providers.sendgrid.settings import (
@@ -57,4 +58,5 @@ SPEC = ProviderSpec(
     build=build,
     parse=parse,
     verify_webhook=verify_webhook,
+    events_sql=provider_mapping(__name__),
 )

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from adapters.bulk_events import provider_mapping
 from adapters.providers.ses.events import parse
 from adapters.providers.ses.settings import (
     ACCESS_KEY_ID,
@@ -118,4 +119,5 @@ SPEC = ProviderSpec(
     verify_webhook=verify_webhook,
     poll=poll_events,
     quota=read_quota,
+    events_sql=provider_mapping(__name__),
 )
