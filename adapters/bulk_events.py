@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from importlib import resources
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -183,6 +184,7 @@ class DuckDBBulkParser:
         if threads:
             self._con.execute(f"set threads = {int(threads)}")
         self._con.execute(MACROS)
+        self._line_counts: dict[str, int] = {}
 
     def close(self) -> None:
         """Release the embedded database."""
@@ -208,7 +210,7 @@ class DuckDBBulkParser:
             tables.append(events)
             leftovers += [
                 LeftoverLine(by_relative[row["source_file"]], row["line_number"], row["line"])
-                for row in left.to_pylist()
+                for row in left
             ]
         events = pa.concat_tables(tables) if tables else EVENTS_SCHEMA.empty_table()
         return BulkParsed(events=events, leftovers=leftovers, unread=unread)
@@ -255,27 +257,43 @@ class DuckDBBulkParser:
         # Small record batches: DuckDB scans an Arrow table's batches in parallel, where a
         # table's rows (one row group up to 122,880 of them) would map on one thread.
         batches = lines.to_batches(max_chunksize=SCAN_BATCH_ROWS)
+        self._line_counts = {
+            item["values"]: item["counts"] for item in lines["kind"].value_counts().to_pylist()
+        }
         self._con.register("landed_lines", pa.Table.from_batches(batches, lines.schema))
 
-    def _map(self, kind: str) -> tuple[pa.Table, pa.Table]:
-        """Run ``kind``'s mapping over its lines: (events, lines it left over)."""
+    def _map(self, kind: str) -> tuple[pa.Table, list[dict[str, Any]]]:
+        """Run ``kind``'s mapping over its lines: (events, the lines it left over)."""
         con = self._con
         con.execute(
             "create or replace temp view provider_lines as "
             "select source_file, provider_account, line_number, line, payload "
             f"from landed_lines where kind = {_literal(kind)}"
         )
-        con.execute(f"create or replace temp table mapped as {self.mappings[kind]}")
-        columns = ", ".join(f"{name}" for name in EVENT_COLUMNS)
-        events = con.sql(
-            f"select {columns}, source_file, $now as ingested_at from mapped",
+        columns = ", ".join(EVENT_COLUMNS)
+        # One query straight to Arrow (a newline ends a mapping's trailing comment).
+        mapped = con.sql(
+            f"select {columns}, source_file, $now as ingested_at, line_number "
+            f"from ({self.mappings[kind]}\n) as mapped",
             params={"now": utcnow()},
         ).to_arrow_table()
-        left = con.sql(
-            "select l.source_file, l.line_number, encode(coalesce(l.line, l.payload)) as line "
-            "from provider_lines l "
-            "where not exists (select 1 from mapped m "
-            "where m.source_file = l.source_file and m.line_number = l.line_number) "
-            "order by l.source_file, l.line_number"
-        ).to_arrow_table()
-        return events.select(EVENTS_SCHEMA.names).cast(EVENTS_SCHEMA), left
+        claimed = mapped.select(["source_file", "line_number"])
+        events = mapped.drop_columns(["line_number"]).cast(EVENTS_SCHEMA)
+        # A mapping gives a line all its events or none: when as many distinct lines have
+        # events as there are lines, none is left over and the anti-join is not needed.
+        if claimed.group_by(["source_file", "line_number"]).aggregate([]).num_rows == (
+            self._line_counts.get(kind, 0)
+        ):
+            return events, []
+        con.register("claimed_lines", claimed)
+        try:
+            left = con.sql(
+                "select l.source_file, l.line_number, "
+                "encode(coalesce(l.line, l.payload)) as line "
+                "from provider_lines l anti join claimed_lines m "
+                "on m.source_file = l.source_file and m.line_number = l.line_number "
+                "order by l.source_file, l.line_number"
+            ).to_arrow_table()
+        finally:
+            con.unregister("claimed_lines")
+        return events, left.to_pylist()
