@@ -93,14 +93,15 @@ def grow_history(warehouse: DuckDBWarehouse, rows: int) -> None:
     )
 
 
-def _load(path: Path, landing: Path, python_only: bool) -> tuple[float, int, int]:
+def _load(path: Path, landing: Path, python_only: bool) -> tuple[float, float, int, int]:
+    """Load ``landing`` into a warehouse at ``path``: wall and CPU seconds, files, events."""
     with DuckDBWarehouse(path) as warehouse, bulk_event_parser() as bulk:
         ensure_tables(warehouse)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         report = ingest(warehouse, landing, event_parser, bulk=None if python_only else bulk)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
         events = int(warehouse.query("select count(*) from mailers.events").column(0)[0].as_py())
-    return elapsed, report.counts["files"], events
+    return elapsed, cpu, report.counts["files"], events
 
 
 def main() -> None:
@@ -118,20 +119,22 @@ def main() -> None:
         root = Path(tmp)
         landing = root / "landing"
         land_files(landing, args.files, args.per_file, 0, seed=1)
-        elapsed, files, events = _load(root / "bulk.duckdb", landing, args.python)
+        elapsed, cpu, files, events = _load(root / "bulk.duckdb", landing, args.python)
         total = args.files * args.per_file
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"{total:,} landed events in {files} files: {elapsed:.1f} s")
         print(f"  {total / elapsed:,.0f} events/s, {events:,} events loaded, peak RSS {rss:.0f} MB")
+        # CPU of all threads per event: less swayed than wall time by other load
+        print(f"  {cpu / total * 1e6:.1f} µs CPU per event ({cpu / elapsed:.2f} cores busy)")
 
         probe = root / "probe"
         land_files(probe, args.probe_files, args.per_file, 10**9, seed=2)
-        empty_elapsed, probe_files, _ = _load(root / "empty.duckdb", probe, args.python)
+        empty_elapsed, _, probe_files, _ = _load(root / "empty.duckdb", probe, args.python)
         grown = root / "grown.duckdb"
         with DuckDBWarehouse(grown) as warehouse:
             ensure_tables(warehouse)
             grow_history(warehouse, args.history)
-        grown_elapsed, _, _ = _load(grown, probe, args.python)
+        grown_elapsed, _, _, _ = _load(grown, probe, args.python)
         print(f"per-file cost over {probe_files} probe files:")
         print(f"  empty table:          {empty_elapsed / probe_files * 1000:.1f} ms/file")
         print(f"  after {args.history:,} events: {grown_elapsed / probe_files * 1000:.1f} ms/file")
