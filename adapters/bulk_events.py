@@ -145,6 +145,13 @@ from stripped
 where payload <> ''
 """
 
+PARSER_SETTINGS = "set disabled_optimizers = 'filter_pushdown'"
+"""The embedded database's settings. A mapping filters each stage on columns the stage
+computed (a field's type, a time read); pushed down, such a filter would be rewritten to
+recompute those columns' expressions (``from_json``, ``json_keys``, the time patterns)
+below the stage, so every line would pay for them twice. Written where they are, filters
+run once on what was computed, and a mapping needs no ``materialized`` stage to fence them."""
+
 LISTING_COLUMNS = ("path", "source_file", "provider_account", "kind")
 """The ``landing_files`` table the lines query joins: each file's path and names."""
 
@@ -183,6 +190,7 @@ class DuckDBBulkParser:
         self._con = duckdb.connect(":memory:")
         if threads:
             self._con.execute(f"set threads = {int(threads)}")
+        self._con.execute(PARSER_SETTINGS)
         self._con.execute(MACROS)
         self._line_counts: dict[str, int] = {}
 
