@@ -10,9 +10,12 @@ gives all of a line's events or none, and leaves every line it cannot map exactl
 Python parser would (odd types, unreadable times, duplicate keys) to that parser.
 
 The mappings run in an embedded, in-memory DuckDB whatever the warehouse is: parsing is
-local compute, and the warehouse only receives the Arrow result. Files are read with
-``read_text`` in one query per batch; a batch that cannot be read as UTF-8 text is read
-file by file, and a file that still cannot be is left to the Python parser whole.
+local compute, and the warehouse only receives the Arrow result. It pushes no filter down
+(:data:`PARSER_SETTINGS`): a mapping's ``where`` runs where it is written, on the columns
+its stage computed, so a stage needs no ``materialized`` to keep its expressions from
+being computed twice. Files are read with ``read_text`` in one query per batch; a batch
+that cannot be read as UTF-8 text is read file by file, and a file that still cannot be
+is left to the Python parser whole.
 """
 
 from __future__ import annotations
@@ -111,8 +114,10 @@ create or replace macro ref_text(fragment) as
     end;
 
 -- The keys of a JSON object (text) are unique: DuckDB reads the first of duplicates,
--- Python the last, so such a line is left to Python. Null and non-objects pass.
-create or replace macro unique_keys(keys) as list_unique(keys) = len(keys);
+-- Python the last, so such a line is left to Python. Null and non-objects pass. Fewer
+-- than two keys cannot repeat: the count of distinct ones is what costs.
+create or replace macro unique_keys(keys) as
+    case when len(keys) < 2 then true else list_unique(keys) = len(keys) end;
 create or replace macro keys_unique(object) as
     object is null or left(object, 1) <> '{{' or unique_keys(json_keys(object));
 
@@ -209,7 +214,8 @@ class DuckDBBulkParser:
         mapped = [f for f in files if f.kind in self.mappings]
         unread = [f for f in files if f.kind not in self.mappings]
         readable = self._read_lines(mapped)
-        unread += [f for f in mapped if f not in readable]
+        read = set(readable)
+        unread += [f for f in mapped if f not in read]
         tables: list[pa.Table] = []
         leftovers: list[LeftoverLine] = []
         by_relative = {f.relative: f for f in readable}
@@ -285,16 +291,18 @@ class DuckDBBulkParser:
             f"from ({self.mappings[kind]}\n) as mapped",
             params={"now": utcnow()},
         ).to_arrow_table()
-        claimed = mapped.select(["source_file", "line_number"])
         events = mapped.drop_columns(["line_number"]).cast(EVENTS_SCHEMA)
-        # A mapping gives a line all its events or none: when as many distinct lines have
-        # events as there are lines, none is left over and the anti-join is not needed.
-        if claimed.group_by(["source_file", "line_number"]).aggregate([]).num_rows == (
-            self._line_counts.get(kind, 0)
-        ):
-            return events, []
-        con.register("claimed_lines", claimed)
+        con.register("claimed_lines", mapped.select(["source_file", "line_number"]))
         try:
+            # A mapping gives a line all its events or none: when as many distinct lines
+            # have events as there are lines, none is left over and the anti-join is not
+            # needed.
+            claimed = con.sql(
+                "select count(*) from (select distinct source_file, line_number "
+                "from claimed_lines) as c"
+            ).fetchall()[0][0]
+            if claimed == self._line_counts.get(kind, 0):
+                return events, []
             left = con.sql(
                 "select l.source_file, l.line_number, "
                 "encode(coalesce(l.line, l.payload)) as line "
