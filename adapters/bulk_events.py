@@ -10,9 +10,12 @@ gives all of a line's events or none, and leaves every line it cannot map exactl
 Python parser would (odd types, unreadable times, duplicate keys) to that parser.
 
 The mappings run in an embedded, in-memory DuckDB whatever the warehouse is: parsing is
-local compute, and the warehouse only receives the Arrow result. Files are read with
-``read_text`` in one query per batch; a batch that cannot be read as UTF-8 text is read
-file by file, and a file that still cannot be is left to the Python parser whole.
+local compute, and the warehouse only receives the Arrow result. It pushes no filter down
+(:data:`PARSER_SETTINGS`): a mapping's ``where`` runs where it is written, on the columns
+its stage computed, so a stage needs no ``materialized`` to keep its expressions from
+being computed twice. Files are read with ``read_text`` in one query per batch; a batch
+that cannot be read as UTF-8 text is read file by file, and a file that still cannot be
+is left to the Python parser whole.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from importlib import resources
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -115,8 +119,10 @@ create or replace macro ref_text(fragment) as
     end;
 
 -- The keys of a JSON object (text) are unique: DuckDB reads the first of duplicates,
--- Python the last, so such a line is left to Python. Null and non-objects pass.
-create or replace macro unique_keys(keys) as list_unique(keys) = len(keys);
+-- Python the last, so such a line is left to Python. Null and non-objects pass. Fewer
+-- than two keys cannot repeat: the count of distinct ones is what costs.
+create or replace macro unique_keys(keys) as
+    case when len(keys) < 2 then true else list_unique(keys) = len(keys) end;
 create or replace macro keys_unique(object) as
     object is null or left(object, 1) <> '{{' or unique_keys(json_keys(object));
 
@@ -204,6 +210,13 @@ from stripped
 where payload <> ''
 """
 
+PARSER_SETTINGS = "set disabled_optimizers = 'filter_pushdown'"
+"""The embedded database's settings. A mapping filters each stage on columns the stage
+computed (a field's type, a time read); pushed down, such a filter would be rewritten to
+recompute those columns' expressions (``from_json``, ``json_keys``, the time patterns)
+below the stage, so every line would pay for them twice. Written where they are, filters
+run once on what was computed, and a mapping needs no ``materialized`` stage to fence them."""
+
 LISTING_COLUMNS = ("path", "source_file", "provider_account", "kind")
 """The ``landing_files`` table the lines query joins: each file's path and names."""
 
@@ -242,7 +255,9 @@ class DuckDBBulkParser:
         self._con = duckdb.connect(":memory:")
         if threads:
             self._con.execute(f"set threads = {int(threads)}")
+        self._con.execute(PARSER_SETTINGS)
         self._con.execute(MACROS)
+        self._line_counts: dict[str, int] = {}
 
     def close(self) -> None:
         """Release the embedded database."""
@@ -259,7 +274,8 @@ class DuckDBBulkParser:
         mapped = [f for f in files if f.kind in self.mappings]
         unread = [f for f in files if f.kind not in self.mappings]
         readable = self._read_lines(mapped)
-        unread += [f for f in mapped if f not in readable]
+        read = set(readable)
+        unread += [f for f in mapped if f not in read]
         tables: list[pa.Table] = []
         leftovers: list[LeftoverLine] = []
         by_relative = {f.relative: f for f in readable}
@@ -268,7 +284,7 @@ class DuckDBBulkParser:
             tables.append(events)
             leftovers += [
                 LeftoverLine(by_relative[row["source_file"]], row["line_number"], row["line"])
-                for row in left.to_pylist()
+                for row in left
             ]
         events = pa.concat_tables(tables) if tables else EVENTS_SCHEMA.empty_table()
         return BulkParsed(events=events, leftovers=leftovers, unread=unread)
@@ -315,27 +331,45 @@ class DuckDBBulkParser:
         # Small record batches: DuckDB scans an Arrow table's batches in parallel, where a
         # table's rows (one row group up to 122,880 of them) would map on one thread.
         batches = lines.to_batches(max_chunksize=SCAN_BATCH_ROWS)
+        self._line_counts = {
+            item["values"]: item["counts"] for item in lines["kind"].value_counts().to_pylist()
+        }
         self._con.register("landed_lines", pa.Table.from_batches(batches, lines.schema))
 
-    def _map(self, kind: str) -> tuple[pa.Table, pa.Table]:
-        """Run ``kind``'s mapping over its lines: (events, lines it left over)."""
+    def _map(self, kind: str) -> tuple[pa.Table, list[dict[str, Any]]]:
+        """Run ``kind``'s mapping over its lines: (events, the lines it left over)."""
         con = self._con
         con.execute(
             "create or replace temp view provider_lines as "
             "select source_file, provider_account, line_number, line, payload "
             f"from landed_lines where kind = {_literal(kind)}"
         )
-        con.execute(f"create or replace temp table mapped as {self.mappings[kind]}")
-        columns = ", ".join(f"{name}" for name in EVENT_COLUMNS)
-        events = con.sql(
-            f"select {columns}, source_file, $now as ingested_at from mapped",
+        columns = ", ".join(EVENT_COLUMNS)
+        # One query straight to Arrow (a newline ends a mapping's trailing comment).
+        mapped = con.sql(
+            f"select {columns}, source_file, $now as ingested_at, line_number "
+            f"from ({self.mappings[kind]}\n) as mapped",
             params={"now": utcnow()},
         ).to_arrow_table()
-        left = con.sql(
-            "select l.source_file, l.line_number, encode(coalesce(l.line, l.payload)) as line "
-            "from provider_lines l "
-            "where not exists (select 1 from mapped m "
-            "where m.source_file = l.source_file and m.line_number = l.line_number) "
-            "order by l.source_file, l.line_number"
-        ).to_arrow_table()
-        return events.select(EVENTS_SCHEMA.names).cast(EVENTS_SCHEMA), left
+        events = mapped.drop_columns(["line_number"]).cast(EVENTS_SCHEMA)
+        con.register("claimed_lines", mapped.select(["source_file", "line_number"]))
+        try:
+            # A mapping gives a line all its events or none: when as many distinct lines
+            # have events as there are lines, none is left over and the anti-join is not
+            # needed.
+            claimed = con.sql(
+                "select count(*) from (select distinct source_file, line_number "
+                "from claimed_lines) as c"
+            ).fetchall()[0][0]
+            if claimed == self._line_counts.get(kind, 0):
+                return events, []
+            left = con.sql(
+                "select l.source_file, l.line_number, "
+                "encode(coalesce(l.line, l.payload)) as line "
+                "from provider_lines l anti join claimed_lines m "
+                "on m.source_file = l.source_file and m.line_number = l.line_number "
+                "order by l.source_file, l.line_number"
+            ).to_arrow_table()
+        finally:
+            con.unregister("claimed_lines")
+        return events, left.to_pylist()

@@ -60,15 +60,21 @@ def test_duplicates_within_and_across_files_of_one_batch_load_once(
     warehouse: DuckDBWarehouse, tmp_path: Path
 ) -> None:
     landing = tmp_path / "landing"
+    land(landing, "b.jsonl", event("sbx-1", "bounce"), event("sbx-2", "delivered"))
     land(landing, "a.jsonl", event("sbx-1", "bounce"), event("sbx-1", "bounce"))
-    land(landing, "b.jsonl", event("sbx-1", "bounce"))
 
     report = ingest(warehouse, landing, event_parser, files_per_batch=10)
 
-    assert report.counts["events_new"] == 1
+    assert report.counts["events_new"] == 2
     assert report.counts["events_duplicate"] == 2
     assert report.counts["suppressions_added"] == 1
     assert count(warehouse, "select count(*) from mailers.suppressions") == 1
+    # the repeated event is kept from the first file in name order, beside the batch's others
+    kept = warehouse.query("select source_file from mailers.events order by event_type")
+    assert [name.rsplit("/", 1)[-1] for name in kept["source_file"].to_pylist()] == [
+        "a.jsonl",
+        "b.jsonl",
+    ]
 
 
 def test_batches_are_bounded_by_bytes_as_well_as_by_files(

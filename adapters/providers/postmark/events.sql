@@ -6,7 +6,7 @@
 -- keys. The classes below mirror RECORD_TYPES, BOUNCE_TYPES and SUBSCRIPTION_CHANGES; the
 -- parity test (tests/adapters/test_bulk_events.py) runs every key of those maps through
 -- both.
-with fields as materialized (
+with fields as (
     -- One parse: every field read, as its JSON text (struct keys are case-insensitive,
     -- so MessageId, the other spelling of MessageID, is read on its own when needed).
     select

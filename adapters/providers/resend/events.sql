@@ -9,13 +9,13 @@
 with objects as (
     select source_file, provider_account, line_number, payload, claimable_object(payload) as j
     from provider_lines
-), envelopes as materialized (
+), envelopes as (
     select
         source_file, provider_account, line_number, payload, json_keys(j) as keys,
         from_json(j, '{"type": "JSON", "created_at": "JSON", "data": "JSON"}') as e
     from objects
     where j is not null
-), bodies as materialized (
+), bodies as (
     -- parse(): mapping(envelope.data), {} unless an object
     select
         *,
