@@ -39,10 +39,8 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -50,41 +48,12 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from adapters.warehouses.snowflake_settings import SnowflakeWarehouseConfig
 from mailers.errors import ConfigError, WarehouseError
-from mailers.warehouse import WORK_SCHEMA
+from mailers.snowflake_config import SnowflakeWarehouseConfig
+from mailers.warehouse import WORK_SCHEMA, BulkLoad, WarehouseCapabilities
 
 EXTRA = "snowflake"
 """The optional dependency group that brings snowflake-connector-python."""
-
-
-class BulkLoad(StrEnum):
-    """How an engine takes a bulk append (the ``warehouses`` branch's enum, same values)."""
-
-    ARROW_SCAN = "arrow_scan"
-    COPY = "copy"
-    STAGED_COPY = "staged_copy"
-    LOAD_JOB = "load_job"
-
-
-@dataclass(frozen=True, slots=True)
-class WarehouseCapabilities:
-    """What differs between engines beyond SQL spelling.
-
-    The same fields as ``mailers.warehouse.WarehouseCapabilities`` on the ``warehouses``
-    branch; on merge this class and :class:`BulkLoad` give way to those.
-    """
-
-    engine: str
-    transactions: bool
-    transactional_ddl: bool
-    single_writer: bool
-    enforces_primary_keys: bool
-    error_aborts_transaction: bool
-    json_type: str
-    bulk_load: BulkLoad
-    max_statement_bytes: int | None
-    max_parameters: int | None
 
 
 CAPABILITIES = WarehouseCapabilities(
@@ -176,7 +145,7 @@ class SnowflakeDialect:
     def timestamp_text(self, expr: str) -> str:
         return f"to_char({expr}, 'YYYY-MM-DD HH24:MI:SS.FF6')"
 
-    def star_except(self, alias: str, columns: Sequence[str], available: Sequence[str] = ()) -> str:
+    def star_except(self, alias: str, columns: Sequence[str], available: Sequence[str]) -> str:
         # https://docs.snowflake.com/en/sql-reference/sql/select: <alias>.* EXCLUDE (...).
         return f"{alias}.* exclude ({', '.join(self.quote(c) for c in columns)})"
 

@@ -1,8 +1,9 @@
-"""``warehouse: {kind: snowflake, ...}``: where a Snowflake warehouse is and how to log in.
+"""Configuration of a Snowflake warehouse (``warehouse: {kind: snowflake, ...}``).
 
-Kept beside the adapter so that :mod:`mailers.config` gains one union member and nothing
-else. Secrets are :class:`~mailers.secrets.SecretRef`\\ s (``{env: NAME}``), read when a
-connection is opened, never when the config loads. Exactly one way to authenticate:
+One member of :data:`mailers.config.WarehouseConfig`; the adapter is
+:mod:`adapters.warehouses.snowflake`. Secrets are :class:`~mailers.secrets.SecretRef`\\ s
+(``{env: NAME}``), read when a connection is opened, never when the config loads. Exactly
+one way to authenticate:
 
 * ``password``: a password (service users should prefer a key pair);
 * ``private_key``: a PEM private key held in an environment variable;
