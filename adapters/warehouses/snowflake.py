@@ -387,7 +387,7 @@ class SnowflakeWarehouse:
 
     @contextmanager
     def _put(self, data: pa.Table) -> Iterator[str]:
-        """Upload ``data`` as one Parquet file; yield its stage path (removed afterwards)."""
+        """Upload ``data`` as one Parquet file; yield its stage path (removed on failure)."""
         path = f"@{self._stage}/{uuid.uuid4().hex}/"
         with tempfile.TemporaryDirectory(prefix="mailers-snowflake-") as tmp:
             local = Path(tmp) / "rows.parquet"
@@ -398,10 +398,13 @@ class SnowflakeWarehouse:
             )
         try:
             yield path
-        finally:
-            # COPY's PURGE removes a loaded file; this removes one a failed COPY left.
+        except BaseException:
+            # COPY's PURGE removes a file it loaded; this removes one a failed COPY left.
+            # Only then: a statement more per append, and one fakesnow cannot parse (its
+            # error would abort the caller's open transaction).
             with suppress(WarehouseError):
                 self.execute(f"remove {path}")
+            raise
 
     def _copy(self, target: str, columns: str, select: str, path: str, rows: int) -> None:
         sql = (
