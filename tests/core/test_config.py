@@ -546,6 +546,32 @@ def test_a_snowflake_warehouse_loads_with_its_secret_in_the_environment(
         _ = settings.warehouse_path
 
 
+def test_a_snowflake_key_pair_is_among_the_references_every_run_needs(
+    edit_config: ConfigEditor,
+) -> None:
+    from mailers.preflight import environment_references, run_references, unset
+
+    def key_pair(document: dict[str, Any]) -> None:
+        document["warehouse"] = {
+            "kind": "snowflake",
+            "account": "myorg-acct",
+            "user": "MAILERS",
+            "database": "ANALYTICS",
+            "private_key": {"env": "MAILERS_SF_KEY"},
+            "private_key_passphrase": {"env": "MAILERS_SF_KEY_PASSPHRASE"},
+        }
+
+    settings = load(edit_config(key_pair))
+    refs = [r for r in environment_references(settings) if r.path.startswith("warehouse.")]
+    assert [(r.path, r.env) for r in refs] == [
+        ("warehouse.private_key", "MAILERS_SF_KEY"),
+        ("warehouse.private_key_passphrase", "MAILERS_SF_KEY_PASSPHRASE"),
+    ]
+    needed = run_references(settings, settings.campaigns()[:1])
+    assert all(ref in needed for ref in refs)
+    assert unset(refs, environ={"MAILERS_SF_KEY": "pem"}) == refs[1:]
+
+
 @pytest.mark.parametrize(
     ("warehouse", "expected"),
     [
