@@ -306,18 +306,18 @@ def postgres_config(
         admin.execute(f"drop database if exists {name} with (force)")
 
 
-WAREHOUSE_ENGINES = ("duckdb", "postgres")
+WAREHOUSE_ENGINES = ("duckdb", "postgres", "snowflake")
 
 
 @pytest.fixture(params=WAREHOUSE_ENGINES)
 def engine_config(request: pytest.FixtureRequest) -> WarehouseConfig:
     """The warehouse config of each engine in turn: a DuckDB file (``warehouse.duckdb``
-    under the directory given to ``connect``), then a fresh database on the session's
-    Postgres server."""
+    under the directory given to ``connect``), a fresh database on the session's Postgres
+    server, then an empty Snowflake database on fakesnow (``snowflake_config``)."""
     document = (
         {"kind": "duckdb", "path": "warehouse.duckdb"}
         if request.param == "duckdb"
-        else request.getfixturevalue("postgres_config")
+        else request.getfixturevalue(f"{request.param}_config")
     )
     return TypeAdapter(WarehouseConfig).validate_python(document)
 
