@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mailers.bigquery_config import BigQueryWarehouseConfig
 from mailers.completeness import CompletenessConfig
@@ -34,6 +34,7 @@ from mailers.policy_config import (
 from mailers.rules_config import PauseRulesConfig
 from mailers.secrets import SecretRef
 from mailers.serve_config import ServeConfig
+from mailers.snowflake_config import SnowflakeWarehouseConfig
 from mailers.subscribers_config import SubscriberConfig
 
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -418,22 +419,13 @@ _DSN_PASSWORD = re.compile(r"(^|\s)password\s*=|://[^/@:]*:[^/@]*@", re.IGNORECA
 """A password inside a connection string (``password=...`` or ``user:secret@`` in a URI)."""
 
 WarehouseConfig = Annotated[
-    DuckDBWarehouseConfig | PostgresWarehouseConfig | BigQueryWarehouseConfig,
+    DuckDBWarehouseConfig
+    | PostgresWarehouseConfig
+    | BigQueryWarehouseConfig
+    | SnowflakeWarehouseConfig,
     Field(discriminator="kind"),
 ]
 """Where Mailers' tables and the dbt models live: one engine, chosen by ``kind``."""
-
-PLANNED_WAREHOUSE_KINDS = ("snowflake",)
-"""Engines issue 11 plans that have no adapter yet: named in the error, not accepted."""
-
-
-def _warehouse_kind_available(value: Any) -> Any:
-    kind = value.get("kind") if isinstance(value, dict) else None
-    if kind in PLANNED_WAREHOUSE_KINDS:
-        raise ValueError(
-            f"kind {kind!r} is not available yet (available: duckdb, postgres, bigquery)"
-        )
-    return value
 
 
 class UnsubscribeConfig(_Strict):
@@ -458,9 +450,7 @@ class MailersConfig(_Strict):
     data_dir: str = Field(default=".mailers", description="Relative to the config file.")
     dbt_project_dir: str = Field(default="dbt_project", description="Relative to the config file.")
     templates_dir: str = Field(default="templates", description="Relative to the config file.")
-    warehouse: Annotated[WarehouseConfig, BeforeValidator(_warehouse_kind_available)] = Field(
-        default_factory=DuckDBWarehouseConfig
-    )
+    warehouse: WarehouseConfig = Field(default_factory=DuckDBWarehouseConfig)
     unsubscribe: UnsubscribeConfig
     serve: ServeConfig = Field(default_factory=ServeConfig)
     workspaces: dict[Name, WorkspaceConfig] = Field(min_length=1)

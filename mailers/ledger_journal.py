@@ -409,7 +409,10 @@ class JournaledWarehouse:
 
     def _before(self, sql: str) -> None:
         """Load the buffers before a statement that touches a journaled table."""
-        if self._pending and any(name in sql for name in self._pending):
+        # Case-folded: a dialect may spell the (lower-case) names otherwise, as Snowflake's
+        # quotes them upper-case. Loading for a statement that only looks similar is safe.
+        folded = sql.lower()
+        if self._pending and any(name in folded for name in self._pending):
             self.flush()
 
 

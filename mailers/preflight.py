@@ -33,8 +33,9 @@ SAMPLE_VALUE = "sample"
 
 SAMPLE_UNSUBSCRIBE_URL = "https://unsubscribe.invalid/u/sample"
 
-WAREHOUSE_PASSWORD_PATH = "warehouse.password"
-"""Where a server warehouse's password is referenced; every run needs it."""
+WAREHOUSE_SECRETS = ("password", "private_key", "private_key_passphrase")
+"""Fields of a warehouse config that hold a secret (``{env: NAME}``): a server's password,
+Snowflake's key pair. Every run needs those its config sets."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,11 @@ class EnvReference:
         return bool((os.environ if environ is None else environ).get(self.env))
 
 
+def is_warehouse_secret(ref: EnvReference) -> bool:
+    """Whether ``ref`` is one of the warehouse's secrets (:data:`WAREHOUSE_SECRETS`)."""
+    return ref.path in {f"warehouse.{name}" for name in WAREHOUSE_SECRETS}
+
+
 def environment_references(settings: Settings) -> list[EnvReference]:
     """Every environment variable the config references, in config order."""
     cfg = settings.config
@@ -65,9 +71,10 @@ def environment_references(settings: Settings) -> list[EnvReference]:
             needed=any(ref.config.stream.needs_unsubscribe for ref in settings.campaigns()),
         )
     ]
-    password = getattr(cfg.warehouse, "password", None)
-    if password is not None:
-        refs.append(EnvReference(env=password.env, path=WAREHOUSE_PASSWORD_PATH, needed=True))
+    for name in WAREHOUSE_SECRETS:
+        secret = getattr(cfg.warehouse, name, None)
+        if secret is not None:
+            refs.append(EnvReference(env=secret.env, path=f"warehouse.{name}", needed=True))
     for ws_name, workspace in cfg.workspaces.items():
         for name, account in workspace.provider_accounts.items():
             for key, secret in account.credentials.items():
@@ -110,7 +117,7 @@ def run_references(
     return [
         ref
         for ref in environment_references(settings)
-        if ref.path == WAREHOUSE_PASSWORD_PATH
+        if is_warehouse_secret(ref)
         or (ref.account is None and ref.subscriber is None and bulk)
         or (ref.account is not None and (ref.workspace in workspaces or ref.account in polled))
     ]

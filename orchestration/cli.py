@@ -52,9 +52,9 @@ from mailers.outcomes import NOT_SENT_FAILURE, PAUSED_FAILURE
 from mailers.planning import SendPlan
 from mailers.planning import plan as plan_window
 from mailers.preflight import (
-    WAREHOUSE_PASSWORD_PATH,
     check_template,
     environment_references,
+    is_warehouse_secret,
     segment_columns_from_dbt,
     unset,
 )
@@ -130,7 +130,7 @@ def _check_environment(settings: Settings) -> list[str]:
             for ref in missing
             if ref.account in simulated | {None}
             and not ref.subscriber
-            and ref.path != WAREHOUSE_PASSWORD_PATH
+            and not is_warehouse_secret(ref)
         }
     )
     if filled:

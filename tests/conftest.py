@@ -306,20 +306,87 @@ def postgres_config(
         admin.execute(f"drop database if exists {name} with (force)")
 
 
-WAREHOUSE_ENGINES = ("duckdb", "postgres")
+WAREHOUSE_ENGINES = ("duckdb", "postgres", "snowflake")
 
 
 @pytest.fixture(params=WAREHOUSE_ENGINES)
 def engine_config(request: pytest.FixtureRequest) -> WarehouseConfig:
     """The warehouse config of each engine in turn: a DuckDB file (``warehouse.duckdb``
-    under the directory given to ``connect``), then a fresh database on the session's
-    Postgres server."""
+    under the directory given to ``connect``), a fresh database on the session's Postgres
+    server, then an empty Snowflake database on fakesnow (``snowflake_config``)."""
     document = (
         {"kind": "duckdb", "path": "warehouse.duckdb"}
         if request.param == "duckdb"
-        else request.getfixturevalue("postgres_config")
+        else request.getfixturevalue(f"{request.param}_config")
     )
     return TypeAdapter(WarehouseConfig).validate_python(document)
+
+
+SNOWFLAKE_PASSWORD_ENV = "MAILERS_TEST_SNOWFLAKE_PASSWORD"
+
+
+@pytest.fixture
+def snowflake_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """The ``warehouse:`` config of an empty Snowflake database on fakesnow: the connector
+    is patched for this test only (every connection opened in it shares one in-memory
+    DuckDB, so a writer and a reader see the same tables), its password in the
+    environment variable the config names."""
+    fakesnow = pytest.importorskip("fakesnow", reason="fakesnow is in the dev extra")
+    monkeypatch.setenv(SNOWFLAKE_PASSWORD_ENV, "fakesnow-takes-any-password")
+    with fakesnow.patch():
+        yield {
+            "kind": "snowflake",
+            "account": "fakesnow",
+            "user": "mailers",
+            "database": "MAILERS_TEST",
+            "password": {"env": SNOWFLAKE_PASSWORD_ENV},
+        }
+
+
+SNOWFLAKE_LIVE_VARIABLES = ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER", "SNOWFLAKE_WAREHOUSE")
+"""What a live Snowflake test needs, with ``SNOWFLAKE_PASSWORD`` or ``SNOWFLAKE_PRIVATE_KEY``
+(PEM) and optionally ``SNOWFLAKE_ROLE`` and ``SNOWFLAKE_DATABASE`` (where to log in first)."""
+
+
+def _snowflake_live_document(database: str) -> dict[str, Any]:
+    auth = (
+        {"private_key": {"env": "SNOWFLAKE_PRIVATE_KEY"}}
+        if os.environ.get("SNOWFLAKE_PRIVATE_KEY")
+        else {"password": {"env": "SNOWFLAKE_PASSWORD"}}
+    )
+    return {
+        "kind": "snowflake",
+        "account": os.environ["SNOWFLAKE_ACCOUNT"],
+        "user": os.environ["SNOWFLAKE_USER"],
+        "warehouse": os.environ["SNOWFLAKE_WAREHOUSE"],
+        "role": os.environ.get("SNOWFLAKE_ROLE"),
+        "database": database,
+        **auth,
+    }
+
+
+@pytest.fixture
+def snowflake_live_config() -> Iterator[dict[str, Any]]:
+    """The ``warehouse:`` config of a transient database ``MAILERS_TEST_<random>`` on the
+    real account the environment names (:data:`SNOWFLAKE_LIVE_VARIABLES`), dropped after
+    the test; skipped without those variables."""
+    import uuid
+
+    from adapters.warehouses.snowflake import open_snowflake
+    from mailers.snowflake_config import SnowflakeWarehouseConfig
+
+    missing = [name for name in SNOWFLAKE_LIVE_VARIABLES if not os.environ.get(name)]
+    if missing:
+        pytest.skip(f"live Snowflake tests need {', '.join(missing)}")
+    database = f"MAILERS_TEST_{uuid.uuid4().hex[:10].upper()}"
+    login = _snowflake_live_document(os.environ.get("SNOWFLAKE_DATABASE", "SNOWFLAKE"))
+    # Read-only: the admin session only creates and drops the database, no stage of its own.
+    with open_snowflake(SnowflakeWarehouseConfig.model_validate(login), read_only=True) as admin:
+        admin.execute(f'create transient database "{database}"')
+        try:
+            yield _snowflake_live_document(database)
+        finally:
+            admin.execute(f'drop database if exists "{database}"')
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ from mailers.config import (
     Settings,
     WarehouseConfig,
 )
+from mailers.snowflake_config import SnowflakeWarehouseConfig
 from mailers.warehouse import Warehouse
 
 
@@ -40,10 +41,11 @@ def open_warehouse(settings: Settings, *, read_only: bool = False) -> OpenWareho
     """Connect to the warehouse the config names.
 
     ``read_only`` opens it for reading (a DuckDB file without taking the writer's lock; a
-    Postgres session whose transactions are read-only). Raises
+    Postgres session whose transactions are read-only; a Snowflake or BigQuery session
+    that refuses Mailers' writes). Raises
     :class:`~mailers.errors.WarehouseBusy` when a DuckDB file's writer lock is held,
     :class:`~mailers.errors.WarehouseError` when it cannot connect,
-    :class:`~mailers.errors.SecretMissing` when the password's variable is unset, and
+    :class:`~mailers.errors.SecretMissing` when a password's or key's variable is unset, and
     :class:`~mailers.errors.ConfigError` naming the extra to install when the engine's
     driver is missing.
     """
@@ -69,6 +71,10 @@ def connect(config: WarehouseConfig, data_dir: Path, *, read_only: bool = False)
         from adapters.warehouses.bigquery import open_bigquery
 
         return open_bigquery(config, read_only=read_only)
+    if isinstance(config, SnowflakeWarehouseConfig):
+        from adapters.warehouses.snowflake import open_snowflake
+
+        return open_snowflake(config, read_only=read_only)
     raise AssertionError(f"unhandled warehouse kind {config.kind!r}")
 
 
@@ -89,6 +95,8 @@ def describe_warehouse(settings: Settings) -> str:
         return str(settings.warehouse_path)
     if isinstance(config, BigQueryWarehouseConfig):
         return f"BigQuery project {config.project} ({config.location})"
+    if isinstance(config, SnowflakeWarehouseConfig):
+        return config.describe()
     if config.dsn is not None:
         return "the Postgres database of warehouse.dsn"
     return f"Postgres database {config.database} on {config.host}:{config.port}"

@@ -206,7 +206,7 @@ def test_segment_columns_are_kept_and_window_stamped(warehouse: Warehouse) -> No
     table = resolve(warehouse, SPEC, writer(warehouse).settled_keys_sql())
 
     columns = warehouse.columns("mailers_work", "audience__acme__pro_tips")
-    assert table == '"mailers_work"."audience__acme__pro_tips"'
+    assert table == warehouse.relation("mailers_work", "audience__acme__pro_tips")
     assert columns is not None
     assert columns[:2] == ["email", "first_name"]
     assert "mailers_trimmed" not in columns and "mailers_rank" not in columns
@@ -244,7 +244,7 @@ def test_plan_purpose_builds_its_own_table(warehouse: Warehouse) -> None:
 
     plan_table = resolve(warehouse, SPEC, writer(warehouse).settled_keys_sql(), purpose="plan")
 
-    assert plan_table == '"mailers_work"."plan__acme__pro_tips"'
+    assert plan_table == warehouse.relation("mailers_work", "plan__acme__pro_tips")
     assert disposition_counts(warehouse, plan_table)["to_send"] == 7
     # A dry run never disturbs the audience a pending send will read.
     assert disposition_counts(warehouse, audience_table)["to_send"] == 6

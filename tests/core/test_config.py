@@ -518,12 +518,83 @@ def test_a_postgres_warehouse_takes_its_password_from_the_environment(
         _ = settings.warehouse_path
 
 
+def test_a_snowflake_warehouse_loads_with_its_secret_in_the_environment(
+    edit_config: ConfigEditor,
+) -> None:
+    from mailers.preflight import environment_references
+    from mailers.snowflake_config import SnowflakeWarehouseConfig
+
+    def snowflake(document: dict[str, Any]) -> None:
+        document["warehouse"] = {
+            "kind": "snowflake",
+            "account": "myorg-acct",
+            "user": "MAILERS",
+            "database": "ANALYTICS",
+            "schema": "MAILERS_SESSION",
+            "password": {"env": "MAILERS_SF_PASSWORD"},
+        }
+
+    settings = load(edit_config(snowflake))
+    warehouse = settings.config.warehouse
+    assert isinstance(warehouse, SnowflakeWarehouseConfig)
+    assert warehouse.connect_arguments({"MAILERS_SF_PASSWORD": "pw"})["schema"] == (
+        "MAILERS_SESSION"
+    )
+    refs = [r for r in environment_references(settings) if r.path == "warehouse.password"]
+    assert [(r.env, r.needed) for r in refs] == [("MAILERS_SF_PASSWORD", True)]
+    with pytest.raises(ConfigError, match=r"warehouse\.kind is 'snowflake'"):
+        _ = settings.warehouse_path
+
+
+def test_a_snowflake_key_pair_is_among_the_references_every_run_needs(
+    edit_config: ConfigEditor,
+) -> None:
+    from mailers.preflight import environment_references, run_references, unset
+
+    def key_pair(document: dict[str, Any]) -> None:
+        document["warehouse"] = {
+            "kind": "snowflake",
+            "account": "myorg-acct",
+            "user": "MAILERS",
+            "database": "ANALYTICS",
+            "private_key": {"env": "MAILERS_SF_KEY"},
+            "private_key_passphrase": {"env": "MAILERS_SF_KEY_PASSPHRASE"},
+        }
+
+    settings = load(edit_config(key_pair))
+    refs = [r for r in environment_references(settings) if r.path.startswith("warehouse.")]
+    assert [(r.path, r.env) for r in refs] == [
+        ("warehouse.private_key", "MAILERS_SF_KEY"),
+        ("warehouse.private_key_passphrase", "MAILERS_SF_KEY_PASSPHRASE"),
+    ]
+    needed = run_references(settings, settings.campaigns()[:1])
+    assert all(ref in needed for ref in refs)
+    assert unset(refs, environ={"MAILERS_SF_KEY": "pem"}) == refs[1:]
+
+
 @pytest.mark.parametrize(
     ("warehouse", "expected"),
     [
-        ({"kind": "snowflake", "account": "x"}, r"warehouse: .*'snowflake' is not available yet"),
+        ({"kind": "snowflake", "account": "x"}, r"warehouse\.snowflake\.user: .*[Ff]ield required"),
+        (
+            {"kind": "snowflake", "account": "x", "user": "u", "database": "D"},
+            r"warehouse\.snowflake: .*exactly one of password, private_key or private_key_file",
+        ),
+        (
+            {
+                "kind": "snowflake",
+                "account": "x",
+                "user": "u",
+                "database": "D",
+                "password": "hunter2",
+            },
+            r"warehouse\.snowflake\.password",
+        ),
         ({"kind": "bigquery"}, r"warehouse\.bigquery\.project: .*[Ff]ield required"),
-        ({"kind": "oracle"}, r"warehouse: .*'oracle'.*'duckdb', 'postgres'"),
+        (
+            {"kind": "oracle"},
+            r"warehouse: .*'oracle'.*'duckdb', 'postgres', 'bigquery', 'snowflake'",
+        ),
         (
             {"kind": "postgres", "dsn": "postgresql://u:hunter2@h/d"},
             r"warehouse\.postgres: .*dsn must not hold a password",
