@@ -91,8 +91,9 @@ class LocalSegments:
     def commit(self, groups: Mapping[Key, Sequence[bytes]]) -> dict[Key, Exception]:
         """Append each group's lines to its segment and fsync; the failures by key.
 
-        Lines of a key that did not fail are durable on return. A failed key's segment is
-        cut back to what was durable before, closed, and a new one is opened next time.
+        Lines of a key that did not fail are durable on return (and, with
+        ``max_age_seconds`` 0, in a closed segment). A failed key's segment is cut back to
+        what was durable before, closed, and a new one is opened next time.
         """
         failed: dict[Key, Exception] = {}
         written: list[tuple[Key, _Segment]] = []
@@ -117,7 +118,10 @@ class LocalSegments:
                 continue
             segment.size = os.lseek(segment.fd, 0, os.SEEK_END)
             segment.lines += len(groups[key])
-            if segment.size >= self.max_bytes or segment.lines >= self.max_lines:
+            # Age 0 closes here, before the caller acknowledges: what was acknowledged is
+            # then already visible to ingestion (closing on the next tick raced the answer).
+            full = segment.size >= self.max_bytes or segment.lines >= self.max_lines
+            if full or self.max_age_seconds == 0:
                 self._close(key)
         return failed
 
