@@ -73,7 +73,10 @@ create or replace macro derived_event_id(provider, parts) as
 -- An ISO 8601 instant as naive UTC, microseconds kept (more digits cut, as
 -- datetime.fromisoformat does); null unless it is exactly YYYY-MM-DD[T ]HH:MM:SS[.f]
 -- followed by Z or a +HH:MM offset (iso_instant), or optionally by one, a time without
--- one read as UTC (iso_instant_or_utc). The patterns are constants: compiled once.
+-- one read as UTC (iso_instant_or_utc). The patterns are constants: compiled once. A
+-- time on 9999-12-31 is left to Python: with an offset it may be past the last instant
+-- Python's datetime holds, and its parser fails on it (OverflowError) where DuckDB would
+-- give year 10000.
 create or replace macro iso_parts(s) as
     try_cast(substr(s, 1, 10) || ' ' || substr(s, 12, 8) as timestamp)
     + to_microseconds(cast(rpad(left(regexp_extract(s, '[.]([0-9]+)', 1), 6), 6, '0') as bigint))
@@ -82,9 +85,11 @@ create or replace macro iso_parts(s) as
         * (to_minutes(cast(substr(s, -5, 2) as bigint) * 60 + cast(substr(s, -2, 2) as bigint)))
       else to_minutes(0) end;
 create or replace macro iso_instant(s) as
-    case when regexp_full_match(s, '{_LOCAL_TIME}{_OFFSET}') then iso_parts(s) end;
+    case when regexp_full_match(s, '{_LOCAL_TIME}{_OFFSET}') and s < '9999-12-31'
+        then iso_parts(s) end;
 create or replace macro iso_instant_or_utc(s) as
-    case when regexp_full_match(s, '{_LOCAL_TIME}{_OFFSET}?') then iso_parts(s) end;
+    case when regexp_full_match(s, '{_LOCAL_TIME}{_OFFSET}?') and s < '9999-12-31'
+        then iso_parts(s) end;
 
 -- JSON fragments (from_json with a structure of "JSON" fields gives each field as its
 -- JSON text, null when absent or null): their type from the first character, and their value as
