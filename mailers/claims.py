@@ -17,9 +17,18 @@ one row per event of one *generation* of the claim::
   or its last beat is older than its TTL) insert ``(N + 1, beat 0)``. The primary key
   ``(workspace, campaign, send_window, generation, beat)`` lets exactly one contender's
   insert of generation N + 1 succeed; the loser reads the winner back and fails naming it.
-  DuckDB and Postgres enforce primary keys. Snowflake and BigQuery accept them but do not
-  enforce them: there, acquisition has to become a ``MERGE ... when not matched then
-  insert`` on that key before this claim can be trusted.
+  DuckDB and Postgres enforce primary keys.
+* **The fence**, where the engine does not enforce primary keys (Snowflake, BigQuery: both
+  accept a key and never check it, so two inserts of generation N + 1 would both land).
+  There the compare-and-set moves to ``mailers.send_claim_fence``, one row whose
+  ``version`` every acquisition bumps: a contender reads the version *before* the claim
+  state, then in one transaction runs ``update ... set version = v + 1 where version = v``
+  and inserts its generation only if that update changed a row. Concurrent updates of one
+  row serialize on both engines (Snowflake locks the table for the update until commit;
+  BigQuery aborts the later of two transactions that mutate one table), so of two
+  contenders that read the same version exactly one commits; the other re-reads and
+  finds the window held. A ``MERGE ... when not matched then insert`` would not do: an
+  insert-only merge runs concurrently with another like a plain insert.
 * **Lease**: the holder appends a ``renewed`` beat at most every ``renew_every`` seconds.
   A claim whose last beat is older than its TTL (stored in its rows, so a taker applies the
   holder's TTL, not its own) may be taken over by inserting the next generation.
@@ -48,7 +57,7 @@ import pyarrow as pa
 
 from mailers import clock as mailers_clock
 from mailers.clock import Clock
-from mailers.errors import ClaimLost, WarehouseError, WindowClaimed
+from mailers.errors import ClaimError, ClaimLost, WarehouseError, WindowClaimed
 from mailers.ledger import LedgerContext
 from mailers.warehouse import MAILERS_SCHEMA, Warehouse
 
@@ -95,6 +104,25 @@ CLAIMS_SCHEMA = pa.schema(
 
 CLAIMS_KEY = ("workspace", "campaign", "send_window", "generation", "beat")
 """The primary key that makes acquiring a generation a compare-and-set."""
+
+FENCE_TABLE = "send_claim_fence"
+FENCE_SCHEMA = pa.schema(
+    [
+        pa.field("fence", pa.string(), nullable=False),
+        pa.field("version", pa.int64(), nullable=False),
+        pa.field("holder", pa.string(), nullable=False),
+        pa.field("updated_at", pa.timestamp("us"), nullable=False),
+    ]
+)
+"""Columns of ``mailers.send_claim_fence``: the one row bumped by every acquisition where
+primary keys are not enforced; ``holder`` is the last acquirer's."""
+
+FENCE_ROW = "send_claims"
+"""The fence row's name (one fence for every window: acquisitions are rare)."""
+
+
+class _FenceMoved(Exception):
+    """Another acquisition bumped the fence between this contender's read and its update."""
 
 
 @dataclass(frozen=True)
@@ -176,7 +204,11 @@ class WindowClaim:
         now = clock.now if clock is not None else mailers_clock.now
         holder = uuid.uuid4().hex
         patience = time.monotonic() + CONTENTION_PATIENCE_SECONDS
+        fenced = not warehouse.capabilities.enforces_primary_keys
         while True:
+            # The fence is read before the claim state: a version read after another
+            # contender's commit comes with that contender's claim row in view.
+            version = _fence_version(warehouse, now()) if fenced else None
             stamp = _naive_utc(now())
             latest = _latest(warehouse, context)
             if latest is not None and not latest.is_free(stamp):
@@ -193,13 +225,22 @@ class WindowClaim:
             )
             started = monotonic()
             try:
-                _append(warehouse, context, state, 0, ClaimEvent.ACQUIRED, stamp)
+                if version is None:
+                    _append(warehouse, context, state, 0, ClaimEvent.ACQUIRED, stamp)
+                else:
+                    _fenced_acquire(warehouse, context, state, stamp, version)
                 break
-            except WarehouseError:
-                # Another contender's insert of this generation won the key. Its row may
-                # not be committed yet (DuckDB checks keys against uncommitted rows too),
-                # so read again until it shows, and name it as the holder.
+            except (WarehouseError, _FenceMoved) as err:
+                # Another contender's insert of this generation won the key (or moved the
+                # fence). Its row may not be committed yet (DuckDB checks keys against
+                # uncommitted rows too), so read again until it shows, and name it.
                 if time.monotonic() >= patience:
+                    if isinstance(err, _FenceMoved):
+                        raise ClaimError(
+                            f"could not claim send window {context.send_window} of "
+                            f"{context.workspace}.{context.campaign}: other runs kept "
+                            f"claiming windows for {CONTENTION_PATIENCE_SECONDS:.0f}s"
+                        ) from None
                     raise
                 time.sleep(CONTENTION_PAUSE_SECONDS)
         took_over = latest if latest is not None and not latest.released else None
@@ -354,6 +395,44 @@ def _append(
     columns = ", ".join(CLAIMS_SCHEMA.names)
     marks = ", ".join("?" for _ in values)
     warehouse.execute(f"insert into {claims} ({columns}) values ({marks})", values)
+
+
+def _fence_version(warehouse: Warehouse, moment: datetime) -> int:
+    """The fence's version now, creating its row on first use.
+
+    Two first uses may both insert a row at version 0; that is harmless, as every update
+    moves all rows at the version read together and a row left behind is never read
+    (readers take the highest version).
+    """
+    fence = warehouse.relation(MAILERS_SCHEMA, FENCE_TABLE)
+    for _ in range(2):
+        rows = warehouse.query(
+            f"select max(version) as version from {fence} where fence = ?", [FENCE_ROW]
+        ).to_pylist()
+        if rows and rows[0]["version"] is not None:
+            return int(rows[0]["version"])
+        warehouse.execute(
+            f"insert into {fence} (fence, version, holder, updated_at) "
+            f"select ?, 0, '', ? where not exists (select 1 from {fence} where fence = ?)",
+            [FENCE_ROW, _naive_utc(moment), FENCE_ROW],
+        )
+    raise WarehouseError(f"{fence} has no row {FENCE_ROW!r} right after inserting it")
+
+
+def _fenced_acquire(
+    warehouse: Warehouse, context: LedgerContext, state: ClaimState, stamp: datetime, version: int
+) -> None:
+    """Bump the fence from ``version`` and insert the acquisition, or raise _FenceMoved."""
+    fence = warehouse.relation(MAILERS_SCHEMA, FENCE_TABLE)
+    with warehouse.transaction():
+        moved = warehouse.execute(
+            f"update {fence} set version = version + 1, holder = ?, updated_at = ? "
+            "where fence = ? and version = ?",
+            [state.holder, stamp, FENCE_ROW, version],
+        )
+        if moved == 0:
+            raise _FenceMoved  # rolls the transaction back; the caller reads again
+        _append(warehouse, context, state, 0, ClaimEvent.ACQUIRED, stamp)
 
 
 def _naive_utc(moment: datetime) -> datetime:

@@ -2,7 +2,9 @@
 
 They live in the ``mailers`` schema of the warehouse (dbt reads them as the ``mailers``
 source). Every one is append-only: rows are added, never updated or deleted, except
-``audit_heads``, a derived index of the audit chain's heads (see :mod:`mailers.audit`).
+``audit_heads``, a derived index of the audit chain's heads (see :mod:`mailers.audit`), and
+``send_claim_fence``, the one-row counter that makes claiming a send window a
+compare-and-set where primary keys are not enforced (see :mod:`mailers.claims`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from mailers.audit import (
     AUDIT_TABLE,
     chain_legacy_rows,
 )
-from mailers.claims import CLAIMS_KEY, CLAIMS_SCHEMA, CLAIMS_TABLE
+from mailers.claims import CLAIMS_KEY, CLAIMS_SCHEMA, CLAIMS_TABLE, FENCE_SCHEMA, FENCE_TABLE
 from mailers.current_events import EVENT_REPLAYS_SCHEMA, EVENT_REPLAYS_TABLE
 from mailers.events import EVENTS_SCHEMA, EVENTS_TABLE
 from mailers.identity_changes import IDENTITY_CHANGES_SCHEMA, IDENTITY_CHANGES_TABLE
@@ -50,6 +52,7 @@ OWNED_TABLES: dict[str, pa.Schema] = {
     AUDIT_TABLE: AUDIT_SCHEMA,
     LANDED_FILES_TABLE: LANDED_FILES_SCHEMA,
     CLAIMS_TABLE: CLAIMS_SCHEMA,
+    FENCE_TABLE: FENCE_SCHEMA,
     AFFINITY_TABLE: AFFINITY_SCHEMA,
     WARMUP_STARTS_TABLE: WARMUP_STARTS_SCHEMA,
     PAUSES_TABLE: PAUSES_SCHEMA,

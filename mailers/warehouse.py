@@ -50,7 +50,8 @@ class WarehouseCapabilities:
     single_writer: bool
     """One read-write process at a time (a file lock): Dagster steps writing it queue up."""
     enforces_primary_keys: bool
-    """A second row with the same primary key is refused (the send claim relies on it)."""
+    """A second row with the same primary key is refused. The send claim's compare-and-set
+    is that refusal where it holds, and a fenced update where it does not."""
     error_aborts_transaction: bool
     """After a failed statement the open transaction accepts nothing but a rollback."""
     json_type: str

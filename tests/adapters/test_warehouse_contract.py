@@ -232,6 +232,34 @@ def test_primary_key_refuses_a_second_row(warehouse: OpenWarehouse) -> None:
     assert rows.to_pylist() == [{"v": 1}]
 
 
+def test_a_send_window_is_claimed_by_one_run_at_a_time(warehouse: OpenWarehouse) -> None:
+    """The claim on the engine's own SQL: keyed engines refuse the second acquisition by
+    key, the others through the fence, which then counts every acquisition."""
+    from mailers.claims import FENCE_TABLE, WindowClaim
+    from mailers.clock import FixedClock
+    from mailers.errors import WindowClaimed
+    from mailers.ledger import LedgerContext
+    from mailers.tables import ensure_tables
+
+    ensure_tables(warehouse)
+    clock = FixedClock(datetime(2026, 11, 30, 8, 0, 5))
+
+    def context(run_id: str) -> LedgerContext:
+        return LedgerContext("acme", "lifecycle", "pro_tips", "once", run_id)
+
+    first = WindowClaim.acquire(warehouse, context("run-a"), clock=clock)
+    with pytest.raises(WindowClaimed, match="being sent by run run-a"):
+        WindowClaim.acquire(warehouse, context("run-b"), clock=clock)
+    first.release()
+    second = WindowClaim.acquire(warehouse, context("run-b"), clock=clock)
+    assert (first.generation, second.generation) == (1, 2)
+    fence = warehouse.query(
+        f"select max(version) as version from {warehouse.relation('mailers', FENCE_TABLE)}"
+    ).to_pylist()
+    fenced = not warehouse.capabilities.enforces_primary_keys
+    assert fence == [{"version": 2 if fenced else None}]
+
+
 def test_columns_of_tables_views_and_missing_relations(warehouse: OpenWarehouse) -> None:
     assert warehouse.columns("mailers", "nothing") is None
     assert warehouse.columns("no_such_schema", "nothing") is None

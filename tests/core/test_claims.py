@@ -1,12 +1,19 @@
-"""One sender per campaign window, on a real DuckDB file shared by several connections."""
+"""One sender per campaign window, on a real DuckDB file shared by several connections.
+
+Every test runs twice: on DuckDB as it is (the primary key refuses a second acquisition)
+and on DuckDB that declares keys without enforcing them, as Snowflake and BigQuery do, so
+the claim takes its fenced path there; the races are then decided by the fence alone.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from adapters.warehouses.duckdb import DuckDBWarehouse
@@ -46,21 +53,39 @@ def clock() -> FixedClock:
     return FixedClock(START)
 
 
+class UnkeyedDuckDB(DuckDBWarehouse):
+    """DuckDB that, like Snowflake and BigQuery, does not enforce primary keys."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.capabilities = dataclasses.replace(self.capabilities, enforces_primary_keys=False)
+
+    def ensure_table(
+        self, schema: str, table: str, columns: pa.Schema, primary_key: Sequence[str] = ()
+    ) -> None:
+        super().ensure_table(schema, table, columns)
+
+
+@pytest.fixture(params=["keyed", "unkeyed"])
+def engine(request: pytest.FixtureRequest) -> type[DuckDBWarehouse]:
+    return DuckDBWarehouse if request.param == "keyed" else UnkeyedDuckDB
+
+
 @pytest.fixture
-def path(tmp_path: Path) -> Path:
+def path(tmp_path: Path, engine: type[DuckDBWarehouse]) -> Path:
     path = tmp_path / "warehouse.duckdb"
-    with DuckDBWarehouse(path) as warehouse:
+    with engine(path) as warehouse:
         ensure_tables(warehouse)
     return path
 
 
 @pytest.fixture
-def connect(path: Path) -> Iterator[Callable[[], DuckDBWarehouse]]:
+def connect(path: Path, engine: type[DuckDBWarehouse]) -> Iterator[Callable[[], DuckDBWarehouse]]:
     """Open another connection to the one database file (each contender has its own)."""
     opened: list[DuckDBWarehouse] = []
 
     def open_one() -> DuckDBWarehouse:
-        opened.append(DuckDBWarehouse(path))
+        opened.append(engine(path))
         return opened[-1]
 
     yield open_one
@@ -315,10 +340,12 @@ def test_windows_and_campaigns_are_claimed_independently(
 
 
 def test_the_warehouse_refuses_a_second_row_for_one_generation(
-    connect: Callable[[], DuckDBWarehouse], clock: FixedClock
+    connect: Callable[[], DuckDBWarehouse], clock: FixedClock, engine: type[DuckDBWarehouse]
 ) -> None:
     warehouse = connect()
     acquire(warehouse, "run-a", clock)
+    if engine is UnkeyedDuckDB:
+        pytest.skip("this engine declares the key without enforcing it: the fence decides")
 
     with pytest.raises(WarehouseError, match=r"(?i)primary key|duplicate key"):
         warehouse.execute(
