@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from adapters.warehouses.ddl import create_or_extend_table
 from mailers.errors import WarehouseBusy, WarehouseError
 from mailers.warehouse import BulkLoad, WarehouseCapabilities
 
@@ -164,24 +165,9 @@ class DuckDBWarehouse:
     def ensure_table(
         self, schema: str, table: str, columns: pa.Schema, primary_key: Sequence[str] = ()
     ) -> None:
-        fields = ", ".join(
-            f"{self.dialect.quote(f.name)} {_ARROW_TO_DUCKDB[f.type]}"
-            + ("" if f.nullable else " not null")
-            for f in columns
+        create_or_extend_table(
+            self, schema, table, columns, primary_key, _ARROW_TO_DUCKDB.__getitem__
         )
-        if primary_key:
-            fields += f", primary key ({', '.join(self.dialect.quote(c) for c in primary_key)})"
-        self.execute(f"create schema if not exists {self.dialect.quote(schema)}")
-        self.execute(f"create table if not exists {self.relation(schema, table)} ({fields})")
-        # A table an older Mailers created lacks the columns added since: add them (they
-        # are nullable, so old rows read as null).
-        present = set(self.columns(schema, table) or [])
-        for f in columns:
-            if f.name not in present:
-                self.execute(
-                    f"alter table {self.relation(schema, table)} add column "
-                    f"{self.dialect.quote(f.name)} {_ARROW_TO_DUCKDB[f.type]}"
-                )
 
     def columns(self, schema: str, table: str) -> list[str] | None:
         rows = self.connection.execute(

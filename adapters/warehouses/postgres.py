@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
+from adapters.warehouses.ddl import create_or_extend_table
 from mailers.config import PostgresWarehouseConfig
 from mailers.errors import ConfigError, WarehouseError
 from mailers.warehouse import BulkLoad, WarehouseCapabilities
@@ -387,22 +388,7 @@ class PostgresWarehouse:
     def ensure_table(
         self, schema: str, table: str, columns: pa.Schema, primary_key: Sequence[str] = ()
     ) -> None:
-        q = self.dialect.quote
-        fields = ", ".join(
-            f"{q(f.name)} {_postgres_type(f.type)}" + ("" if f.nullable else " not null")
-            for f in columns
-        )
-        if primary_key:
-            fields += f", primary key ({', '.join(q(c) for c in primary_key)})"
-        self.execute(f"create schema if not exists {q(schema)}")
-        self.execute(f"create table if not exists {self.relation(schema, table)} ({fields})")
-        present = set(self.columns(schema, table) or [])
-        for f in columns:
-            if f.name not in present:
-                self.execute(
-                    f"alter table {self.relation(schema, table)} add column "
-                    f"{q(f.name)} {_postgres_type(f.type)}"
-                )
+        create_or_extend_table(self, schema, table, columns, primary_key, _postgres_type)
 
     def columns(self, schema: str, table: str) -> list[str] | None:
         rows = self.query(

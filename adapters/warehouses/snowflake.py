@@ -48,6 +48,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from adapters.warehouses.ddl import create_or_extend_table
 from mailers.errors import ConfigError, WarehouseError
 from mailers.snowflake_config import SnowflakeWarehouseConfig
 from mailers.warehouse import WORK_SCHEMA, BulkLoad, WarehouseCapabilities
@@ -445,23 +446,7 @@ class SnowflakeWarehouse:
         self, schema: str, table: str, columns: pa.Schema, primary_key: Sequence[str] = ()
     ) -> None:
         self._writable(f"create {schema}.{table}")
-        q = self.dialect.quote
-        fields = ", ".join(
-            f"{q(f.name)} {_snowflake_type(f.type)}" + ("" if f.nullable else " not null")
-            for f in columns
-        )
-        if primary_key:
-            # Recorded for readers and tools; Snowflake does not enforce it (CAPABILITIES).
-            fields += f", primary key ({', '.join(q(c) for c in primary_key)})"
-        self.execute(f"create schema if not exists {q(schema)}")
-        self.execute(f"create table if not exists {self.relation(schema, table)} ({fields})")
-        present = set(self.columns(schema, table) or [])
-        for f in columns:
-            if f.name not in present:
-                self.execute(
-                    f"alter table {self.relation(schema, table)} add column "
-                    f"{q(f.name)} {_snowflake_type(f.type)}"
-                )
+        create_or_extend_table(self, schema, table, columns, primary_key, _snowflake_type)
 
     def columns(self, schema: str, table: str) -> list[str] | None:
         names = self.query(
