@@ -308,6 +308,59 @@ def test_event_type_and_stream_filters_hold(
         }
 
 
+def test_an_event_committed_after_a_later_stamped_one_is_still_delivered_once(
+    tmp_path: Path, fixed_clock: FixedClock, transport: HttpxTransport
+) -> None:
+    """Two ingestions: one stamps its events, another stamps and commits later ones, a
+    delivery run sends those and moves the mark past the first's stamp, then the first
+    commits. Its events are older than the mark and must still go out, once."""
+    with (
+        receiving(always(200)) as receiver,
+        hooks(tmp_path, transport, {"crm": subscriber(receiver.url, batch_size=1)}) as h,
+    ):
+        slow = event_rows(2, start=0)  # stamped now, committed below
+        fixed_clock.advance(30)
+        h.insert(event_rows(2, start=2))
+        h.run()
+        assert receiver.accepted_event_ids() == ["ev-000002", "ev-000003"]
+        h.insert(slow)
+        fixed_clock.advance(30)
+        h.insert(event_rows(1, start=4))
+        h.run()
+        h.run()
+        delivered = receiver.accepted_event_ids()
+        assert sorted(delivered) == [f"ev-{n:06d}" for n in range(5)]  # each exactly once
+        (mark,) = h.rows(
+            "select event_id from mailers.webhook_marks order by recorded_at desc limit 1"
+        )
+        assert mark["event_id"] == "ev-000004"
+        fixed_clock.advance(2 * 3600)  # past the late-commit window: old rows are not read
+        h.insert(event_rows(1, start=5))
+        h.run()
+        assert receiver.accepted_event_ids()[len(delivered) :] == ["ev-000005"]
+
+
+def test_a_mark_from_before_tracking_sends_nothing_again(
+    tmp_path: Path, fixed_clock: FixedClock, transport: HttpxTransport
+) -> None:
+    with (
+        receiving(always(200)) as receiver,
+        hooks(tmp_path, transport, {"crm": subscriber(receiver.url, batch_size=1)}) as h,
+    ):
+        h.insert(event_rows(3))
+        h.run()
+        # As an older Mailers left it: the mark untracked, no sent-events rows.
+        h.warehouse.execute("update mailers.webhook_marks set tracked_from = null")
+        h.warehouse.execute("delete from mailers.webhook_sent_events")
+        fixed_clock.advance(60)
+        h.insert(event_rows(2, start=3))
+        h.run()
+        fixed_clock.advance(60)
+        h.insert(event_rows(1, start=5))
+        h.run()
+        assert receiver.accepted_event_ids() == [f"ev-{n:06d}" for n in range(6)]
+
+
 def test_a_fault_mix_over_thousands_of_events_delivers_every_event(
     tmp_path: Path, fixed_clock: FixedClock, transport: HttpxTransport
 ) -> None:

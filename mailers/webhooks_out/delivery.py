@@ -2,8 +2,9 @@
 
 For each enabled subscriber, in order::
 
-    1. read   events after its mark (set-based SQL: its workspace, event types, streams;
-              at most ``max_events_per_run``), in (ingested_at, event_id) order
+    1. read   events it was not sent, ingested after its mark less
+              :data:`LATE_COMMIT_WINDOW` (set-based SQL: its workspace, event types,
+              streams; at most ``max_events_per_run``), in (ingested_at, event_id) order
     2. record the messages they make (``batch_size`` events each) and the new mark, in one
               transaction: a message is stored before it is ever sent, so every retry sends
               the same bytes under the same ``webhook-id``
@@ -54,10 +55,24 @@ from mailers.webhooks_out.tables import (
     MARKS_TABLE,
     MESSAGES_SCHEMA,
     MESSAGES_TABLE,
+    SENT_EVENTS_SCHEMA,
+    SENT_EVENTS_TABLE,
 )
 from mailers.webhooks_out.transport import PostResult, Transport
 
 log = logging.getLogger(__name__)
+
+LATE_COMMIT_WINDOW = timedelta(hours=1)
+"""How long after stamping an event's ``ingested_at`` its ingestion may still commit.
+
+``ingested_at`` is stamped when a batch is parsed, before its transaction commits, so with
+several writers (or a replay beside the sensor) an event can become visible after one
+stamped later that a delivery run already sent. A mark alone would skip it forever; so
+each run reads back this far behind its mark and leaves out what ``webhook_sent_events``
+says was sent. One batch parses and commits in seconds; an hour is ample."""
+
+TRACKED_SINCE_THE_START = datetime(1970, 1, 1)
+"""``tracked_from`` of a subscriber whose every delivery was tracked."""
 
 ACTOR = "rule:webhooks_out"
 """Who an automatic disable is recorded as made by."""
@@ -179,9 +194,12 @@ def deliver(
             outcome.error = str(err)
             continue
         now = utcnow()
-        batch = _new_events(warehouse, subscriber)
+        mark = state.mark(warehouse, subscriber.workspace, subscriber.name)
+        batch = _new_events(warehouse, subscriber, mark)
         outcome.events = batch.num_rows
-        outcome.created = _record_messages(warehouse, subscriber, batch, now, replay_of=None)
+        outcome.created = _record_messages(
+            warehouse, subscriber, batch, now, replay_of=None, mark=mark
+        )
         _send_due(warehouse, subscriber, keys, transport, run_id, outcome)
         alert = alert_for(subscriber.workspace) if alert_for else _alerter(settings, subscriber)
         outcome.disabled = _judge(warehouse, settings, subscriber, run_id, alert)
@@ -280,14 +298,23 @@ def _filters(subscriber: Subscriber) -> tuple[str, list[Any]]:
     return " and ".join(clauses), params
 
 
-def _new_events(warehouse: Warehouse, subscriber: Subscriber) -> pa.Table:
+def _new_events(warehouse: Warehouse, subscriber: Subscriber, mark: state.Mark | None) -> pa.Table:
     where, params = _filters(subscriber)
-    mark = state.mark(warehouse, subscriber.workspace, subscriber.name)
-    if mark is not None:
+    if mark is not None and mark.tracked_from is None:
+        # A mark from before webhook_sent_events: nothing to anti-join, so strictly after.
         where += " and (ingested_at > ? or (ingested_at = ? and event_id > ?))"
         params += [mark.ingested_at, mark.ingested_at, mark.event_id]
+    elif mark is not None and mark.tracked_from is not None:
+        low = max(mark.ingested_at - LATE_COMMIT_WINDOW, mark.tracked_from)
+        sent = warehouse.relation(MAILERS_SCHEMA, SENT_EVENTS_TABLE)
+        where += (
+            " and ingested_at > ? and not exists (select 1 from "
+            f"{sent} s where s.workspace = ? and s.subscriber = ? and s.ingested_at > ? "
+            "and s.event_id = e.event_id)"
+        )
+        params += [low, subscriber.workspace, subscriber.name, low]
     return warehouse.query(
-        f"select * from {warehouse.relation(MAILERS_SCHEMA, EVENTS_TABLE)} where {where} "
+        f"select * from {warehouse.relation(MAILERS_SCHEMA, EVENTS_TABLE)} e where {where} "
         "order by ingested_at, event_id limit ?",
         [*params, subscriber.config.max_events_per_run],
     )
@@ -299,20 +326,35 @@ def _record_messages(
     events: pa.Table,
     now: datetime,
     replay_of: str | None,
+    mark: state.Mark | None = None,
 ) -> int:
-    """Store the messages ``events`` make (and, unless replaying, the new mark) at once."""
+    """Store the messages ``events`` make (and, unless replaying, which events they carry
+    and the new mark, moved on from ``mark``) at once."""
     if events.num_rows == 0:
         return 0
     size = subscriber.config.batch_size
     rows = events.to_pylist()
     messages = []
+    carried = []
     for start in range(0, len(rows), size):
         group = rows[start : start + size]
         ids = [e["event_id"] for e in group]
         hook_id = payload.webhook_id(subscriber.workspace, subscriber.name, ids)
+        delivery_id = _delivery_id(hook_id, replay_of)
+        carried += [
+            {
+                "workspace": subscriber.workspace,
+                "subscriber": subscriber.name,
+                "event_id": e["event_id"],
+                "ingested_at": e["ingested_at"],
+                "delivery_id": delivery_id,
+                "recorded_at": now,
+            }
+            for e in group
+        ]
         messages.append(
             {
-                "delivery_id": _delivery_id(hook_id, replay_of),
+                "delivery_id": delivery_id,
                 "webhook_id": hook_id,
                 "workspace": subscriber.workspace,
                 "subscriber": subscriber.name,
@@ -329,16 +371,28 @@ def _record_messages(
             MAILERS_SCHEMA, MESSAGES_TABLE, pa.Table.from_pylist(messages, MESSAGES_SCHEMA)
         )
         if replay_of is None:
+            warehouse.append(
+                MAILERS_SCHEMA,
+                SENT_EVENTS_TABLE,
+                pa.Table.from_pylist(carried, SENT_EVENTS_SCHEMA),
+            )
             last = rows[-1]
-            mark = {
+            moved = {
                 "workspace": subscriber.workspace,
                 "subscriber": subscriber.name,
                 "ingested_at": last["ingested_at"],
                 "event_id": last["event_id"],
                 "recorded_at": now,
+                # From here on every sent event is tracked; an untracked older mark is
+                # where the tracking began (what it covered was read strictly after it).
+                "tracked_from": TRACKED_SINCE_THE_START,
             }
+            if mark is not None:
+                if mark.ingested_at > last["ingested_at"]:  # late events only: keep the mark
+                    moved.update(ingested_at=mark.ingested_at, event_id=mark.event_id)
+                moved["tracked_from"] = mark.tracked_from or mark.ingested_at
             warehouse.append(
-                MAILERS_SCHEMA, MARKS_TABLE, pa.Table.from_pylist([mark], MARKS_SCHEMA)
+                MAILERS_SCHEMA, MARKS_TABLE, pa.Table.from_pylist([moved], MARKS_SCHEMA)
             )
     return len(messages)
 

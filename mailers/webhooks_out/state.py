@@ -42,10 +42,12 @@ def scope(subscriber: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Mark:
-    """The last event a subscriber was sent (by ``ingested_at``, then ``event_id``)."""
+    """The highest ``ingested_at`` a subscriber was sent (with that event's id), and since
+    when ``webhook_sent_events`` tracks what it was sent (None: an older mark, untracked)."""
 
     ingested_at: datetime
     event_id: str
+    tracked_from: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +67,15 @@ def _rel(warehouse: Warehouse, table: str) -> str:
 def mark(warehouse: Warehouse, workspace: str, subscriber: str) -> Mark | None:
     """The subscriber's high-water mark, or None before its first delivery."""
     rows = warehouse.query(
-        f"select ingested_at, event_id from {_rel(warehouse, MARKS_TABLE)} "
+        f"select ingested_at, event_id, tracked_from from {_rel(warehouse, MARKS_TABLE)} "
         "where workspace = ? and subscriber = ? "
         "order by recorded_at desc, ingested_at desc, event_id desc limit 1",
         [workspace, subscriber],
     ).to_pylist()
-    return Mark(rows[0]["ingested_at"], rows[0]["event_id"]) if rows else None
+    if not rows:
+        return None
+    row = rows[0]
+    return Mark(row["ingested_at"], row["event_id"], row["tracked_from"])
 
 
 def control(warehouse: Warehouse, workspace: str, subscriber: str) -> Control:

@@ -2,8 +2,11 @@
 
 ``webhook_messages`` holds each message as sent (body included, so a retry sends the same
 bytes); ``webhook_attempts`` every attempt; ``webhook_dead_letters`` the deliveries given
-up; ``webhook_marks`` each subscriber's high-water mark in ``mailers.events`` (by
-``ingested_at``, then ``event_id``), so a run reads only events after it.
+up; ``webhook_marks`` each subscriber's high-water mark in ``mailers.events`` (the
+highest ``ingested_at`` it was sent), and ``webhook_sent_events`` which events each
+subscriber was sent: a run reads the events after its mark less
+:data:`~mailers.webhooks_out.delivery.LATE_COMMIT_WINDOW` that it was not sent, so events
+that an ingestion committed after a later-stamped one are still delivered.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ MESSAGES_TABLE = "webhook_messages"
 ATTEMPTS_TABLE = "webhook_attempts"
 DEAD_LETTERS_TABLE = "webhook_dead_letters"
 MARKS_TABLE = "webhook_marks"
+SENT_EVENTS_TABLE = "webhook_sent_events"
 
 _KEY = [
     pa.field("delivery_id", pa.string(), nullable=False),
@@ -68,12 +72,29 @@ MARKS_SCHEMA = pa.schema(
         pa.field("ingested_at", pa.timestamp("us"), nullable=False),
         pa.field("event_id", pa.string(), nullable=False),
         pa.field("recorded_at", pa.timestamp("us"), nullable=False),
+        pa.field("tracked_from", pa.timestamp("us")),
     ]
 )
+"""``tracked_from``: ``webhook_sent_events`` holds every event sent to the subscriber with a
+later ``ingested_at`` (null in a mark an older Mailers wrote, which tracked nothing)."""
+
+SENT_EVENTS_SCHEMA = pa.schema(
+    [
+        pa.field("workspace", pa.string(), nullable=False),
+        pa.field("subscriber", pa.string(), nullable=False),
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("ingested_at", pa.timestamp("us"), nullable=False),
+        pa.field("delivery_id", pa.string(), nullable=False),
+        pa.field("recorded_at", pa.timestamp("us"), nullable=False),
+    ]
+)
+"""One row per event per subscriber, written with the delivery that carries it (not for
+replays); ``ingested_at`` is the event's, so a run reads only the recent rows."""
 
 WEBHOOK_TABLES: dict[str, pa.Schema] = {
     MESSAGES_TABLE: MESSAGES_SCHEMA,
     ATTEMPTS_TABLE: ATTEMPTS_SCHEMA,
     DEAD_LETTERS_TABLE: DEAD_LETTERS_SCHEMA,
     MARKS_TABLE: MARKS_SCHEMA,
+    SENT_EVENTS_TABLE: SENT_EVENTS_SCHEMA,
 }
