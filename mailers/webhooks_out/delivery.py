@@ -305,12 +305,14 @@ def _new_events(warehouse: Warehouse, subscriber: Subscriber, mark: state.Mark |
         where += " and (ingested_at > ? or (ingested_at = ? and event_id > ?))"
         params += [mark.ingested_at, mark.ingested_at, mark.event_id]
     elif mark is not None and mark.tracked_from is not None:
+        # A row is sent once: matched by id *and* ingested_at, since a replay's corrected
+        # row of an event keeps its id under a later ingested_at, and goes out too.
         low = max(mark.ingested_at - LATE_COMMIT_WINDOW, mark.tracked_from)
         sent = warehouse.relation(MAILERS_SCHEMA, SENT_EVENTS_TABLE)
         where += (
             " and ingested_at > ? and not exists (select 1 from "
             f"{sent} s where s.workspace = ? and s.subscriber = ? and s.ingested_at > ? "
-            "and s.event_id = e.event_id)"
+            "and s.event_id = e.event_id and s.ingested_at = e.ingested_at)"
         )
         params += [low, subscriber.workspace, subscriber.name, low]
     return warehouse.query(
