@@ -187,6 +187,17 @@ def test_execute_counts_rows_changed(warehouse: OpenWarehouse) -> None:
     assert copied == 2
     count = warehouse.query(f"select count(*) as n from {ledger}").to_pylist()
     assert count == [{"n": 7}]
+    # The claim fence's compare-and-set reads an update's count, in a transaction.
+    with warehouse.transaction():
+        moved = warehouse.execute(
+            f"update {ledger} set status = ? where message_key = ? and status = ?",
+            ["failed", "key003", "accepted"],
+        )
+        again = warehouse.execute(
+            f"update {ledger} set status = ? where message_key = ? and status = ?",
+            ["failed", "key003", "accepted"],
+        )
+    assert (moved, again) == (1, 0)
 
 
 def test_bad_sql_is_a_warehouse_error(warehouse: OpenWarehouse) -> None:
