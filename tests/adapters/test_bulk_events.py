@@ -757,9 +757,13 @@ def test_ses_mapping_gives_what_the_python_parser_gives(
 # -- the fast path is taken -----------------------------------------------------------
 
 
-CLAIMED_FLOORS = {"postmark": 0.15, "resend": 0.15, "mailgun": 0.1, "sendgrid": 0.05, "ses": 0.1}
-"""The least share of each generator's lines (in the fixed sample below) the mapping must
-claim, so that parity is checked on the fast path and not only Python against Python."""
+CLAIMED_FLOORS = {"postmark": 0.12, "resend": 0.12, "mailgun": 0.05, "sendgrid": 0.03, "ses": 0.05}
+"""The least share of each generator's lines (in the sample below) the mapping must claim,
+so that parity is checked on the fast path and not only Python against Python. About half
+what the generators give (postmark 26%, resend 25%, mailgun 12%, sendgrid 7%, ses 9-12%):
+the sample is derandomized, yet its draws differ between checkouts (ses gave 545 lines at
+12.1% in one and 522 at 9.2% in another), and each example draws one oddness rate for all
+its lines, so the share moves by a few points. A generator drifting towards 0% still fails."""
 
 CLAIMED_CEILING = 0.6
 """The most: odd lines, which the mapping must leave to Python, keep coming."""
@@ -779,8 +783,8 @@ def test_the_parity_generators_reach_the_mapping(
 ) -> None:
     drawn: list[bytes] = []
 
-    # A fixed sample (derandomized, nothing shrunk or replayed): the share is the same
-    # on every run, so a generator that drifts away from what the mapping claims fails.
+    # A derandomized sample (nothing shrunk or replayed): the share holds within a few
+    # points, so a generator that drifts away from what the mapping claims fails.
     @settings(
         max_examples=200,
         derandomize=True,
