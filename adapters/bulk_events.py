@@ -87,11 +87,15 @@ create or replace macro derived_event_id(provider, parts) as
 -- one read as UTC (iso_instant_or_utc). The patterns are constants: compiled once. A
 -- time on 9999-12-31 is left to Python: with an offset it may be past the last instant
 -- Python's datetime holds, and its parser fails on it (OverflowError) where DuckDB would
--- give year 10000.
+-- give year 10000. iso_parts reads a text of that form only: its fraction, if any, starts
+-- at the 20th character and its offset, if any, is the last six (no other '+' or '-' can
+-- be there), so only a fraction needs a pattern.
 create or replace macro iso_parts(s) as
     try_cast(substr(s, 1, 10) || ' ' || substr(s, 12, 8) as timestamp)
-    + to_microseconds(cast(rpad(left(regexp_extract(s, '[.]([0-9]+)', 1), 6), 6, '0') as bigint))
-    - case when regexp_matches(s, '[+-][0-9]{{2}}:[0-9]{{2}}$') then
+    + case when substr(s, 20, 1) = '.' then to_microseconds(cast(
+        rpad(left(regexp_extract(s, '[.]([0-9]+)', 1), 6), 6, '0') as bigint))
+      else to_microseconds(0) end
+    - case when substr(s, -6, 1) in ('+', '-') then
         (case when substr(s, -6, 1) = '-' then -1 else 1 end)
         * (to_minutes(cast(substr(s, -5, 2) as bigint) * 60 + cast(substr(s, -2, 2) as bigint)))
       else to_minutes(0) end;
