@@ -18,6 +18,7 @@ give the same events for the same line (a parity test holds them to it).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -299,12 +300,40 @@ def ingest(
     report = IngestReport()
     if files_per_batch is None:
         files_per_batch = FILES_PER_BATCH if bulk is None else BULK_FILES_PER_BATCH
-    for batch in _batches(pending_files(warehouse, landing_dir), files_per_batch):
-        parse_started = utcnow()
-        _load_batch(warehouse, batch, parse_batch(batch, parser_for, bulk), parse_started, report)
+    batches = _batches(pending_files(warehouse, landing_dir), files_per_batch)
+    for batch, parse_started, table in _parsed_ahead(batches, parser_for, bulk):
+        _load_batch(warehouse, batch, table, parse_started, report)
         if progress:
             progress(len(batch))
     return report
+
+
+def _parsed_ahead(
+    batches: Iterable[list[LandedFile]], parser_for: ParserFor, bulk: BulkParser | None
+) -> Iterator[tuple[list[LandedFile], datetime, pa.Table]]:
+    """Each batch with when its parsing started and its events, in order; the next batch
+    is parsed on a worker thread while the caller loads the one given.
+
+    Parsing touches nothing but the landing files and the parsers (the bulk parser's own
+    embedded database), and DuckDB releases the GIL while it runs a query, so parsing one
+    batch and loading the one before it keep two cores busy where one after the other kept
+    one. Loading stays on the caller's thread, one batch after the other, so what commits,
+    and in what order, is as before; at most two batches' events are held at once.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-parse") as pool:
+        ahead: tuple[list[LandedFile], datetime, Future[pa.Table]] | None = None
+        try:
+            for batch in batches:
+                started = utcnow()
+                parsing = pool.submit(parse_batch, batch, parser_for, bulk)
+                if ahead is not None:
+                    yield ahead[0], ahead[1], ahead[2].result()
+                ahead = (batch, started, parsing)
+            if ahead is not None:
+                yield ahead[0], ahead[1], ahead[2].result()
+        finally:
+            # A failed load stops here: the batch parsed ahead is not waited for in vain.
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _batches(files: list[LandedFile], most: int) -> Iterator[list[LandedFile]]:

@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
-from adapters.bulk_events import DuckDBBulkParser
+from adapters.bulk_events import JSON_PYTHON_REFUSES, JSON_PYTHON_REFUSES_SPLIT, DuckDBBulkParser
 from adapters.providers.mailgun import events as mailgun_events
 from adapters.providers.postmark import events as postmark_events
 from adapters.providers.registry import bulk_event_parser, event_parser
@@ -1165,3 +1165,33 @@ def test_what_python_cannot_read_is_left_to_it(
         fast, slow = _both(bulk, files)
     assert _rows(fast) == _rows(slow)
     assert set(fast["event_type"].to_pylist()) == {"unknown"}
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(texts=st.lists(st.text(alphabet=',:[]{}" \t\n-1.naNAiIfFx', max_size=30), max_size=40))
+def test_the_split_refusal_patterns_match_what_the_single_one_does(
+    bulk: DuckDBBulkParser, texts: list[str]
+) -> None:
+    """py_readable's three literal-led patterns leave over exactly the lines
+    JSON_PYTHON_REFUSES does (run in DuckDB, as the mappings run them)."""
+    split = " or ".join(
+        f"regexp_matches(t, '{pattern.replace(chr(39), chr(39) * 2)}')"
+        for pattern in JSON_PYTHON_REFUSES_SPLIT
+    )
+    single = JSON_PYTHON_REFUSES.replace("'", "''")
+    rows = bulk._con.execute(
+        f"select t, regexp_matches(t, '{single}'), {split} from unnest($texts) as u(t)",
+        {"texts": texts},
+    ).fetchall()
+    assert [(t, one) for t, one, _ in rows] == [(t, three) for t, _, three in rows]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(keys=st.lists(st.text(alphabet="abAB", max_size=3), max_size=80))
+def test_unique_keys_counts_as_list_unique_does(bulk: DuckDBBulkParser, keys: list[str]) -> None:
+    """The hash-mask shortcut of unique_keys never calls repeated keys unique."""
+    ((fast, counted),) = bulk._con.execute(
+        "select unique_keys($keys), len($keys) < 2 or list_unique($keys) = len($keys)",
+        {"keys": keys},
+    ).fetchall()
+    assert fast == counted == (len(set(keys)) == len(keys))

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from adapters.providers.registry import event_parser
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.ingest import ingest
 from mailers.providers import EventParser
-from mailers.tables import ensure_tables
+from mailers.tables import LANDED_FILES_TABLE, ensure_tables
 from tests.core.test_ingest import event, land
 
 
@@ -92,3 +93,36 @@ def test_batches_are_bounded_by_bytes_as_well_as_by_files(
     assert batches == [2, 2, 1]  # two files fit the byte bound, a third does not
     assert report.counts["files"] == 5
     assert count(warehouse, "select count(*) from mailers.events") == 5
+
+
+def test_a_failed_load_leaves_the_batch_parsed_ahead_pending(tmp_path: Path) -> None:
+    """The next batch is parsed while one loads; when that load fails, neither it nor the
+    batch parsed ahead is recorded, and a rerun loads both once."""
+    landing = tmp_path / "landing"
+    for n in range(6):
+        land(landing, f"f{n}.jsonl", event(f"sbx-{n}", "delivered"))
+
+    class FailingSecondManifest(DuckDBWarehouse):
+        manifests = 0
+
+        def append(self, schema: str, table: str, data: pa.Table) -> None:
+            if table == LANDED_FILES_TABLE:
+                FailingSecondManifest.manifests += 1
+                if FailingSecondManifest.manifests == 2:
+                    raise RuntimeError("injected load failure")
+            super().append(schema, table, data)
+
+    with FailingSecondManifest(tmp_path / "warehouse.duckdb") as failing:
+        ensure_tables(failing)
+        with pytest.raises(RuntimeError, match="injected load failure"):
+            ingest(failing, landing, event_parser, files_per_batch=2)
+        assert count(failing, "select count(*) from mailers.landed_files") == 2
+        assert count(failing, "select count(*) from mailers.events") == 2
+        assert count(failing, "select count(*) from mailers.suppressions") == 0
+
+        report = ingest(failing, landing, event_parser, files_per_batch=2)
+
+        assert report.counts["files"] == 4
+        assert count(failing, "select count(distinct source_file) from mailers.landed_files") == 6
+        assert count(failing, "select count(distinct event_id) from mailers.events") == 6
+        assert count(failing, "select count(*) from mailers.events") == 6
