@@ -149,8 +149,10 @@ def _store(endpoint: str, spool: Path, **landing: Any) -> S3Segments:
 
 
 def _land(store: S3Segments, *lines: bytes) -> None:
+    before = len(store.pending())
     assert store.commit({("postmark", "pm"): [line + b"\n" for line in lines]}) == {}
-    assert store.rotate_due() == 1
+    assert len(store.pending()) == before + 1  # age 0: closed inside the commit
+    assert store.rotate_due() == 0
 
 
 def test_a_failed_upload_keeps_the_segment_and_a_later_pass_uploads_it(
