@@ -3,26 +3,33 @@
 The same Dagster job (segment models → audiences → sends through the sandbox providers →
 event ingestion → ``dbt build`` of staging, intermediate and marts) runs on each engine
 with the same contacts, the same fixed clock and the same run id. Every model an analyst
-queries (the marts and the semantic layer's time spine) must then hold the same rows on
-both: sorted, with instants as UTC microseconds and doubles equal within a tolerance.
+queries (the public models, marts and segments, and the semantic layer's time spine) must
+then hold the same columns of the same kinds and the same rows on both: sorted, with
+instants as UTC microseconds and doubles equal within a tolerance.
 
 A run's configuration differs between the engines (its ``warehouse:`` section and data
 directory), so what is derived from it is compared as the engine's own value replaced by a
 placeholder: ``config_hash`` becomes ``<config>``, the data directory in a path ``<data>``,
-and the audit chain's hashes (sha256 over rows holding that hash) ``<hash>`` after the
-chain is checked to link on each engine.
+and the audit chain's hashes (sha256 over rows holding that hash) ``<hash>`` after each
+chain is checked to link. What is random by design is a placeholder too: a landing file's
+nonce (``<nonce>``) and ``audit_id`` (``<uuid>``). JSON text is compared as JSON (Postgres's
+``jsonb`` spaces and orders keys its own way).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import re
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import pyarrow as pa
 import pytest
 
 from adapters import demo_data
@@ -41,21 +48,41 @@ CONTACTS = 600
 RUN_ID = "0d5b7a52-6f0e-4c1a-9a55-000000000011"
 """One Dagster run id for both engines: it is recorded in the ledger and the audit log."""
 
-ANALYST_MODELS = (
-    "marts.dim_campaigns",
-    "marts.dim_suppressions",
-    "marts.fct_campaign_deliverability_daily",
-    "marts.fct_deliverability_daily",
-    "marts.fct_email_events",
-    "marts.fct_message_completeness",
-    "marts.fct_messages",
-    "marts.fct_send_audit",
-    "marts.metricflow_time_spine",
-)
-"""Every model materialized in ``marts`` (``dbt_project/models/marts`` and ``semantic``)."""
+REPO = Path(__file__).resolve().parents[1]
+
+
+def analyst_models() -> list[str]:
+    """Every model an analyst queries, from the project's manifest: the public ones (marts
+    and segments) and all that dbt builds into ``marts`` (the semantic layer's time spine)."""
+    manifest = json.loads((REPO / "dbt_project" / "target" / "manifest.json").read_text())
+    return sorted(
+        f"{node['schema']}.{node['name']}"
+        for node in manifest["nodes"].values()
+        if node["resource_type"] == "model"
+        and (node.get("access") == "public" or node["schema"] == "marts")
+    )
+
+
+LANDED_NONCE = re.compile(r"(\d{8}T\d{12})-[0-9a-f]{8}\.jsonl")
+"""A landing file's name: its instant, then a random nonce (``mailers.landing.land``)."""
 
 RELATIVE_TOLERANCE = 1e-12
-"""For doubles (the rate columns are ratios): the engines may round the last bit apart."""
+"""For doubles only (the rate columns are ratios): the engines may round the last bit apart."""
+
+
+def _family(arrow_type: pa.DataType) -> str:
+    """What a column holds, whatever width or unit each engine gives it."""
+    for family, test in (
+        ("integer", pa.types.is_integer),
+        ("double", pa.types.is_floating),
+        ("text", lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)),
+        ("boolean", pa.types.is_boolean),
+        ("date", pa.types.is_date),
+        ("timestamp", pa.types.is_timestamp),
+    ):
+        if test(arrow_type):
+            return family
+    return str(arrow_type)
 
 
 def _pinned_now() -> datetime:
@@ -81,12 +108,11 @@ def _project(root: Path, warehouse: dict[str, Any] | None) -> Settings:
     return settings
 
 
-def _run_pipeline(settings: Settings, now: datetime) -> None:
+def _run_pipeline(settings: Settings) -> None:
     defs = build_definitions(str(settings.path))
-    with clock.use_clock(clock.FixedClock(now)):
-        result = defs.resolve_job_def("mailers_pipeline").execute_in_process(
-            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, run_id=RUN_ID
-        )
+    result = defs.resolve_job_def("mailers_pipeline").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, run_id=RUN_ID
+    )
     failures = [
         str(event.step_failure_data.error) for event in result.all_events if event.is_step_failure
     ]
@@ -100,44 +126,52 @@ def _normalise(value: Any, settings: Settings) -> Any:
     if isinstance(value, Decimal):
         return float(value)
     if isinstance(value, str):
-        return value.replace(str(settings.data_dir), "<data>").replace(
-            settings.config_hash, "<config>"
+        value = value.replace(str(settings.data_dir), "<data>")
+        return LANDED_NONCE.sub(
+            r"\1-<nonce>.jsonl", value.replace(settings.config_hash, "<config>")
         )
     return value
 
 
 def _rows(settings: Settings, relation: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """The relation's columns as ``name: family`` and its rows, normalised and sorted."""
     with open_warehouse(settings, read_only=True) as wh:
         table = wh.query(f"select * from {relation}")
     names = table.column_names
+    columns = [f"{field.name}: {_family(field.type)}" for field in table.schema]
     rows = [tuple(_normalise(row[n], settings) for n in names) for row in table.to_pylist()]
     if relation == "marts.fct_send_audit":
         rows = _audit_chain_checked(names, rows)
-    return names, sorted(rows, key=repr)
+    return columns, sorted(rows, key=repr)
 
 
 def _audit_chain_checked(names: list[str], rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     """Each chain links (every row's ``prev_hash`` is the ``row_hash`` of the one before);
-    then both hashes as ``<hash>``, since they cover ``config_hash``."""
+    then both hashes as ``<hash>``, since they cover ``config_hash``, and the random
+    ``audit_id`` (a uuid4) as ``<uuid>``."""
     at = {name: names.index(name) for name in ("workspace", "seq", "prev_hash", "row_hash")}
     chains: dict[Any, list[tuple[Any, ...]]] = {}
     for row in rows:
         chains.setdefault(row[at["workspace"]], []).append(row)
     for chain in chains.values():
         chain.sort(key=lambda r: r[at["seq"]])
-        for before, after in zip(chain, chain[1:], strict=False):
+        for before, after in itertools.pairwise(chain):
             assert after[at["prev_hash"]] == before[at["row_hash"]]
     hashes = (at["prev_hash"], at["row_hash"])
+    audit_id = names.index("audit_id")
+    for row in rows:
+        uuid.UUID(row[audit_id])
     return [
-        tuple("<hash>" if i in hashes and v is not None else v for i, v in enumerate(row))
+        tuple(
+            "<uuid>" if i == audit_id else "<hash>" if i in hashes and v is not None else v
+            for i, v in enumerate(row)
+        )
         for row in rows
     ]
 
 
 def _same(left: Any, right: Any) -> bool:
-    if isinstance(left, float) or isinstance(right, float):
-        if left is None or right is None:
-            return left is right
+    if isinstance(left, float) and isinstance(right, float):
         return math.isclose(left, right, rel_tol=RELATIVE_TOLERANCE, abs_tol=0.0)
     if isinstance(left, str) and isinstance(right, str) and left[:1] in "{[":
         try:
@@ -154,24 +188,27 @@ def test_the_marts_agree_row_for_row_on_duckdb_and_postgres(
     now = _pinned_now()
     engines = {}
     for engine, warehouse in (("duckdb", None), ("postgres", postgres_config)):
-        settings = _project(tmp_path / engine, warehouse)
-        assert settings.config.warehouse.kind == engine
-        for name in dbt_environment(settings):  # the job exports them for dbt: restored after
-            monkeypatch.delenv(name, raising=False)
-        _run_pipeline(settings, now)
+        # Seeding too: the manual suppressions are stamped with Mailers' clock.
+        with clock.use_clock(clock.FixedClock(now)):
+            settings = _project(tmp_path / engine, warehouse)
+            assert settings.config.warehouse.kind == engine
+            for name in dbt_environment(settings):  # the job exports them for dbt
+                monkeypatch.delenv(name, raising=False)
+            _run_pipeline(settings)
         engines[engine] = settings
 
-    for relation in ANALYST_MODELS:
-        names, expected = _rows(engines["duckdb"], relation)
-        postgres_names, actual = _rows(engines["postgres"], relation)
-        assert postgres_names == names, relation
+    models = analyst_models()
+    assert {"marts.fct_messages", "segments.seg_acme_active_pro"} <= set(models)
+    for relation in models:
+        columns, expected = _rows(engines["duckdb"], relation)
+        postgres_columns, actual = _rows(engines["postgres"], relation)
+        assert postgres_columns == columns, relation
+        assert expected, f"{relation} is empty: the comparison would prove nothing"
         assert len(actual) == len(expected), relation
-        if relation != "marts.metricflow_time_spine":
-            assert expected, f"{relation} is empty: the comparison would prove nothing"
         for duck, pg in zip(expected, actual, strict=True):
             differing = {
-                name: (d, p)
-                for name, d, p in zip(names, duck, pg, strict=True)
+                column: (d, p)
+                for column, d, p in zip(columns, duck, pg, strict=True)
                 if not _same(d, p)
             }
             assert not differing, f"{relation}: {differing}"
