@@ -5,7 +5,8 @@ event ingestion → ``dbt build`` of staging, intermediate and marts) runs on ea
 with the same contacts, the same fixed clock and the same run id. Every model an analyst
 queries (the public models, marts and segments, and the semantic layer's time spine) must
 then hold the same columns of the same kinds and the same rows on both: sorted, with
-instants as UTC microseconds and doubles equal within a tolerance.
+instants as UTC microseconds and doubles equal within a tolerance. The semantic layer's
+metrics (``mf query`` by campaign and day) must agree as well.
 
 A run's configuration differs between the engines (its ``warehouse:`` section and data
 directory), so what is derived from it is compared as the engine's own value replaced by a
@@ -18,11 +19,17 @@ nonce (``<nonce>``) and ``audit_id`` (``<uuid>``). JSON text is compared as JSON
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import math
+import os
 import re
+import shutil
+import subprocess
+import sys
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -40,9 +47,13 @@ from mailers.config import ScheduleConfig, Settings
 from mailers.tables import ensure_tables
 from mailers.windows import send_window
 from orchestration.defs.build import build_definitions
-from orchestration.defs.dbt import dbt_environment
+from orchestration.defs.dbt import dbt_environment, dbt_executable, dbt_target
 
-from .conftest import example_config, write_config
+from .conftest import example_config, postgres_database, write_config
+from .postgres_server import PASSWORD_ENV, PostgresServer
+
+TARGET_ENV = "MAILERS_DBT_TARGET"
+"""The profile's target when dbt or MetricFlow is run without ``--target``."""
 
 CONTACTS = 600
 RUN_ID = "0d5b7a52-6f0e-4c1a-9a55-000000000011"
@@ -181,22 +192,32 @@ def _same(left: Any, right: Any) -> bool:
     return bool(left == right)
 
 
-@pytest.mark.timeout(400)
-def test_the_marts_agree_row_for_row_on_duckdb_and_postgres(
-    tmp_path: Path, postgres_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture(scope="module")
+def engines(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer
+) -> Iterator[dict[str, Settings]]:
+    """The pipeline run once on each engine, at the same pinned instant: engine → settings."""
     now = _pinned_now()
-    engines = {}
-    for engine, warehouse in (("duckdb", None), ("postgres", postgres_config)):
-        # Seeding too: the manual suppressions are stamped with Mailers' clock.
-        with clock.use_clock(clock.FixedClock(now)):
-            settings = _project(tmp_path / engine, warehouse)
-            assert settings.config.warehouse.kind == engine
-            for name in dbt_environment(settings):  # the job exports them for dbt
-                monkeypatch.delenv(name, raising=False)
-            _run_pipeline(settings)
-        engines[engine] = settings
+    root = tmp_path_factory.mktemp("engines")
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        postgres_database(postgres_server) as postgres,
+    ):
+        patch.setenv(PASSWORD_ENV, postgres_server.password)
+        runs = {}
+        for engine, warehouse in (("duckdb", None), ("postgres", postgres)):
+            # Seeding too: the manual suppressions are stamped with Mailers' clock.
+            with clock.use_clock(clock.FixedClock(now)):
+                settings = _project(root / engine, warehouse)
+                assert settings.config.warehouse.kind == engine
+                for name in dbt_environment(settings):  # the job exports them for dbt
+                    patch.delenv(name, raising=False)
+                _run_pipeline(settings)
+            runs[engine] = settings
+        yield runs
 
+
+def test_every_analyst_model_agrees_row_for_row(engines: dict[str, Settings]) -> None:
     models = analyst_models()
     assert {"marts.fct_messages", "segments.seg_acme_active_pro"} <= set(models)
     for relation in models:
@@ -212,3 +233,53 @@ def test_the_marts_agree_row_for_row_on_duckdb_and_postgres(
                 if not _same(d, p)
             }
             assert not differing, f"{relation}: {differing}"
+
+
+COUNT_METRICS = ("messages", "sent", "delivered", "complained")
+METRICS = ",".join((*COUNT_METRICS, "delivery_rate", "complaint_rate", "open_rate"))
+
+
+def _metrics(settings: Settings, where: Path) -> list[dict[str, str]]:
+    """``mf query`` of the deliverability metrics by campaign and day on ``settings``'
+    warehouse, in a copy of the project parsed against it (MetricFlow reads ``target/``)."""
+    mf = Path(sys.executable).parent / "mf"
+    project = where / "dbt_project"
+    shutil.copytree(
+        settings.dbt_project_dir, project, ignore=shutil.ignore_patterns("target", "logs")
+    )
+    env = {**os.environ, **dbt_environment(settings), TARGET_ENV: dbt_target(settings)}
+    output = where / "metrics.csv"
+    for command in (
+        [dbt_executable(), "parse", "--quiet"],
+        [str(mf), "query", "--metrics", METRICS, "--group-by", "cohort__campaign,metric_time__day",
+         "--order", "cohort__campaign,metric_time__day", "--csv", str(output)],
+    ):  # fmt: skip
+        completed = subprocess.run(
+            command, cwd=project, env=env, capture_output=True, text=True, check=False, timeout=300
+        )
+        assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-2000:]
+    with output.open() as rows:
+        return list(csv.DictReader(rows))
+
+
+def test_the_semantic_layer_gives_the_same_metrics(
+    engines: dict[str, Settings], tmp_path: Path
+) -> None:
+    if not (Path(sys.executable).parent / "mf").exists():
+        pytest.skip("dbt-metricflow is not installed (the mf command)")
+    duckdb = _metrics(engines["duckdb"], tmp_path / "duckdb")
+    postgres = _metrics(engines["postgres"], tmp_path / "postgres")
+
+    assert len(duckdb) == len(postgres) > 1
+    assert {row["cohort__campaign"] for row in duckdb} == {"pro_tips", "launch_newsletter"}
+    for duck, pg in zip(duckdb, postgres, strict=True):
+        assert duck.keys() == pg.keys()
+        for column, value in duck.items():
+            if column.endswith("_rate"):
+                assert math.isclose(float(value), float(pg[column]), rel_tol=1e-9), column
+            elif column in COUNT_METRICS:
+                # Postgres's sum of a bigint is numeric, which MetricFlow prints as 199.0.
+                assert float(pg[column]).is_integer(), (column, pg[column])
+                assert int(value) == int(float(pg[column])), column
+            else:
+                assert value == pg[column], column
