@@ -302,3 +302,30 @@ def test_the_semantic_layer_on_postgres_agrees_with_the_duckdb_marts(
             assert math.isclose(
                 float(row[metric]), expected[key][metric], rel_tol=RELATIVE_TOLERANCE
             ), (key, metric)
+
+
+def test_dbt_learns_where_postgres_is_but_not_its_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MAILERS_PG_SECRET", "s3cret-value")
+    warehouse = {
+        "kind": "postgres",
+        "host": "db.internal",
+        "port": 6543,
+        "database": "analytics",
+        "user": "mailers",
+        "password": {"env": "MAILERS_PG_SECRET"},
+    }
+    settings = load(write_config(tmp_path, lambda config: config.update(warehouse=warehouse)))
+
+    assert dbt_target(settings) == "postgres"
+    assert dbt_environment(settings) == {
+        "MAILERS_POSTGRES_HOST": "db.internal",
+        "MAILERS_POSTGRES_PORT": "6543",
+        "MAILERS_POSTGRES_DBNAME": "analytics",
+        "MAILERS_POSTGRES_USER": "mailers",
+        "MAILERS_POSTGRES_PASSWORD_ENV": "MAILERS_PG_SECRET",
+    }
+    dsn = {"kind": "postgres", "dsn": "host=db.internal dbname=analytics user=mailers"}
+    settings = load(write_config(tmp_path, lambda config: config.update(warehouse=dsn)))
+    assert dbt_environment(settings) == {}
