@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,12 @@ UNSUBSCRIBE_KEY = "test-unsubscribe-key"
 
 
 SHARED_FIXTURE_MODULES = frozenset(
-    {"tests/test_pipeline.py", "tests/test_local_providers.py", "tests/test_ledger_parity.py"}
+    {
+        "tests/test_pipeline.py",
+        "tests/test_pipeline_engines.py",
+        "tests/test_local_providers.py",
+        "tests/test_ledger_parity.py",
+    }
 )
 """Modules whose tests read one expensive module-scoped fixture: each runs on one worker."""
 
@@ -166,7 +172,7 @@ def seed_warehouse(settings: Settings, contacts: int) -> None:
 
 def run_dbt(settings: Settings, *args: str) -> None:
     """Run the project's dbt against this settings' warehouse, failing the test on error."""
-    from orchestration.defs.dbt import dbt_executable, dbt_target
+    from orchestration.defs.dbt import dbt_environment, dbt_executable, dbt_target
 
     project = str(settings.dbt_project_dir)
     # A target (and log) path per worker: `dbt run` rewrites the manifest in its target, and
@@ -179,7 +185,7 @@ def run_dbt(settings: Settings, *args: str) -> None:
         shutil.copyfile(shared_parse, target / shared_parse.name)
     env = {
         **os.environ,
-        "MAILERS_DUCKDB_PATH": str(settings.warehouse_path),
+        **dbt_environment(settings),
         "DBT_TARGET_PATH": str(target),
         "DBT_LOG_PATH": str(target),
     }
@@ -279,31 +285,41 @@ def postgres_server() -> Iterator[PostgresServer]:
         yield server
 
 
-@pytest.fixture
-def postgres_config(
-    postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[dict[str, Any]]:
-    """The ``warehouse:`` config of a fresh, empty database on the session's server (its
-    password in the environment variable the config names); dropped after the test."""
+@contextmanager
+def postgres_database(server: PostgresServer) -> Iterator[dict[str, Any]]:
+    """The ``warehouse:`` config of a fresh, empty database on ``server``, dropped on exit
+    (the caller puts the password in the environment variable the config names)."""
     import uuid
 
     import psycopg
 
     name = f"t_{uuid.uuid4().hex[:16]}"
     admin_args: dict[str, Any] = {
-        "host": postgres_server.host,
-        "port": postgres_server.port,
-        "user": postgres_server.user,
-        "password": postgres_server.password,
-        "dbname": postgres_server.database,
+        "host": server.host,
+        "port": server.port,
+        "user": server.user,
+        "password": server.password,
+        "dbname": server.database,
         "autocommit": True,
     }
     with psycopg.connect(**admin_args) as admin:
         admin.execute(f"create database {name}")
+    try:
+        yield {**server.warehouse_config(), "database": name}
+    finally:
+        with psycopg.connect(**admin_args) as admin:
+            admin.execute(f"drop database if exists {name} with (force)")
+
+
+@pytest.fixture
+def postgres_config(
+    postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, Any]]:
+    """The ``warehouse:`` config of a fresh, empty database on the session's server (its
+    password in the environment variable the config names); dropped after the test."""
     monkeypatch.setenv(PASSWORD_ENV, postgres_server.password)
-    yield {**postgres_server.warehouse_config(), "database": name}
-    with psycopg.connect(**admin_args) as admin:
-        admin.execute(f"drop database if exists {name} with (force)")
+    with postgres_database(postgres_server) as config:
+        yield config
 
 
 WAREHOUSE_ENGINES = ("duckdb", "postgres", "snowflake")

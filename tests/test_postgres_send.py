@@ -2,8 +2,8 @@
 DuckDB and on a real Postgres server records the same ledger, and a second run sends
 nothing on either.
 
-The segment is a plain view here (dbt's Postgres target is later work of issue 11), the
-same SQL on both engines.
+The segment is a plain view here, the same SQL on both engines, so the send path is tested
+without dbt; tests/test_pipeline_engines.py runs the whole pipeline, dbt included.
 """
 
 from __future__ import annotations

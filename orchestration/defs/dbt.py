@@ -18,7 +18,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
 from mailers.completeness import dbt_vars
-from mailers.config import Settings
+from mailers.config import DuckDBWarehouseConfig, PostgresWarehouseConfig, Settings
 from orchestration.defs.preflight import require_run_environment
 from orchestration.defs.resources import WAREHOUSE_POOL, MailersResource
 
@@ -27,6 +27,10 @@ AUDIENCE_MODELS = "+path:models/segments"
 
 DUCKDB_PATH_ENV = "MAILERS_DUCKDB_PATH"
 """How ``dbt_project/profiles.yml`` learns where the warehouse file is."""
+
+POSTGRES_PASSWORD_ENV_ENV = "MAILERS_POSTGRES_PASSWORD_ENV"
+"""Names the variable the ``postgres`` target reads its password from (the config's
+``warehouse.password``), so the secret stays in the one variable that holds it."""
 
 DBT_TARGETS = {
     "duckdb": "duckdb",
@@ -70,14 +74,35 @@ def dbt_target(settings: Settings) -> str:
         ) from None
 
 
-def point_dbt_at(settings: Settings) -> None:
-    """Tell dbt's profile which warehouse file to use (the dbt subprocess inherits it).
+def dbt_environment(settings: Settings) -> dict[str, str]:
+    """The variables ``dbt_project/profiles.yml`` reads for the configured warehouse, from
+    its config: a DuckDB file's path, or a Postgres server's host, port, database and user
+    and the *name* of the variable holding its password (never the password itself).
 
-    Only the DuckDB target exists so far (issue 11 adds the others); for another engine the
-    profile's DuckDB path is left alone.
+    A Postgres config given as ``dsn`` sets nothing (dbt-postgres takes no connection
+    string): export the target's variables yourself. Snowflake and BigQuery read theirs
+    from the environment as the README lists.
     """
-    if settings.config.warehouse.kind == "duckdb":
-        os.environ[DUCKDB_PATH_ENV] = str(settings.warehouse_path)
+    config = settings.config.warehouse
+    if isinstance(config, DuckDBWarehouseConfig):
+        return {DUCKDB_PATH_ENV: str(settings.warehouse_path)}
+    if isinstance(config, PostgresWarehouseConfig) and config.dsn is None:
+        values = {
+            "MAILERS_POSTGRES_HOST": str(config.host),
+            "MAILERS_POSTGRES_PORT": str(config.port),
+            "MAILERS_POSTGRES_DBNAME": str(config.database),
+            "MAILERS_POSTGRES_USER": str(config.user),
+        }
+        if config.password is not None:
+            values[POSTGRES_PASSWORD_ENV_ENV] = config.password.env
+        return values
+    return {}
+
+
+def point_dbt_at(settings: Settings) -> None:
+    """Tell dbt's profile where the configured warehouse is (every dbt subprocess inherits
+    the environment): :func:`dbt_environment`."""
+    os.environ.update(dbt_environment(settings))
 
 
 @cache
