@@ -178,7 +178,7 @@ def run_dbt(settings: Settings, *args: str) -> None:
     # A target (and log) path per worker: `dbt run` rewrites the manifest in its target, and
     # other workers read the one in dbt_project/target. Seeded from that one's partial parse,
     # as Dagster's dbt runs are.
-    target = settings.dbt_project_dir / "target" / f"pytest-{_worker()}"
+    target = dbt_target_path(settings)
     shared_parse = settings.dbt_project_dir / "target" / "partial_parse.msgpack"
     if shared_parse.exists() and not (target / shared_parse.name).exists():
         target.mkdir(parents=True, exist_ok=True)
@@ -206,6 +206,11 @@ def run_dbt(settings: Settings, *args: str) -> None:
         check=False,
     )
     assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
+
+
+def dbt_target_path(settings: Settings) -> Path:
+    """Where :func:`run_dbt` has dbt write (its ``run_results.json`` and manifest)."""
+    return settings.dbt_project_dir / "target" / f"pytest-{_worker()}"
 
 
 def _worker() -> str:

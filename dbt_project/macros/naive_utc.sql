@@ -1,6 +1,8 @@
 {#- Mailers stores instants as naive UTC timestamps (TIMESTAMP on DuckDB and Postgres,
-    TIMESTAMP_NTZ on Snowflake, DATETIME on BigQuery). These two macros produce values of
-    that same type, so comparisons with the stored columns never mix types. -#}
+    TIMESTAMP_NTZ on Snowflake) and on BigQuery as TIMESTAMP, an absolute instant (what
+    adapters/warehouses/bigquery.py creates; BigQuery refuses to compare a DATETIME with
+    it). These two macros produce values of that same type, so comparisons with the stored
+    columns never mix types. -#}
 
 {#- Text such as '2024-05-01 09:00:00' (or with fractional seconds) as a naive UTC timestamp. -#}
 {% macro parse_naive_timestamp(text_sql) -%}
@@ -20,9 +22,10 @@
     to_timestamp_ntz({{ text_sql }})
 {%- endmacro %}
 
-{#- https://cloud.google.com/bigquery/docs/reference/standard-sql/conversion_functions#cast_as_datetime -#}
+{#- A string without a time zone is read as UTC:
+    https://cloud.google.com/bigquery/docs/reference/standard-sql/timestamp_functions#timestamp -#}
 {% macro bigquery__parse_naive_timestamp(text_sql) -%}
-    cast({{ text_sql }} as datetime)
+    timestamp({{ text_sql }})
 {%- endmacro %}
 
 {#- timestamp is timestamp without time zone on Postgres -#}
@@ -51,9 +54,9 @@
     sysdate()
 {%- endmacro %}
 
-{#- https://cloud.google.com/bigquery/docs/reference/standard-sql/datetime_functions#current_datetime -#}
+{#- https://cloud.google.com/bigquery/docs/reference/standard-sql/timestamp_functions#current_timestamp -#}
 {% macro bigquery__naive_utc_now() -%}
-    current_datetime('UTC')
+    current_timestamp()
 {%- endmacro %}
 
 {#- https://www.postgresql.org/docs/current/functions-datetime.html#FUNCTIONS-DATETIME-ZONECONVERT -#}
