@@ -170,6 +170,25 @@ def seed_warehouse(settings: Settings, contacts: int) -> None:
         demo_data.seed(warehouse, contacts)
 
 
+def engine_project(root: Path, warehouse: dict[str, Any] | None, contacts: int) -> Settings:
+    """The example config in a new directory ``root`` on ``warehouse`` (a ``warehouse:``
+    document; None: the DuckDB default), with Mailers' tables and ``contacts`` demo
+    contacts in it."""
+
+    def use(config: dict[str, Any]) -> None:
+        if warehouse is not None:
+            config["warehouse"] = warehouse
+
+    from adapters.warehouses import open_warehouse
+
+    root.mkdir()
+    settings = load(write_config(root, use))
+    with open_warehouse(settings) as wh:
+        ensure_tables(wh)
+        demo_data.seed(wh, contacts)
+    return settings
+
+
 def run_dbt(settings: Settings, *args: str) -> None:
     """Run the project's dbt against this settings' warehouse, failing the test on error."""
     from orchestration.defs.dbt import dbt_environment, dbt_executable, dbt_target

@@ -39,17 +39,15 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from adapters import demo_data
 from adapters.settings import load
 from adapters.warehouses import open_warehouse
 from mailers import clock
 from mailers.config import ScheduleConfig, Settings
-from mailers.tables import ensure_tables
 from mailers.windows import send_window
 from orchestration.defs.build import build_definitions
 from orchestration.defs.dbt import dbt_environment, dbt_executable, dbt_target
 
-from .conftest import example_config, postgres_database, write_config
+from .conftest import engine_project, example_config, postgres_database, write_config
 from .postgres_server import PASSWORD_ENV, PostgresServer
 
 TARGET_ENV = "MAILERS_DBT_TARGET"
@@ -107,16 +105,7 @@ def _pinned_now() -> datetime:
 
 
 def _project(root: Path, warehouse: dict[str, Any] | None) -> Settings:
-    def use(config: dict[str, Any]) -> None:
-        if warehouse is not None:
-            config["warehouse"] = warehouse
-
-    root.mkdir()
-    settings = load(write_config(root, use))
-    with open_warehouse(settings) as wh:
-        ensure_tables(wh)
-        demo_data.seed(wh, CONTACTS)
-    return settings
+    return engine_project(root, warehouse, CONTACTS)
 
 
 def _run_pipeline(settings: Settings) -> None:

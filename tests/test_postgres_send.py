@@ -13,9 +13,7 @@ from typing import Any
 
 import pytest
 
-from adapters import demo_data
 from adapters.providers.registry import build_providers
-from adapters.settings import load
 from adapters.warehouses import open_warehouse
 from mailers.audience import AudienceSpec, disposition_counts, resolve
 from mailers.config import Settings
@@ -23,7 +21,7 @@ from mailers.ledger import LedgerContext, LedgerWriter, latest_rows_sql
 from mailers.sending import CampaignSender, SendContext, SendReport
 from mailers.tables import ensure_tables
 
-from .conftest import UNSUBSCRIBE_KEY, eml_files, write_config
+from .conftest import UNSUBSCRIBE_KEY, eml_files, engine_project
 
 WINDOW = "once"
 CAMPAIGN = "globex.launch_newsletter"
@@ -36,15 +34,8 @@ where brand = 'globex' and marketing_opt_in
 
 
 def _project(root: Path, warehouse: dict[str, Any] | None) -> Settings:
-    def use(config: dict[str, Any]) -> None:
-        if warehouse is not None:
-            config["warehouse"] = warehouse
-
-    root.mkdir()
-    settings = load(write_config(root, use))
+    settings = engine_project(root, warehouse, 300)
     with open_warehouse(settings) as wh:
-        ensure_tables(wh)
-        demo_data.seed(wh, 300)
         wh.execute("create schema if not exists segments")
         wh.execute(SEGMENT_SQL)
     return settings
