@@ -2,15 +2,13 @@
 separate process from its own virtualenv.
 
 bqemulator pins an older sqlglot than the main venv's packages, so it cannot be installed
-there: ``tests/bqemulator_env.sh`` creates ``<repo>/.venv-bqemulator`` once (``make test``
-does it first; a test session does it on first use, under a file lock so two xdist workers
-do not both build it). The emulator binds free loopback ports (``--rest-port 0
---grpc-port 0``) and says which in its JSON log lines, so nothing races for a port.
+there: it runs from ``<repo>/.venv-bqemulator`` (``tests/tool_venvs.py``). The emulator
+binds free loopback ports (``--rest-port 0 --grpc-port 0``) and says which in its JSON log
+lines, so nothing races for a port.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import subprocess
 import threading
@@ -19,9 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-VENV = REPO / ".venv-bqemulator"
-ENV_SCRIPT = REPO / "tests" / "bqemulator_env.sh"
+from .tool_venvs import ensure_tool
+
 PROJECT = "test-proj"
 START_TIMEOUT_SECONDS = 120
 """Generous: on a loaded 2-core machine importing the emulator takes several seconds."""
@@ -52,16 +49,7 @@ class BigQueryEmulator:
 
 def ensure_venv() -> Path:
     """The emulator's virtualenv, created on first use; its ``bqemulator`` executable."""
-    VENV.parent.mkdir(parents=True, exist_ok=True)
-    with (REPO / ".venv-bqemulator.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        subprocess.run(
-            ["sh", str(ENV_SCRIPT), str(VENV)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-    return VENV / "bin" / "bqemulator"
+    return ensure_tool("bqemulator", "bqemulator")
 
 
 @contextmanager

@@ -435,7 +435,7 @@ def bigquery_emulator() -> Iterator[BigQueryEmulator]:
     try:
         executable = ensure_venv()
     except subprocess.CalledProcessError as err:
-        pytest.skip(f"cannot create the bqemulator venv (tests/bqemulator_env.sh): {err.stderr}")
+        pytest.skip(f"cannot create the bqemulator venv (tests/tool_venv.sh): {err.stderr}")
     with running_emulator(executable) as emulator:
         yield emulator
 

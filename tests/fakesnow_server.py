@@ -2,7 +2,7 @@
 
 The pipeline runs in the test process on the patched connector (as every other Snowflake
 test does); dbt-snowflake runs as its own process from ``<repo>/.venv-dbt-snowflake``
-(``tests/dbt_snowflake_env.sh``: its certifi pin cannot share the main venv) and reaches
+(``tests/tool_venvs.py``: its certifi pin cannot share the main venv) and reaches
 the same databases through fakesnow's server on a loopback port, with the profile's
 ``host``/``port``/``protocol`` (``MAILERS_SNOWFLAKE_HOST`` and friends). Both sides are one
 in-memory DuckDB: the server's sessions and the patched connections are cursors of the
@@ -15,10 +15,8 @@ process; and uvicorn binding port 0 leaves no window for another process to take
 
 from __future__ import annotations
 
-import fcntl
 import importlib
 import logging
-import os
 import subprocess
 import threading
 import time
@@ -28,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
+from .engine_pipeline import run_dbt_process
+from .tool_venvs import ensure_tool
+
 REPO = Path(__file__).resolve().parents[1]
-DBT_VENV = REPO / ".venv-dbt-snowflake"
-ENV_SCRIPT = REPO / "tests" / "dbt_snowflake_env.sh"
 START_TIMEOUT_SECONDS = 60
 DATABASE = "MAILERS_TEST"
 
@@ -60,10 +59,7 @@ class FakesnowServer:
 
 def ensure_dbt_venv() -> Path:
     """dbt-snowflake's virtualenv, created on first use; its ``dbt`` executable."""
-    with (REPO / ".venv-dbt-snowflake.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        subprocess.run(["sh", str(ENV_SCRIPT), str(DBT_VENV)], check=True, capture_output=True)
-    return DBT_VENV / "bin" / "dbt"
+    return ensure_tool("dbt-snowflake", "dbt")
 
 
 @contextmanager
@@ -124,33 +120,8 @@ def run_dbt(
     *,
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``dbt ARGS`` of the project on the ``snowflake`` target against ``server``, its
-    artifacts written to ``target_path``; with ``check``, an assertion error with its output's
-    tail unless it succeeds."""
-    project = str(REPO / "dbt_project")
-    env = {
-        **os.environ,
-        **server.dbt_environment(),
-        "DO_NOT_TRACK": "1",
-        "DBT_TARGET_PATH": str(target_path),
-        "DBT_LOG_PATH": str(target_path),
-    }
-    completed = subprocess.run(
-        [
-            str(executable),
-            *args,
-            "--project-dir",
-            project,
-            "--profiles-dir",
-            project,
-            "--target",
-            "snowflake",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+    """Run ``dbt ARGS`` of the project on the ``snowflake`` target against ``server``
+    (:func:`tests.engine_pipeline.run_dbt_process`)."""
+    return run_dbt_process(
+        executable, "snowflake", server.dbt_environment(), args, target_path, check=check
     )
-    if check:
-        assert completed.returncode == 0, completed.stdout[-6000:] + completed.stderr[-2000:]
-    return completed

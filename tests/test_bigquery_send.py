@@ -2,8 +2,8 @@
 providers on DuckDB and on BigQuery records the same ledger, and a second run sends nothing.
 
 On BigQuery the send journals its ledger (``ledger.journal: auto``), so its load jobs stay a
-handful per run however many provider calls it makes. The segment is a plain view (dbt's
-BigQuery target is later work of issue 11).
+handful per run however many provider calls it makes. The segment is a plain view here;
+``tests/test_bigquery_pipeline.py`` builds it, and everything after the send, with dbt.
 """
 
 from __future__ import annotations

@@ -45,7 +45,15 @@ from mailers import clock
 from mailers.config import ScheduleConfig, Settings
 from mailers.windows import send_window
 from orchestration.defs.build import build_definitions
-from orchestration.defs.dbt import dbt_environment, dbt_executable, dbt_target
+from orchestration.defs.dbt import (
+    EMULATOR_TOKEN,
+    ENFORCE_CONTRACTS_ENV,
+    SCHEMA_NAMES_ENV,
+    SCHEMA_PREFIX_ENV,
+    dbt_environment,
+    dbt_executable,
+    dbt_target,
+)
 
 from .conftest import engine_project, example_config, postgres_database, write_config
 from .postgres_server import PASSWORD_ENV, PostgresServer
@@ -318,3 +326,36 @@ def test_dbt_learns_where_postgres_is_but_not_its_password(
     dsn = {"kind": "postgres", "dsn": "host=db.internal dbname=analytics user=mailers"}
     settings = load(write_config(tmp_path, lambda config: config.update(warehouse=dsn)))
     assert dbt_environment(settings) == {}
+
+
+def test_dbt_on_bigquery_gets_project_location_and_dataset_names(
+    tmp_path: Path,
+) -> None:
+    warehouse = {"kind": "bigquery", "project": "acme-analytics", "location": "EU"}
+    settings = load(write_config(tmp_path, lambda config: config.update(warehouse=warehouse)))
+
+    assert dbt_target(settings) == "bigquery"
+    # Credentials stay the environment's (ADC or MAILERS_BIGQUERY_METHOD): none set here,
+    # and the contracts are enforced (the variable is absent).
+    assert dbt_environment(settings) == {
+        "MAILERS_BIGQUERY_PROJECT": "acme-analytics",
+        "MAILERS_BIGQUERY_LOCATION": "EU",
+    }
+    emulator = {
+        **warehouse,
+        "api_endpoint": "http://127.0.0.1:9050",
+        "anonymous": True,
+        "dataset_prefix": "acme_",
+        "datasets": {"crm": "salesforce", "segments": "audiences"},
+    }
+    settings = load(write_config(tmp_path, lambda config: config.update(warehouse=emulator)))
+    assert dbt_environment(settings) == {
+        "MAILERS_BIGQUERY_PROJECT": "acme-analytics",
+        "MAILERS_BIGQUERY_LOCATION": "EU",
+        "MAILERS_BIGQUERY_API_ENDPOINT": "http://127.0.0.1:9050",
+        SCHEMA_PREFIX_ENV: "acme_",
+        SCHEMA_NAMES_ENV: '{"crm": "salesforce", "segments": "audiences"}',
+        "MAILERS_BIGQUERY_METHOD": "oauth-secrets",
+        "MAILERS_BIGQUERY_TOKEN": EMULATOR_TOKEN,
+        ENFORCE_CONTRACTS_ENV: "false",
+    }

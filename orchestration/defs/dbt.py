@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from mailers.bigquery_config import BigQueryWarehouseConfig
 from mailers.completeness import dbt_vars
 from mailers.config import DuckDBWarehouseConfig, PostgresWarehouseConfig, Settings
 from orchestration.defs.preflight import require_run_environment
@@ -31,6 +32,17 @@ DUCKDB_PATH_ENV = "MAILERS_DUCKDB_PATH"
 POSTGRES_PASSWORD_ENV_ENV = "MAILERS_POSTGRES_PASSWORD_ENV"
 """Names the variable the ``postgres`` target reads its password from (the config's
 ``warehouse.password``), so the secret stays in the one variable that holds it."""
+
+SCHEMA_PREFIX_ENV = "MAILERS_DBT_SCHEMA_PREFIX"
+SCHEMA_NAMES_ENV = "MAILERS_DBT_SCHEMAS"
+"""A config's renaming of schemas, which dbt applies to the schemas it builds and reads:
+the prefix of every schema's name, and a JSON object of schema -> name overriding it."""
+
+ENFORCE_CONTRACTS_ENV = "MAILERS_DBT_ENFORCE_CONTRACTS"
+"""``false`` builds the marts without enforcing their contracts (``dbt_project.yml``)."""
+
+EMULATOR_TOKEN = "bigquery-emulator-checks-no-token"
+"""dbt-bigquery's access token on an emulator config: a placeholder, not a credential."""
 
 DBT_TARGETS = {
     "duckdb": "duckdb",
@@ -76,12 +88,18 @@ def dbt_target(settings: Settings) -> str:
 
 def dbt_environment(settings: Settings) -> dict[str, str]:
     """The variables ``dbt_project/profiles.yml`` reads for the configured warehouse, from
-    its config: a DuckDB file's path, or a Postgres server's host, port, database and user
-    and the *name* of the variable holding its password (never the password itself).
+    its config: a DuckDB file's path; a Postgres server's host, port, database and user
+    and the *name* of the variable holding its password (never the password itself); a
+    BigQuery project, location, endpoint and renaming of schemas to datasets
+    (``dataset_prefix``, ``datasets``).
+
+    A BigQuery emulator config (``anonymous``) also gets a placeholder access token (the
+    emulator checks none, and dbt never refreshes one it was given) and contracts off: the
+    emulator cannot parse dbt's contract-enforced ``create table (columns) as select``.
 
     A Postgres config given as ``dsn`` sets nothing (dbt-postgres takes no connection
-    string): export the target's variables yourself. Snowflake and BigQuery read theirs
-    from the environment as the README lists.
+    string): export the target's variables yourself. Snowflake reads its variables from the
+    environment as the README lists, and so do BigQuery's credentials.
     """
     config = settings.config.warehouse
     if isinstance(config, DuckDBWarehouseConfig):
@@ -96,7 +114,30 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
         if config.password is not None:
             values[POSTGRES_PASSWORD_ENV_ENV] = config.password.env
         return values
+    if isinstance(config, BigQueryWarehouseConfig):
+        return _bigquery_environment(config)
     return {}
+
+
+def _bigquery_environment(config: BigQueryWarehouseConfig) -> dict[str, str]:
+    values = {
+        "MAILERS_BIGQUERY_PROJECT": config.project,
+        "MAILERS_BIGQUERY_LOCATION": config.location,
+    }
+    if config.api_endpoint is not None:
+        values["MAILERS_BIGQUERY_API_ENDPOINT"] = config.api_endpoint
+    # dbt builds and reads the datasets Mailers does (macros/generate_schema_name.sql).
+    if config.dataset_prefix:
+        values[SCHEMA_PREFIX_ENV] = config.dataset_prefix
+    if config.datasets:
+        values[SCHEMA_NAMES_ENV] = json.dumps(config.datasets, sort_keys=True)
+    if config.anonymous:
+        values |= {
+            "MAILERS_BIGQUERY_METHOD": "oauth-secrets",
+            "MAILERS_BIGQUERY_TOKEN": EMULATOR_TOKEN,
+            ENFORCE_CONTRACTS_ENV: "false",
+        }
+    return values
 
 
 def point_dbt_at(settings: Settings) -> None:
