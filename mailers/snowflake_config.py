@@ -53,6 +53,16 @@ class SnowflakeWarehouseConfig(BaseModel):
     private_key_passphrase: SecretRef | None = None
     login_timeout_seconds: int = Field(default=60, gt=0)
     query_tag: str = Field(default="mailers", max_length=2000)
+    host: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Only to reach Snowflake through another endpoint (a proxy, or a local "
+        "fake): unset, the connector derives the host from the account.",
+    )
+    port: int = Field(default=443, gt=0, lt=65536, description="The endpoint's port.")
+    protocol: Literal["https", "http"] = Field(
+        default="https", description="http only for a local fake on a loopback port."
+    )
 
     @model_validator(mode="after")
     def _one_authentication(self) -> SnowflakeWarehouseConfig:
@@ -68,6 +78,8 @@ class SnowflakeWarehouseConfig(BaseModel):
             )
         if self.private_key_passphrase is not None and self.password is not None:
             raise ValueError("private_key_passphrase goes with private_key or private_key_file")
+        if self.host is None and (self.port != 443 or self.protocol != "https"):
+            raise ValueError("port and protocol go with host (an endpoint of your choosing)")
         return self
 
     def connect_arguments(self, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -88,6 +100,8 @@ class SnowflakeWarehouseConfig(BaseModel):
             arguments["role"] = self.role
         if self.warehouse is not None:
             arguments["warehouse"] = self.warehouse
+        if self.host is not None:
+            arguments |= {"host": self.host, "port": self.port, "protocol": self.protocol}
         if self.password is not None:
             arguments["password"] = self.password.resolve("warehouse.password", environ)
             return arguments

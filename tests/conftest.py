@@ -383,6 +383,19 @@ def snowflake_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]
         }
 
 
+@pytest.fixture
+def snowflake_wire_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """The ``warehouse:`` config of an empty Snowflake database on fakesnow's server, which
+    the *unpatched* connector reaches over HTTP on a loopback port: the connector's own
+    login, result (Arrow) and ``PUT`` paths run, as they do against Snowflake."""
+    pytest.importorskip("fakesnow", reason="fakesnow is in the dev extra")
+    from .fakesnow_server import running_fakesnow
+
+    monkeypatch.setenv(SNOWFLAKE_PASSWORD_ENV, "fakesnow-takes-any-password")
+    with running_fakesnow(patch_connector=False) as server:
+        yield server.warehouse_config(SNOWFLAKE_PASSWORD_ENV)
+
+
 SNOWFLAKE_LIVE_VARIABLES = ("SNOWFLAKE_ACCOUNT", "SNOWFLAKE_USER", "SNOWFLAKE_WAREHOUSE")
 """What a live Snowflake test needs, with ``SNOWFLAKE_PASSWORD`` or ``SNOWFLAKE_PRIVATE_KEY``
 (PEM) and optionally ``SNOWFLAKE_ROLE`` and ``SNOWFLAKE_DATABASE`` (where to log in first)."""

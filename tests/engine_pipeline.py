@@ -23,6 +23,7 @@ from typing import Any
 
 from adapters import demo_data
 from adapters.providers.registry import build_providers, bulk_event_parser, event_parser
+from adapters.settings import load
 from adapters.warehouses import open_warehouse
 from mailers import clock
 from mailers.audience import AudienceSpec, resolve
@@ -35,7 +36,7 @@ from mailers.ledger_journal import send_warehouse
 from mailers.sending import CampaignSender, SendContext
 from mailers.tables import ensure_tables
 
-from .conftest import UNSUBSCRIBE_KEY
+from .conftest import UNSUBSCRIBE_KEY, run_dbt, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 START = datetime(2026, 11, 23, 8, 30, tzinfo=UTC)
@@ -63,6 +64,25 @@ CONFIG_HASH = "same-config-on-both-engines"
 
 Dbt = Callable[..., object]
 """Runs ``dbt ARGS`` of the project on one engine, failing the test unless it succeeds."""
+
+
+def project_on(root: Path, warehouse: dict[str, Any] | None) -> Settings:
+    """The example config in a new directory ``root`` on ``warehouse`` (a ``warehouse:``
+    document; None: the DuckDB default)."""
+    root.mkdir()
+
+    def use(config: dict[str, Any]) -> None:
+        if warehouse is not None:
+            config["warehouse"] = warehouse
+
+    return load(write_config(root, use))
+
+
+def duckdb_reference(tmp_path: Path) -> tuple[Settings, dict[str, list[dict[str, Any]]]]:
+    """The pipeline on DuckDB in ``tmp_path/duckdb``, dbt from the main venv: its settings
+    and every mart's rows, which the other engine's must equal."""
+    settings = project_on(tmp_path / "duckdb", None)
+    return settings, pipeline(settings, lambda *args: run_dbt(settings, *args))
 
 
 def pipeline(settings: Settings, dbt: Dbt) -> dict[str, list[dict[str, Any]]]:

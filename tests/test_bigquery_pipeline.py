@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 
-from adapters.settings import load
 from adapters.warehouses import open_warehouse
 from adapters.warehouses.bigquery import BigQueryWarehouse
 from mailers.config import Settings
@@ -35,8 +34,15 @@ from orchestration.defs.dbt import (
 )
 
 from . import conftest
-from .conftest import write_config
-from .engine_pipeline import MARTS, comparable, pipeline, run_dbt_process, unit_tests
+from .engine_pipeline import (
+    MARTS,
+    comparable,
+    duckdb_reference,
+    pipeline,
+    project_on,
+    run_dbt_process,
+    unit_tests,
+)
 
 RENAMED = {"crm": "crm_source"}
 
@@ -73,17 +79,11 @@ def _built_and_declared(
 def test_the_marts_built_on_bigquery_match_duckdb_row_for_row(
     tmp_path: Path, bigquery_config: dict[str, Any]
 ) -> None:
-    duckdb_root = tmp_path / "duckdb"
-    duckdb_root.mkdir()
-    on_duckdb = load(write_config(duckdb_root))
-    duckdb_marts = pipeline(on_duckdb, lambda *args: conftest.run_dbt(on_duckdb, *args))
-
-    bigquery_root = tmp_path / "bigquery"
-    bigquery_root.mkdir()
+    on_duckdb, duckdb_marts = duckdb_reference(tmp_path)
     # Datasets renamed, as a team's naming rules would: dbt must build and read where
     # Mailers writes and reads (the CRM contacts in a dataset of their own).
     renamed = {**bigquery_config, "dataset_prefix": "mailers_test_", "datasets": RENAMED}
-    on_bigquery = load(write_config(bigquery_root, lambda config: config.update(warehouse=renamed)))
+    on_bigquery = project_on(tmp_path / "bigquery", renamed)
     environment = dbt_environment(on_bigquery)
     assert environment[ENFORCE_CONTRACTS_ENV] == "false"  # what the emulator cannot run
     target = tmp_path / "dbt-target"

@@ -35,6 +35,7 @@ from mailers.config import ScheduleConfig, Settings
 from mailers.windows import send_window
 from orchestration.defs.build import build_definitions
 from orchestration.defs.campaigns import audience_key
+from orchestration.defs.dbt import DUCKDB_PATH_ENV, dbt_environment
 from orchestration.defs.runs import SEND_WINDOW_TAG
 from tests.conftest import eml_files, example_config, query, seed_warehouse, write_config
 
@@ -91,6 +92,8 @@ def pipeline(
     root = tmp_path_factory.mktemp("pipeline")
     settings = load(write_config(root))
     seed_warehouse(settings, 1500)
+    dbt_variables = dbt_environment(settings)
+    environ_before = {name: os.environ.get(name) for name in dbt_variables}
     defs = build_definitions(str(settings.path))
     instance = dg.DagsterInstance.ephemeral()
     first = _run(defs, instance)
@@ -106,6 +109,8 @@ def pipeline(
     assert second.success, _failures(second)
     return SimpleNamespace(
         settings=settings,
+        environ_before=environ_before,
+        environ_after={name: os.environ.get(name) for name in dbt_variables},
         defs=defs,
         instance=instance,
         first=first,
@@ -163,6 +168,14 @@ def test_every_asset_materializes_with_lineage(pipeline: SimpleNamespace) -> Non
         dg.AssetKey(["segments", "seg_acme_active_pro"])
         in graph.get(audience_key(pipeline.settings.campaign("acme.pro_tips"))).parent_keys
     )
+
+
+def test_dbt_learns_the_warehouse_for_its_steps_only(pipeline: SimpleNamespace) -> None:
+    """dbt's profile variables are set for the dbt processes the runs start and put back
+    after: a long-lived process (the Dagster daemon, ``mailers dev``) keeps none of one
+    config's values for a run on another."""
+    assert pipeline.environ_after == pipeline.environ_before
+    assert pipeline.environ_before[DUCKDB_PATH_ENV] != str(pipeline.settings.warehouse_path)
 
 
 def test_the_ledger_agrees_with_the_eml_files(pipeline: SimpleNamespace) -> None:

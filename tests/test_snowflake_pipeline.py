@@ -4,9 +4,10 @@ On each engine, on one fixed clock and the same inputs: dbt builds the segment v
 audience is resolved, the sandbox providers send (their events land as files), the events
 are ingested, and dbt builds every model and runs every data test. On Snowflake dbt is
 dbt-snowflake, a process of its own speaking HTTP to fakesnow's server
-(``tests/fakesnow_server.py``), while the pipeline writes through the Snowflake adapter on
-the patched connector: both are one fake database. Then every mart is read on both engines
-and compared row for row.
+(``tests/fakesnow_server.py``), and the pipeline writes through the Snowflake adapter on
+the real, unpatched connector to the same server (its login, Arrow result batches, ``PUT``
+and ``COPY INTO``), as both would to Snowflake. Then every mart is read on both engines and
+compared row for row.
 
 What fakesnow 0.12.1 cannot run of the project (docs/snowflake.md, "fakesnow gaps"):
 dbt's unit tests, which create a database-qualified temporary table; they run on DuckDB
@@ -17,16 +18,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from adapters.settings import load
 from adapters.warehouses import open_warehouse
 
 from . import conftest
-from .conftest import SNOWFLAKE_PASSWORD_ENV, write_config
-from .engine_pipeline import MARTS, comparable, compiled, pipeline, unit_tests
+from .conftest import SNOWFLAKE_PASSWORD_ENV
+from .engine_pipeline import (
+    MARTS,
+    comparable,
+    compiled,
+    duckdb_reference,
+    pipeline,
+    project_on,
+    unit_tests,
+)
 from .fakesnow_server import FakesnowServer, ensure_dbt_venv, run_dbt, running_fakesnow
 
 UNIT_TESTS_EXCLUDED = ("--exclude-resource-type", "unit_test")
@@ -39,7 +46,7 @@ FAKESNOW_TEMPORARY_TABLE_ERROR = 'TEMPORARY table names can *only* use the "temp
 def fakesnow_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakesnowServer]:
     pytest.importorskip("fakesnow", reason="fakesnow is in the dev extra")
     monkeypatch.setenv(SNOWFLAKE_PASSWORD_ENV, "fakesnow-takes-any-password")
-    with running_fakesnow() as server:
+    with running_fakesnow(patch_connector=False) as server:
         yield server
 
 
@@ -48,24 +55,10 @@ def test_the_marts_built_on_snowflake_match_duckdb_row_for_row(
     tmp_path: Path, fakesnow_server: FakesnowServer
 ) -> None:
     dbt_snowflake = ensure_dbt_venv()
-    duckdb_root = tmp_path / "duckdb"
-    duckdb_root.mkdir()
-    on_duckdb = load(write_config(duckdb_root))
-    duckdb_marts = pipeline(on_duckdb, lambda *args: conftest.run_dbt(on_duckdb, *args))
-
-    snowflake_root = tmp_path / "snowflake"
-    snowflake_root.mkdir()
-
-    def on_fakesnow(config: dict[str, Any]) -> None:
-        config["warehouse"] = {
-            "kind": "snowflake",
-            "account": "fakesnow",
-            "user": "mailers",
-            "database": fakesnow_server.database,
-            "password": {"env": SNOWFLAKE_PASSWORD_ENV},
-        }
-
-    on_snowflake = load(write_config(snowflake_root, on_fakesnow))
+    on_duckdb, duckdb_marts = duckdb_reference(tmp_path)
+    on_snowflake = project_on(
+        tmp_path / "snowflake", fakesnow_server.warehouse_config(SNOWFLAKE_PASSWORD_ENV)
+    )
     snowflake_target = tmp_path / "dbt-target"
     snowflake_marts = pipeline(
         on_snowflake,

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -140,10 +141,23 @@ def _bigquery_environment(config: BigQueryWarehouseConfig) -> dict[str, str]:
     return values
 
 
-def point_dbt_at(settings: Settings) -> None:
-    """Tell dbt's profile where the configured warehouse is (every dbt subprocess inherits
-    the environment): :func:`dbt_environment`."""
-    os.environ.update(dbt_environment(settings))
+@contextmanager
+def dbt_pointed_at(settings: Settings) -> Iterator[None]:
+    """Within the block, this process's environment tells dbt's profile where the configured
+    warehouse is (:func:`dbt_environment`), for the dbt subprocesses started in it, which
+    take a copy of the environment as they start; after it, every variable is as it was, so
+    one config's values never reach a later run on another config in the same process."""
+    values = dbt_environment(settings)
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @cache
@@ -173,15 +187,16 @@ def _build(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, mailers: MailersResource
 ) -> Iterator[Any]:
     settings = mailers.settings()
-    point_dbt_at(settings)
     build_vars = json.dumps(dbt_vars(settings.config.completeness))
-    yield from dbt.cli(["build", "--vars", build_vars], context=context).stream()
+    with dbt_pointed_at(settings):  # dbt.cli starts the process
+        invocation = dbt.cli(["build", "--vars", build_vars], context=context)
+    yield from invocation.stream()
 
 
 def dbt_definitions(settings: Settings) -> dg.Definitions:
     """The two dbt asset groups and the dbt resource, for the configured project."""
-    point_dbt_at(settings)
-    dbt_project = project(settings.dbt_project_dir)
+    with dbt_pointed_at(settings):
+        dbt_project = project(settings.dbt_project_dir)
     translator = MailersDbtTranslator()
 
     @dbt_assets(

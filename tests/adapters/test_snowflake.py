@@ -336,6 +336,26 @@ def test_settings_password_comes_from_the_environment() -> None:
     assert "pw" not in str(missing.value).replace("SF_PW", "")
 
 
+def test_an_endpoint_of_ones_own_is_passed_to_the_connector_and_only_with_a_host() -> None:
+    derived = SnowflakeWarehouseConfig.model_validate(config(password={"env": "SF_PW"}))
+    assert not {"host", "port", "protocol"} & derived.connect_arguments({"SF_PW": "pw"}).keys()
+    proxied = SnowflakeWarehouseConfig.model_validate(
+        config(password={"env": "SF_PW"}, host="sf-proxy.internal", port=8443)
+    )
+    arguments = proxied.connect_arguments({"SF_PW": "pw"})
+    assert (arguments["host"], arguments["port"], arguments["protocol"]) == (
+        "sf-proxy.internal",
+        8443,
+        "https",
+    )
+    with pytest.raises(ValidationError, match="port and protocol go with host"):
+        SnowflakeWarehouseConfig.model_validate(config(password={"env": "P"}, protocol="http"))
+    with pytest.raises(ValidationError, match="protocol"):
+        SnowflakeWarehouseConfig.model_validate(
+            config(password={"env": "P"}, host="h", protocol="ftp")
+        )
+
+
 def test_settings_key_pair_from_environment_and_file(tmp_path: object) -> None:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     der = key.private_bytes(
