@@ -18,26 +18,23 @@ from __future__ import annotations
 
 import importlib
 import logging
-import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
-from .engine_pipeline import run_dbt_process
 from .tool_venvs import ensure_tool
 
-REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_SECONDS = 60
 DATABASE = "MAILERS_TEST"
 
 
 @dataclass(frozen=True)
 class FakesnowServer:
-    """A running server: where dbt-snowflake connects."""
+    """A running server: where the unpatched connector and dbt-snowflake connect."""
 
     port: int
     database: str = DATABASE
@@ -54,21 +51,6 @@ class FakesnowServer:
             "host": "127.0.0.1",
             "port": self.port,
             "protocol": "http",
-        }
-
-    def dbt_environment(self) -> dict[str, str]:
-        """The variables of ``dbt_project/profiles.yml``'s ``snowflake`` target, pointed
-        here (fakesnow takes any credentials)."""
-        return {
-            "MAILERS_SNOWFLAKE_ACCOUNT": "fakesnow",
-            "MAILERS_SNOWFLAKE_USER": "mailers",
-            "MAILERS_SNOWFLAKE_PASSWORD": "fakesnow-takes-any-password",
-            "MAILERS_SNOWFLAKE_ROLE": "MAILERS",
-            "MAILERS_SNOWFLAKE_WAREHOUSE": "MAILERS_WH",
-            "MAILERS_SNOWFLAKE_DATABASE": self.database,
-            "MAILERS_SNOWFLAKE_HOST": "127.0.0.1",
-            "MAILERS_SNOWFLAKE_PORT": str(self.port),
-            "MAILERS_SNOWFLAKE_PROTOCOL": "http",
         }
 
 
@@ -155,18 +137,3 @@ def _quiet(logger: logging.Logger) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(level)
-
-
-def run_dbt(
-    executable: Path,
-    server: FakesnowServer,
-    args: Sequence[str],
-    target_path: Path,
-    *,
-    check: bool = True,
-) -> subprocess.CompletedProcess[str]:
-    """Run ``dbt ARGS`` of the project on the ``snowflake`` target against ``server``
-    (:func:`tests.engine_pipeline.run_dbt_process`)."""
-    return run_dbt_process(
-        executable, "snowflake", server.dbt_environment(), args, target_path, check=check
-    )

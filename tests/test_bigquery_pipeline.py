@@ -12,12 +12,16 @@ What bqemulator 1.4 cannot run of the project (docs/bigquery.md, "dbt on bqemula
 dbt's contract-enforced ``create or replace table ... (<columns>) as select``, which
 BigQuery accepts. So the emulator's config builds the marts with contracts off, and this
 test checks the contracts the way dbt does before it builds: the type BigQuery gives each
-declared type (``cast(null as <declared>)``) must be the type of the built column.
+declared type (``cast(null as <declared>)``) must be the type of the built column. Behind
+the ``live`` marker the same test runs on a real project, contracts enforced.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +48,33 @@ from .engine_pipeline import (
     unit_tests,
 )
 
-RENAMED = {"crm": "crm_source"}
+LIVE_PROJECT = "MAILERS_BIGQUERY_LIVE_PROJECT"
+LIVE_LOCATION = "MAILERS_BIGQUERY_LIVE_LOCATION"
+
+
+@pytest.fixture(params=["emulator", pytest.param("live", marks=pytest.mark.live)])
+def bigquery_warehouse(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """The ``warehouse:`` document the pipeline runs on: bqemulator (contracts off), or a
+    real project (``MAILERS_BIGQUERY_LIVE_PROJECT``, credentials from Application Default
+    Credentials; contracts enforced), whose datasets are dropped afterwards. Either way
+    the datasets are renamed, as a team's naming rules would rename them: dbt must build
+    and read where Mailers writes and reads (the CRM contacts in a dataset of their own)."""
+    prefix = f"mailers_test_{uuid.uuid4().hex[:8]}_"
+    renamed = {"dataset_prefix": prefix, "datasets": {"crm": f"{prefix}crm_source"}}
+    if request.param == "emulator":
+        yield {**request.getfixturevalue("bigquery_config"), **renamed}
+        return
+    project = os.environ.get(LIVE_PROJECT)
+    if not project:
+        pytest.skip(f"set {LIVE_PROJECT} (and ADC credentials) to run live BigQuery tests")
+    location = os.environ.get(LIVE_LOCATION, "US")
+    yield {"kind": "bigquery", "project": project, "location": location, **renamed}
+    from google.cloud import bigquery
+
+    with bigquery.Client(project=project, location=location) as client:
+        for dataset in client.list_datasets():
+            if dataset.dataset_id.startswith(prefix):
+                client.delete_dataset(dataset.reference, delete_contents=True, not_found_ok=True)
 
 
 def _marts(manifest: Path) -> dict[str, dict[str, Any]]:
@@ -77,15 +107,14 @@ def _built_and_declared(
 
 @pytest.mark.timeout(900)
 def test_the_marts_built_on_bigquery_match_duckdb_row_for_row(
-    tmp_path: Path, bigquery_config: dict[str, Any]
+    tmp_path: Path, bigquery_warehouse: dict[str, Any]
 ) -> None:
     on_duckdb, duckdb_marts = duckdb_reference(tmp_path)
-    # Datasets renamed, as a team's naming rules would: dbt must build and read where
-    # Mailers writes and reads (the CRM contacts in a dataset of their own).
-    renamed = {**bigquery_config, "dataset_prefix": "mailers_test_", "datasets": RENAMED}
-    on_bigquery = project_on(tmp_path / "bigquery", renamed)
+    on_bigquery = project_on(tmp_path / "bigquery", bigquery_warehouse)
     environment = dbt_environment(on_bigquery)
-    assert environment[ENFORCE_CONTRACTS_ENV] == "false"  # what the emulator cannot run
+    emulated = bool(bigquery_warehouse.get("anonymous"))
+    # Contracts are off only where the emulator cannot run them.
+    assert (environment.get(ENFORCE_CONTRACTS_ENV) == "false") is emulated
     target = tmp_path / "dbt-target"
     bigquery_marts = pipeline(
         on_bigquery,
@@ -98,7 +127,7 @@ def test_the_marts_built_on_bigquery_match_duckdb_row_for_row(
         assert duckdb_marts[mart], f"{mart} is empty: the comparison would prove nothing"
         assert comparable(bigquery_marts[mart]) == comparable(duckdb_marts[mart]), mart
 
-    # Every unit test ran on the emulator too, and passed.
+    # Every unit test ran on BigQuery too, and passed.
     on_duckdb_units = unit_tests(conftest.dbt_target_path(on_duckdb))
     on_bigquery_units = unit_tests(target)
     assert len(on_duckdb_units) >= 5
@@ -108,17 +137,26 @@ def test_the_marts_built_on_bigquery_match_duckdb_row_for_row(
     with open_warehouse(on_bigquery, read_only=True) as wh:
         assert isinstance(wh, BigQueryWarehouse)
         datasets = {dataset.dataset_id for dataset in wh.client.list_datasets()}
-    assert {"crm_source", "mailers_test_mailers", "mailers_test_marts"} <= datasets
-    assert not datasets & {"crm", "mailers", "marts", "segments"}, datasets
+    prefix = bigquery_warehouse["dataset_prefix"]
+    assert {
+        f"{prefix}{name}" for name in ("crm_source", "mailers", "segments", "marts")
+    } <= datasets
+    assert not datasets & {"crm", "mailers", "marts", "segments", f"{prefix}crm"}, datasets
 
     _assert_contracts_hold(
-        on_bigquery, target / "manifest.json", conftest.dbt_target_path(on_duckdb) / "manifest.json"
+        on_bigquery,
+        target / "manifest.json",
+        conftest.dbt_target_path(on_duckdb) / "manifest.json",
+        enforced_here=not emulated,
     )
 
 
-def _assert_contracts_hold(settings: Settings, manifest: Path, enforced_elsewhere: Path) -> None:
+def _assert_contracts_hold(
+    settings: Settings, manifest: Path, enforced_elsewhere: Path, *, enforced_here: bool
+) -> None:
     """Every mart whose contract the DuckDB build (``enforced_elsewhere``) enforced, as the
-    emulator's build (``manifest``) declares it for BigQuery, holds on the emulator."""
+    BigQuery build (``manifest``) declares it for BigQuery, holds there, whether that build
+    enforced it (``enforced_here``) or not."""
     marts = _marts(manifest)
     enforced = {
         name
@@ -129,6 +167,6 @@ def _assert_contracts_hold(settings: Settings, manifest: Path, enforced_elsewher
     with open_warehouse(settings, read_only=True) as wh:
         assert isinstance(wh, BigQueryWarehouse)
         for mart in sorted(enforced):
-            assert not marts[mart]["config"]["contract"]["enforced"]
+            assert marts[mart]["config"]["contract"]["enforced"] is enforced_here
             built, declared = _built_and_declared(wh, mart, _declared(marts[mart]))
             assert built == declared, mart

@@ -301,61 +301,134 @@ def test_the_semantic_layer_on_postgres_agrees_with_the_duckdb_marts(
             ), (key, metric)
 
 
-def test_dbt_learns_where_postgres_is_but_not_its_password(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MAILERS_PG_SECRET", "s3cret-value")
-    warehouse = {
-        "kind": "postgres",
-        "host": "db.internal",
-        "port": 6543,
-        "database": "analytics",
-        "user": "mailers",
-        "password": {"env": "MAILERS_PG_SECRET"},
-    }
-    settings = load(write_config(tmp_path, lambda config: config.update(warehouse=warehouse)))
-
-    assert dbt_target(settings) == "postgres"
-    assert dbt_environment(settings) == {
-        "MAILERS_POSTGRES_HOST": "db.internal",
-        "MAILERS_POSTGRES_PORT": "6543",
-        "MAILERS_POSTGRES_DBNAME": "analytics",
-        "MAILERS_POSTGRES_USER": "mailers",
-        "MAILERS_POSTGRES_PASSWORD_ENV": "MAILERS_PG_SECRET",
-    }
-    dsn = {"kind": "postgres", "dsn": "host=db.internal dbname=analytics user=mailers"}
-    settings = load(write_config(tmp_path, lambda config: config.update(warehouse=dsn)))
-    assert dbt_environment(settings) == {}
+SECRETS = {
+    "MAILERS_PG_SECRET": "s3cret-value",
+    "MAILERS_SF_KEY": "-----BEGIN PRIVATE KEY-----not-a-real-key",
+    "MAILERS_SF_PASSWORD": "hunter2-sf",
+}
+"""Set in the environment for :func:`test_dbt_learns_the_warehouse_from_the_config`: what
+Mailers hands dbt must hold none of them, only their names."""
+SNOWFLAKE = {
+    "kind": "snowflake",
+    "account": "myorg-myaccount",
+    "user": "MAILERS",
+    "database": "ANALYTICS",
+}
+BIGQUERY = {"kind": "bigquery", "project": "acme-analytics", "location": "EU"}
 
 
-def test_dbt_on_bigquery_gets_project_location_and_dataset_names(
+@pytest.mark.parametrize(
+    ("warehouse", "target", "expected"),
+    [
+        pytest.param(
+            {
+                "kind": "postgres",
+                "host": "db.internal",
+                "port": 6543,
+                "database": "analytics",
+                "user": "mailers",
+                "password": {"env": "MAILERS_PG_SECRET"},
+            },
+            "postgres",
+            {
+                "MAILERS_POSTGRES_HOST": "db.internal",
+                "MAILERS_POSTGRES_PORT": "6543",
+                "MAILERS_POSTGRES_DBNAME": "analytics",
+                "MAILERS_POSTGRES_USER": "mailers",
+                "MAILERS_POSTGRES_PASSWORD_ENV": "MAILERS_PG_SECRET",
+            },
+            id="postgres",
+        ),
+        pytest.param(
+            # dbt-postgres takes no connection string: its variables are the user's to set.
+            {"kind": "postgres", "dsn": "host=db.internal dbname=analytics user=mailers"},
+            "postgres",
+            {},
+            id="postgres-dsn",
+        ),
+        pytest.param(
+            # Credentials stay the environment's (ADC or MAILERS_BIGQUERY_METHOD), and the
+            # contracts are enforced (the variable is absent).
+            BIGQUERY,
+            "bigquery",
+            {"MAILERS_BIGQUERY_PROJECT": "acme-analytics", "MAILERS_BIGQUERY_LOCATION": "EU"},
+            id="bigquery",
+        ),
+        pytest.param(
+            {
+                **BIGQUERY,
+                "api_endpoint": "http://127.0.0.1:9050",
+                "anonymous": True,
+                "dataset_prefix": "acme_",
+                "datasets": {"crm": "salesforce", "segments": "audiences"},
+            },
+            "bigquery",
+            {
+                "MAILERS_BIGQUERY_PROJECT": "acme-analytics",
+                "MAILERS_BIGQUERY_LOCATION": "EU",
+                "MAILERS_BIGQUERY_API_ENDPOINT": "http://127.0.0.1:9050",
+                SCHEMA_PREFIX_ENV: "acme_",
+                SCHEMA_NAMES_ENV: '{"crm": "salesforce", "segments": "audiences"}',
+                "MAILERS_BIGQUERY_METHOD": "oauth-secrets",
+                "MAILERS_BIGQUERY_TOKEN": EMULATOR_TOKEN,
+                ENFORCE_CONTRACTS_ENV: "false",
+            },
+            id="bigquery-emulator-renamed",
+        ),
+        pytest.param(
+            {
+                **SNOWFLAKE,
+                "role": "MAILERS_LOADER",
+                "warehouse": "MAILERS_WH",
+                "private_key": {"env": "MAILERS_SF_KEY"},
+                "private_key_passphrase": {"env": "MAILERS_SF_PASSPHRASE"},
+            },
+            "snowflake",
+            {
+                "MAILERS_SNOWFLAKE_ACCOUNT": "myorg-myaccount",
+                "MAILERS_SNOWFLAKE_USER": "MAILERS",
+                "MAILERS_SNOWFLAKE_DATABASE": "ANALYTICS",
+                "MAILERS_SNOWFLAKE_ROLE": "MAILERS_LOADER",
+                "MAILERS_SNOWFLAKE_WAREHOUSE": "MAILERS_WH",
+                "MAILERS_SNOWFLAKE_PRIVATE_KEY_ENV": "MAILERS_SF_KEY",
+                "MAILERS_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE_ENV": "MAILERS_SF_PASSPHRASE",
+            },
+            id="snowflake-key-pair",
+        ),
+        pytest.param(
+            # No role or virtual warehouse: the profile leaves them out (the user's defaults).
+            {
+                **SNOWFLAKE,
+                "password": {"env": "MAILERS_SF_PASSWORD"},
+                "host": "sf-proxy.internal",
+                "port": 8443,
+            },
+            "snowflake",
+            {
+                "MAILERS_SNOWFLAKE_ACCOUNT": "myorg-myaccount",
+                "MAILERS_SNOWFLAKE_USER": "MAILERS",
+                "MAILERS_SNOWFLAKE_DATABASE": "ANALYTICS",
+                "MAILERS_SNOWFLAKE_HOST": "sf-proxy.internal",
+                "MAILERS_SNOWFLAKE_PORT": "8443",
+                "MAILERS_SNOWFLAKE_PROTOCOL": "https",
+                "MAILERS_SNOWFLAKE_PASSWORD_ENV": "MAILERS_SF_PASSWORD",
+            },
+            id="snowflake-proxied-password",
+        ),
+    ],
+)
+def test_dbt_learns_the_warehouse_from_the_config(
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    warehouse: dict[str, Any],
+    target: str,
+    expected: dict[str, str],
 ) -> None:
-    warehouse = {"kind": "bigquery", "project": "acme-analytics", "location": "EU"}
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
     settings = load(write_config(tmp_path, lambda config: config.update(warehouse=warehouse)))
 
-    assert dbt_target(settings) == "bigquery"
-    # Credentials stay the environment's (ADC or MAILERS_BIGQUERY_METHOD): none set here,
-    # and the contracts are enforced (the variable is absent).
-    assert dbt_environment(settings) == {
-        "MAILERS_BIGQUERY_PROJECT": "acme-analytics",
-        "MAILERS_BIGQUERY_LOCATION": "EU",
-    }
-    emulator = {
-        **warehouse,
-        "api_endpoint": "http://127.0.0.1:9050",
-        "anonymous": True,
-        "dataset_prefix": "acme_",
-        "datasets": {"crm": "salesforce", "segments": "audiences"},
-    }
-    settings = load(write_config(tmp_path, lambda config: config.update(warehouse=emulator)))
-    assert dbt_environment(settings) == {
-        "MAILERS_BIGQUERY_PROJECT": "acme-analytics",
-        "MAILERS_BIGQUERY_LOCATION": "EU",
-        "MAILERS_BIGQUERY_API_ENDPOINT": "http://127.0.0.1:9050",
-        SCHEMA_PREFIX_ENV: "acme_",
-        SCHEMA_NAMES_ENV: '{"crm": "salesforce", "segments": "audiences"}',
-        "MAILERS_BIGQUERY_METHOD": "oauth-secrets",
-        "MAILERS_BIGQUERY_TOKEN": EMULATOR_TOKEN,
-        ENFORCE_CONTRACTS_ENV: "false",
-    }
+    assert dbt_target(settings) == target
+    environment = dbt_environment(settings)
+    assert environment == expected
+    assert not set(SECRETS.values()) & set(environment.values())

@@ -21,6 +21,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from mailers.bigquery_config import BigQueryWarehouseConfig
 from mailers.completeness import dbt_vars
 from mailers.config import DuckDBWarehouseConfig, PostgresWarehouseConfig, Settings
+from mailers.snowflake_config import SnowflakeWarehouseConfig
 from orchestration.defs.preflight import require_run_environment
 from orchestration.defs.resources import WAREHOUSE_POOL, MailersResource
 
@@ -44,6 +45,9 @@ ENFORCE_CONTRACTS_ENV = "MAILERS_DBT_ENFORCE_CONTRACTS"
 
 EMULATOR_TOKEN = "bigquery-emulator-checks-no-token"
 """dbt-bigquery's access token on an emulator config: a placeholder, not a credential."""
+
+DBT_EXECUTABLE_ENV = "MAILERS_DBT_EXECUTABLE"
+"""Names the dbt executable Mailers runs, when it is not the one in Mailers' venv."""
 
 DBT_TARGETS = {
     "duckdb": "duckdb",
@@ -70,7 +74,12 @@ class MailersDbtTranslator(DagsterDbtTranslator):
 
 
 def dbt_executable() -> str:
-    """The dbt beside this Python (the project's venv), so no PATH setup is needed."""
+    """The dbt to run: the one ``MAILERS_DBT_EXECUTABLE`` names (a dbt whose adapter cannot
+    share Mailers' venv, such as dbt-snowflake's), else the dbt beside this Python (the
+    project's venv), so no PATH setup is needed."""
+    named = os.environ.get(DBT_EXECUTABLE_ENV)
+    if named:
+        return named
     beside = Path(sys.executable).parent / "dbt"
     return str(beside) if beside.exists() else shutil.which("dbt") or "dbt"
 
@@ -98,9 +107,13 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
     emulator checks none, and dbt never refreshes one it was given) and contracts off: the
     emulator cannot parse dbt's contract-enforced ``create table (columns) as select``.
 
+    A Snowflake config gives its account, user, database, role, virtual warehouse and
+    endpoint, and the *names* of the variables holding its password or private key and
+    passphrase (a key file by its path).
+
     A Postgres config given as ``dsn`` sets nothing (dbt-postgres takes no connection
-    string): export the target's variables yourself. Snowflake reads its variables from the
-    environment as the README lists, and so do BigQuery's credentials.
+    string): export the target's variables yourself. BigQuery's credentials are the
+    environment's (Application Default Credentials, ``MAILERS_BIGQUERY_METHOD``).
     """
     config = settings.config.warehouse
     if isinstance(config, DuckDBWarehouseConfig):
@@ -117,7 +130,38 @@ def dbt_environment(settings: Settings) -> dict[str, str]:
         return values
     if isinstance(config, BigQueryWarehouseConfig):
         return _bigquery_environment(config)
+    if isinstance(config, SnowflakeWarehouseConfig):
+        return _snowflake_environment(config)
     return {}
+
+
+def _snowflake_environment(config: SnowflakeWarehouseConfig) -> dict[str, str]:
+    values = {
+        "MAILERS_SNOWFLAKE_ACCOUNT": config.account,
+        "MAILERS_SNOWFLAKE_USER": config.user,
+        "MAILERS_SNOWFLAKE_DATABASE": config.database,
+    }
+    if config.role is not None:
+        values["MAILERS_SNOWFLAKE_ROLE"] = config.role
+    if config.warehouse is not None:
+        values["MAILERS_SNOWFLAKE_WAREHOUSE"] = config.warehouse
+    if config.host is not None:
+        values |= {
+            "MAILERS_SNOWFLAKE_HOST": config.host,
+            "MAILERS_SNOWFLAKE_PORT": str(config.port),
+            "MAILERS_SNOWFLAKE_PROTOCOL": config.protocol,
+        }
+    if config.private_key_file is not None:
+        values["MAILERS_SNOWFLAKE_PRIVATE_KEY_PATH"] = config.private_key_file
+    # Secrets by the name of the variable that holds them, never their value.
+    for name, secret in (
+        ("PASSWORD", config.password),
+        ("PRIVATE_KEY", config.private_key),
+        ("PRIVATE_KEY_PASSPHRASE", config.private_key_passphrase),
+    ):
+        if secret is not None:
+            values[f"MAILERS_SNOWFLAKE_{name}_ENV"] = secret.env
+    return values
 
 
 def _bigquery_environment(config: BigQueryWarehouseConfig) -> dict[str, str]:
@@ -161,13 +205,17 @@ def dbt_pointed_at(settings: Settings) -> Iterator[None]:
 
 
 @cache
-def project(project_dir: Path) -> DbtProject:
-    """The dbt project, with a manifest that is current with its sources."""
+def project(project_dir: Path, target: str = "duckdb") -> DbtProject:
+    """The dbt project, with a manifest that is current with its sources, parsed on profile
+    target ``target`` (whose adapter the dbt executable has)."""
     dbt = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
     if _manifest_stale(dbt):
-        # Parse with the venv's dbt: the stock preparer looks for `dbt` on PATH.
+        # Parse with our dbt (dbt_executable): the stock preparer looks for `dbt` on PATH.
         cli = DbtCliResource(
-            project_dir=dbt, profiles_dir=str(project_dir), dbt_executable=dbt_executable()
+            project_dir=dbt,
+            profiles_dir=str(project_dir),
+            target=target,
+            dbt_executable=dbt_executable(),
         )
         cli.cli(["parse", "--quiet"], target_path=dbt.target_path).wait()
     return dbt
@@ -196,7 +244,7 @@ def _build(
 def dbt_definitions(settings: Settings) -> dg.Definitions:
     """The two dbt asset groups and the dbt resource, for the configured project."""
     with dbt_pointed_at(settings):
-        dbt_project = project(settings.dbt_project_dir)
+        dbt_project = project(settings.dbt_project_dir, dbt_target(settings))
     translator = MailersDbtTranslator()
 
     @dbt_assets(
