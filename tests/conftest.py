@@ -191,7 +191,7 @@ def engine_project(root: Path, warehouse: dict[str, Any] | None, contacts: int) 
 
 def run_dbt(settings: Settings, *args: str) -> None:
     """Run the project's dbt against this settings' warehouse, failing the test on error."""
-    from orchestration.defs.dbt import dbt_environment, dbt_executable, dbt_target
+    from orchestration.defs.dbt_profile import dbt_environment, dbt_executable, dbt_target
 
     project = str(settings.dbt_project_dir)
     # A target (and log) path per worker: `dbt run` rewrites the manifest in its target, and

@@ -5,7 +5,7 @@ builds the segment views, the audience is resolved, the sandbox providers send, 
 are ingested, and dbt builds every model and runs every data test and unit test. On
 BigQuery dbt is dbt-bigquery (the ``bigquery`` extra), speaking REST to the emulator, with
 the profile's variables as Mailers sets them from the config
-(:func:`orchestration.defs.dbt.dbt_environment`); the pipeline writes through the BigQuery
+(:func:`orchestration.defs.dbt_profile.dbt_environment`); the pipeline writes through the BigQuery
 adapter. Then every mart is read on both engines and compared row for row.
 
 What bqemulator 1.4 cannot run of the project (docs/bigquery.md, "dbt on bqemulator"):
@@ -30,7 +30,7 @@ import pytest
 from adapters.warehouses import open_warehouse
 from adapters.warehouses.bigquery import BigQueryWarehouse
 from mailers.config import Settings
-from orchestration.defs.dbt import (
+from orchestration.defs.dbt_profile import (
     ENFORCE_CONTRACTS_ENV,
     dbt_environment,
     dbt_executable,

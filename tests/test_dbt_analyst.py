@@ -18,7 +18,7 @@ from adapters.settings import load
 from adapters.warehouses.duckdb import DuckDBWarehouse
 from mailers.config import Settings
 from mailers.tables import ensure_tables
-from orchestration.defs.dbt import dbt_executable, dbt_target
+from orchestration.defs.dbt_profile import dbt_executable, dbt_target
 from tests.conftest import run_dbt, write_config
 
 

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from orchestration.defs.dbt import DUCKDB_PATH_ENV, dbt_executable
+from orchestration.defs.dbt_profile import DUCKDB_PATH_ENV, dbt_executable
 from tests.conftest import REPO
 
 

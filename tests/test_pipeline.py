@@ -35,7 +35,7 @@ from mailers.config import ScheduleConfig, Settings
 from mailers.windows import send_window
 from orchestration.defs.build import build_definitions
 from orchestration.defs.campaigns import audience_key
-from orchestration.defs.dbt import DUCKDB_PATH_ENV, dbt_environment
+from orchestration.defs.dbt_profile import DUCKDB_PATH_ENV, dbt_environment
 from orchestration.defs.runs import SEND_WINDOW_TAG
 from tests.conftest import eml_files, example_config, query, seed_warehouse, write_config
 
@@ -516,7 +516,7 @@ def test_metricflow_answers_the_deliverability_metrics_from_the_cohorts(
     MetricFlow names relations as the parse recorded them (on DuckDB the catalog is the
     file's stem) and reads ``target/`` of the project it runs in, so it runs in a copy of the
     project parsed against this warehouse, leaving the shared ``target/`` alone."""
-    from orchestration.defs.dbt import dbt_executable
+    from orchestration.defs.dbt_profile import dbt_executable
 
     mf = Path(sys.executable).parent / "mf"
     if not mf.exists():

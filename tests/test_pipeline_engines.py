@@ -45,7 +45,7 @@ from mailers import clock
 from mailers.config import ScheduleConfig, Settings
 from mailers.windows import send_window
 from orchestration.defs.build import build_definitions
-from orchestration.defs.dbt import (
+from orchestration.defs.dbt_profile import (
     EMULATOR_TOKEN,
     ENFORCE_CONTRACTS_ENV,
     SCHEMA_NAMES_ENV,

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from adapters.warehouses import open_warehouse
-from orchestration.defs.dbt import DBT_EXECUTABLE_ENV, dbt_environment
+from orchestration.defs.dbt_profile import DBT_EXECUTABLE_ENV, dbt_environment
 
 from . import conftest
 from .conftest import SNOWFLAKE_PASSWORD_ENV
