@@ -52,6 +52,13 @@ class SnowflakeWarehouseConfig(BaseModel):
     private_key_file: str | None = Field(default=None, description="Path of a PEM key file.")
     private_key_passphrase: SecretRef | None = None
     login_timeout_seconds: int = Field(default=60, gt=0)
+    network_timeout_seconds: int | None = Field(
+        default=None,
+        gt=0,
+        description="How long one request may take, its retries included, before it fails "
+        "with an error naming the warehouse; unset, the connector retries a failing request "
+        "(HTTP 5xx, a dropped connection) without end.",
+    )
     query_tag: str = Field(default="mailers", max_length=2000)
     host: str | None = Field(
         default=None,
@@ -102,6 +109,8 @@ class SnowflakeWarehouseConfig(BaseModel):
             arguments["warehouse"] = self.warehouse
         if self.host is not None:
             arguments |= {"host": self.host, "port": self.port, "protocol": self.protocol}
+        if self.network_timeout_seconds is not None:
+            arguments["network_timeout"] = self.network_timeout_seconds
         if self.password is not None:
             arguments["password"] = self.password.resolve("warehouse.password", environ)
             return arguments

@@ -336,7 +336,7 @@ def test_settings_password_comes_from_the_environment() -> None:
     assert "pw" not in str(missing.value).replace("SF_PW", "")
 
 
-def test_an_endpoint_of_ones_own_is_passed_to_the_connector_and_only_with_a_host() -> None:
+def test_an_endpoint_and_a_network_timeout_are_passed_to_the_connector() -> None:
     derived = SnowflakeWarehouseConfig.model_validate(config(password={"env": "SF_PW"}))
     assert not {"host", "port", "protocol"} & derived.connect_arguments({"SF_PW": "pw"}).keys()
     proxied = SnowflakeWarehouseConfig.model_validate(
@@ -348,6 +348,11 @@ def test_an_endpoint_of_ones_own_is_passed_to_the_connector_and_only_with_a_host
         8443,
         "https",
     )
+    assert "network_timeout" not in arguments  # the connector's own: retries without end
+    bounded = SnowflakeWarehouseConfig.model_validate(
+        config(password={"env": "SF_PW"}, network_timeout_seconds=600)
+    )
+    assert bounded.connect_arguments({"SF_PW": "pw"})["network_timeout"] == 600
     with pytest.raises(ValidationError, match="port and protocol go with host"):
         SnowflakeWarehouseConfig.model_validate(config(password={"env": "P"}, protocol="http"))
     with pytest.raises(ValidationError, match="protocol"):

@@ -44,21 +44,6 @@ EMULATOR_GAPS = {
 """(engine, what) -> how the engine's emulator differs from the engine there."""
 
 
-EMULATOR_CANNOT = {
-    ("snowflake_wire", "not_null_error"): "fakesnow's server answers a statement DuckDB "
-    "refuses for a NOT NULL column with HTTP 500, which the connector retries without end "
-    "(as it would Snowflake's 5xx); the patched connector gets DuckDB's error",
-}
-"""(engine, what) -> why the engine's emulator cannot run it at all (it would hang)."""
-
-
-def emulator_cannot(target: str, what: str) -> None:
-    """Skip the running test on ``target``'s emulator, for the recorded reason."""
-    reason = EMULATOR_CANNOT.get((target, what))
-    if reason is not None:
-        pytest.skip(f"emulator gap: {reason}")
-
-
 def emulator_gap(request: pytest.FixtureRequest, target: str, what: str) -> None:
     """Expect the running test to fail on ``target``'s emulator, for the recorded reason."""
     reason = EMULATOR_GAPS.get((target, what))
@@ -247,8 +232,7 @@ def test_ensure_table_is_idempotent_and_adds_missing_columns(warehouse: OpenWare
     assert rows.to_pylist() == [{"id": "a", "n": 1, "seen_at": None, "ok": None}]
 
 
-def test_a_null_in_a_required_column_is_refused(target: str, warehouse: OpenWarehouse) -> None:
-    emulator_cannot(target, "not_null_error")
+def test_a_null_in_a_required_column_is_refused(warehouse: OpenWarehouse) -> None:
     schema = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("n", pa.int64())])
     warehouse.ensure_table("mailers", "things", schema)
     with pytest.raises(WarehouseError):
