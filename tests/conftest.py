@@ -12,7 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from mailers.ledger import LedgerContext, LedgerWriter
 from mailers.providers import Provider
 from mailers.sending import CampaignSender, SendContext, SendReport
 from mailers.tables import ensure_tables
+from mailers.warehouse import Warehouse
 
 from .bigquery_emulator import BigQueryEmulator, ensure_venv, running_emulator
 from .postgres_server import PASSWORD_ENV, PostgresServer, binaries, running_server
@@ -170,19 +171,23 @@ def seed_warehouse(settings: Settings, contacts: int) -> None:
         demo_data.seed(warehouse, contacts)
 
 
-def engine_project(root: Path, warehouse: dict[str, Any] | None, contacts: int) -> Settings:
+def project_on(root: Path, warehouse: dict[str, Any] | None) -> Settings:
     """The example config in a new directory ``root`` on ``warehouse`` (a ``warehouse:``
-    document; None: the DuckDB default), with Mailers' tables and ``contacts`` demo
-    contacts in it."""
+    document; None: the DuckDB default)."""
+    root.mkdir()
 
     def use(config: dict[str, Any]) -> None:
         if warehouse is not None:
             config["warehouse"] = warehouse
 
+    return load(write_config(root, use))
+
+
+def engine_project(root: Path, warehouse: dict[str, Any] | None, contacts: int) -> Settings:
+    """:func:`project_on`, with Mailers' tables and ``contacts`` demo contacts in it."""
     from adapters.warehouses import open_warehouse
 
-    root.mkdir()
-    settings = load(write_config(root, use))
+    settings = project_on(root, warehouse)
     with open_warehouse(settings) as wh:
         ensure_tables(wh)
         demo_data.seed(wh, contacts)
@@ -193,7 +198,6 @@ def run_dbt(settings: Settings, *args: str) -> None:
     """Run the project's dbt against this settings' warehouse, failing the test on error."""
     from orchestration.defs.dbt_profile import dbt_environment, dbt_executable, dbt_target
 
-    project = str(settings.dbt_project_dir)
     # A target (and log) path per worker: `dbt run` rewrites the manifest in its target, and
     # other workers read the one in dbt_project/target. Seeded from that one's partial parse,
     # as Dagster's dbt runs are.
@@ -202,29 +206,57 @@ def run_dbt(settings: Settings, *args: str) -> None:
     if shared_parse.exists() and not (target / shared_parse.name).exists():
         target.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shared_parse, target / shared_parse.name)
+    run_dbt_process(
+        Path(dbt_executable()),
+        dbt_target(settings),
+        dbt_environment(settings),
+        args,
+        target,
+        project_dir=settings.dbt_project_dir,
+    )
+
+
+def run_dbt_process(
+    executable: Path,
+    target: str,
+    environment: Mapping[str, str],
+    args: Sequence[str],
+    target_path: Path,
+    *,
+    check: bool = True,
+    project_dir: Path = REPO / "dbt_project",
+) -> subprocess.CompletedProcess[str]:
+    """Run ``dbt ARGS`` of the project in ``project_dir`` with ``executable`` on profile
+    target ``target``, with ``environment`` over this process's, its artifacts written to
+    ``target_path``; with ``check``, an assertion error with its output's tail unless it
+    succeeds."""
+    project = str(project_dir)
     env = {
         **os.environ,
-        **dbt_environment(settings),
-        "DBT_TARGET_PATH": str(target),
-        "DBT_LOG_PATH": str(target),
+        **environment,
+        "DO_NOT_TRACK": "1",
+        "DBT_TARGET_PATH": str(target_path),
+        "DBT_LOG_PATH": str(target_path),
     }
     completed = subprocess.run(
         [
-            dbt_executable(),
+            str(executable),
             *args,
             "--project-dir",
             project,
             "--profiles-dir",
             project,
             "--target",
-            dbt_target(settings),
+            target,
         ],
         env=env,
         capture_output=True,
         text=True,
         check=False,
     )
-    assert completed.returncode == 0, completed.stdout[-4000:] + completed.stderr[-2000:]
+    if check:
+        assert completed.returncode == 0, completed.stdout[-6000:] + completed.stderr[-2000:]
+    return completed
 
 
 def dbt_target_path(settings: Settings) -> Path:
@@ -259,19 +291,34 @@ def send_window_once(
     """Resolve the audience of one campaign window and send it, as the assets do.
 
     ``sleep`` waits for mailbox slots; tests on a fixed clock pass its ``advance``."""
-    ref = settings.campaign(campaign)
-    spec = AudienceSpec.of(ref, window)
     with DuckDBWarehouse(settings.warehouse_path) as warehouse:
         ensure_tables(warehouse)
-        ledger = LedgerWriter(warehouse, LedgerContext.of(ref, window, run_id))
-        table = resolve(warehouse, spec, ledger.settled_keys_sql())
-        sender = CampaignSender(
-            warehouse,
-            SendContext(settings, ref, window, run_id, UNSUBSCRIBE_KEY),
-            providers or build_providers(settings, ref.workspace),
-            sleep=sleep,
+        return send_on(
+            warehouse, settings, campaign, window, run_id, providers=providers, sleep=sleep
         )
-        return sender.run(table)
+
+
+def send_on(
+    warehouse: Warehouse,
+    settings: Settings,
+    campaign: str,
+    window: str,
+    run_id: str,
+    *,
+    providers: Mapping[str, Provider] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SendReport:
+    """Resolve the audience of one campaign window on an open ``warehouse`` and send it."""
+    ref = settings.campaign(campaign)
+    ledger = LedgerWriter(warehouse, LedgerContext.of(ref, window, run_id))
+    table = resolve(warehouse, AudienceSpec.of(ref, window), ledger.settled_keys_sql())
+    sender = CampaignSender(
+        warehouse,
+        SendContext(settings, ref, window, run_id, UNSUBSCRIBE_KEY),
+        providers or build_providers(settings, ref.workspace),
+        sleep=sleep,
+    )
+    return sender.run(table)
 
 
 @pytest.fixture

@@ -4,41 +4,34 @@ the audience is resolved, the sandbox providers send (their events land as files
 events are ingested, and dbt builds every model and runs every data test; then every mart
 is read.
 
-dbt is whatever the caller passes: the main venv's dbt on DuckDB, or a dbt of its own
-virtualenv (``tests/tool_venvs.py``) run as a process against the emulator's server, as it
-would run against the real warehouse (:func:`run_dbt_process`).
+dbt is whatever the caller passes: the main venv's dbt on DuckDB, or a dbt run as a
+process against the emulator's server, as it would run against the real warehouse
+(:func:`tests.conftest.run_dbt_process`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from adapters import demo_data
-from adapters.providers.registry import build_providers, bulk_event_parser, event_parser
-from adapters.settings import load
+from adapters.providers.registry import bulk_event_parser, event_parser
 from adapters.warehouses import open_warehouse
 from mailers import clock
-from mailers.audience import AudienceSpec, resolve
 from mailers.audit import AuditAction, AuditRecord, append_audit
 from mailers.completeness import dbt_vars
 from mailers.config import Settings
 from mailers.ingest import ingest
-from mailers.ledger import LedgerContext, LedgerWriter
 from mailers.ledger_journal import send_warehouse
-from mailers.sending import CampaignSender, SendContext
 from mailers.tables import ensure_tables
 
-from .conftest import UNSUBSCRIBE_KEY, run_dbt, write_config
+from .conftest import project_on, run_dbt, send_on
 
-REPO = Path(__file__).resolve().parents[1]
 START = datetime(2026, 11, 23, 8, 30, tzinfo=UTC)
 """The fixed instant each engine's pipeline starts at (the clock moves only by the sends'
 own pacing waits, the same on both)."""
@@ -64,18 +57,6 @@ CONFIG_HASH = "same-config-on-both-engines"
 
 Dbt = Callable[..., object]
 """Runs ``dbt ARGS`` of the project on one engine, failing the test unless it succeeds."""
-
-
-def project_on(root: Path, warehouse: dict[str, Any] | None) -> Settings:
-    """The example config in a new directory ``root`` on ``warehouse`` (a ``warehouse:``
-    document; None: the DuckDB default)."""
-    root.mkdir()
-
-    def use(config: dict[str, Any]) -> None:
-        if warehouse is not None:
-            config["warehouse"] = warehouse
-
-    return load(write_config(root, use))
 
 
 def duckdb_reference(tmp_path: Path) -> tuple[Settings, dict[str, list[dict[str, Any]]]]:
@@ -104,15 +85,7 @@ def _run_pipeline(
         ref = settings.campaign(campaign)
         run_id = f"run-{ref.name}"
         with open_warehouse(settings) as opened, send_warehouse(opened, settings, run_id) as wh:
-            ledger = LedgerWriter(wh, LedgerContext.of(ref, window, run_id))
-            table = resolve(wh, AudienceSpec.of(ref, window), ledger.settled_keys_sql())
-            sender = CampaignSender(
-                wh,
-                SendContext(settings, ref, window, run_id, UNSUBSCRIBE_KEY),
-                build_providers(settings, ref.workspace),
-                sleep=pinned.advance,
-            )
-            report = sender.run(table)
+            report = send_on(wh, settings, campaign, window, run_id, sleep=pinned.advance)
             assert report.counts["accepted"] > 20, (campaign, report.counts)
             append_audit(
                 wh,
@@ -172,47 +145,6 @@ def comparable(rows: list[dict[str, Any]]) -> list[tuple[tuple[str, Any], ...]]:
         ),
         key=repr,
     )
-
-
-def run_dbt_process(
-    executable: Path,
-    target: str,
-    environment: Mapping[str, str],
-    args: Sequence[str],
-    target_path: Path,
-    *,
-    check: bool = True,
-) -> subprocess.CompletedProcess[str]:
-    """Run ``dbt ARGS`` of the project with ``executable`` on profile target ``target``,
-    with ``environment`` over this process's, its artifacts written to ``target_path``;
-    with ``check``, an assertion error with its output's tail unless it succeeds."""
-    project = str(REPO / "dbt_project")
-    env = {
-        **os.environ,
-        **environment,
-        "DO_NOT_TRACK": "1",
-        "DBT_TARGET_PATH": str(target_path),
-        "DBT_LOG_PATH": str(target_path),
-    }
-    completed = subprocess.run(
-        [
-            str(executable),
-            *args,
-            "--project-dir",
-            project,
-            "--profiles-dir",
-            project,
-            "--target",
-            target,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if check:
-        assert completed.returncode == 0, completed.stdout[-6000:] + completed.stderr[-2000:]
-    return completed
 
 
 def unit_tests(target: Path) -> dict[str, tuple[str, str]]:

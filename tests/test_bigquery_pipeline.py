@@ -38,13 +38,12 @@ from orchestration.defs.dbt_profile import (
 )
 
 from . import conftest
+from .conftest import project_on, run_dbt_process
 from .engine_pipeline import (
     MARTS,
     comparable,
     duckdb_reference,
     pipeline,
-    project_on,
-    run_dbt_process,
     unit_tests,
 )
 

@@ -26,15 +26,13 @@ from adapters.warehouses import open_warehouse
 from orchestration.defs.dbt_profile import DBT_EXECUTABLE_ENV, dbt_environment
 
 from . import conftest
-from .conftest import SNOWFLAKE_PASSWORD_ENV
+from .conftest import SNOWFLAKE_PASSWORD_ENV, project_on, run_dbt_process
 from .engine_pipeline import (
     MARTS,
     comparable,
     compiled,
     duckdb_reference,
     pipeline,
-    project_on,
-    run_dbt_process,
     unit_tests,
 )
 from .fakesnow_server import FakesnowServer, ensure_dbt_venv, running_fakesnow
