@@ -22,11 +22,11 @@ one row per event of one *generation* of the claim::
   accept a key and never check it, so two inserts of generation N + 1 would both land).
   There the compare-and-set moves to ``mailers.send_claim_fence``, one row whose
   ``version`` every acquisition bumps: a contender reads the version *before* the claim
-  state, then in one transaction runs ``update ... set version = v + 1 where version = v``
-  and inserts its generation only if that update changed a row. Concurrent updates of one
-  row serialize on both engines (Snowflake locks the table for the update until commit;
-  BigQuery aborts the later of two transactions that mutate one table), so of two
-  contenders that read the same version exactly one commits; the other re-reads and
+  state, then in one transaction bumps every fence row by one where the highest version is
+  still ``v``, and inserts its generation only if that update changed a row. Concurrent
+  updates of one row serialize on both engines (Snowflake locks the table for the update
+  until commit; BigQuery aborts the later of two transactions that mutate one table), so of
+  two contenders that read the same version exactly one commits; the other re-reads and
   finds the window held. A ``MERGE ... when not matched then insert`` would not do: an
   insert-only merge runs concurrently with another like a plain insert.
 * **Lease**: the holder appends a ``renewed`` beat at most every ``renew_every`` seconds.
@@ -398,11 +398,11 @@ def _append(
 
 
 def _fence_version(warehouse: Warehouse, moment: datetime) -> int:
-    """The fence's version now, creating its row on first use.
+    """The fence's version now (the highest of its rows), creating its row on first use.
 
-    Two first uses may both insert a row at version 0; that is harmless, as every update
-    moves all rows at the version read together and a row left behind is never read
-    (readers take the highest version).
+    Two first uses may both insert a row at version 0 (neither insert sees the other's).
+    :func:`_fenced_acquire` copes: it compares against the highest version and moves
+    every row, so a row left behind can never be won on its own.
     """
     fence = warehouse.relation(MAILERS_SCHEMA, FENCE_TABLE)
     for _ in range(2):
@@ -422,13 +422,21 @@ def _fence_version(warehouse: Warehouse, moment: datetime) -> int:
 def _fenced_acquire(
     warehouse: Warehouse, context: LedgerContext, state: ClaimState, stamp: datetime, version: int
 ) -> None:
-    """Bump the fence from ``version`` and insert the acquisition, or raise _FenceMoved."""
+    """Bump the fence from ``version`` and insert the acquisition, or raise _FenceMoved.
+
+    The update compares ``version`` with the *highest* fence version and moves every fence
+    row, not only those at ``version``. Two first uses can leave two rows; if an update
+    matched on the row's own version, a contender whose snapshot missed the other row
+    would bump only its own, and a later contender holding the same stale version would
+    then find the row left behind still at it and win a second time. Moving every row
+    makes two contenders write the same rows, which the engine serializes.
+    """
     fence = warehouse.relation(MAILERS_SCHEMA, FENCE_TABLE)
     with warehouse.transaction():
         moved = warehouse.execute(
             f"update {fence} set version = version + 1, holder = ?, updated_at = ? "
-            "where fence = ? and version = ?",
-            [state.holder, stamp, FENCE_ROW, version],
+            f"where fence = ? and (select max(version) from {fence} where fence = ?) = ?",
+            [state.holder, stamp, FENCE_ROW, FENCE_ROW, version],
         )
         if moved == 0:
             raise _FenceMoved  # rolls the transaction back; the caller reads again

@@ -8,6 +8,7 @@ the claim takes its fenced path there; the races are then decided by the fence a
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 from adapters.warehouses.duckdb import DuckDBWarehouse
-from mailers.claims import CLAIMS_TABLE, WindowClaim
+from mailers.claims import CLAIMS_TABLE, FENCE_ROW, FENCE_TABLE, WindowClaim
 from mailers.clock import FixedClock
 from mailers.errors import ClaimError, ClaimLost, MailersError, WarehouseError, WindowClaimed
 from mailers.ledger import LedgerContext
@@ -198,6 +199,63 @@ def test_of_two_concurrent_contenders_exactly_one_wins(
     assert f"is being sent by run {winner}" in str(error)
     assert claim_rows(connect()) == [(1, 0, "acquired", winner)]
     assert loser != winner
+
+
+class ReadsFromBefore(UnkeyedDuckDB):
+    """A contender whose first ``reads`` queries were answered before another run's commit.
+
+    They come from a copy of the database file taken then, so the interleaving that a race
+    hits once in a few hundred rounds is played here every time.
+    """
+
+    def __init__(self, path: Path, before: Path, reads: int) -> None:
+        super().__init__(path)
+        self._before = UnkeyedDuckDB(before)
+        self._stale_reads = reads
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> pa.Table:
+        if self._stale_reads > 0:
+            self._stale_reads -= 1
+            return self._before.query(sql, params)
+        return super().query(sql, params)
+
+    def close(self) -> None:
+        self._before.close()
+        super().close()
+
+
+def test_a_fence_row_left_behind_by_two_first_uses_never_wins_a_second_acquisition(
+    tmp_path: Path, clock: FixedClock
+) -> None:
+    """Two first uses of the fence can each insert a row at version 0. Here run-a's update
+    moved its row to 1 before run-b's row was committed; run-b read version 0 and no claim
+    before run-a committed. The row left at 0 must not let run-b acquire as well."""
+    path, before = tmp_path / "warehouse.duckdb", tmp_path / "before.duckdb"
+    fence = f"{MAILERS_SCHEMA}.{FENCE_TABLE}"
+    with UnkeyedDuckDB(path) as warehouse:
+        ensure_tables(warehouse)
+        warehouse.execute(
+            f"insert into {fence} (fence, version, holder, updated_at) values (?, 0, '', ?)",
+            [FENCE_ROW, START.replace(tzinfo=None)],
+        )
+    shutil.copy(path, before)
+    with UnkeyedDuckDB(path) as warehouse:
+        acquire(warehouse, "run-a", clock)
+        warehouse.execute(
+            f"insert into {fence} (fence, version, holder, updated_at) values (?, 0, '', ?)",
+            [FENCE_ROW, START.replace(tzinfo=None)],
+        )
+        assert warehouse.query(f"select version from {fence} order by 1").to_pylist() == [
+            {"version": 0},
+            {"version": 1},
+        ]
+
+    with ReadsFromBefore(path, before, reads=2) as late, pytest.raises(WindowClaimed) as refused:
+        acquire(late, "run-b", clock)
+
+    assert refused.value.holder_run_id == "run-a"
+    with UnkeyedDuckDB(path) as warehouse:
+        assert claim_rows(warehouse) == [(1, 0, "acquired", "run-a")]
 
 
 def test_a_killed_holder_is_taken_over_by_exactly_one_of_two_takers(
