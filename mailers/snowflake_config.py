@@ -55,9 +55,10 @@ class SnowflakeWarehouseConfig(BaseModel):
     network_timeout_seconds: int | None = Field(
         default=None,
         gt=0,
-        description="How long one request may take, its retries included, before it fails "
-        "with an error naming the warehouse; unset, the connector retries a failing request "
-        "(HTTP 5xx, a dropped connection) without end.",
+        description="The connector's network_timeout: how long a failing request (HTTP 5xx, "
+        "a dropped connection) is retried before it fails with an error naming the "
+        "warehouse, and how long a statement may run before the connector cancels it; set "
+        "it above the longest statement a run makes. Unset, neither is bounded.",
     )
     query_tag: str = Field(default="mailers", max_length=2000)
     host: str | None = Field(
