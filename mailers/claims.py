@@ -20,15 +20,15 @@ one row per event of one *generation* of the claim::
   DuckDB and Postgres enforce primary keys.
 * **The fence**, where the engine does not enforce primary keys (Snowflake, BigQuery: both
   accept a key and never check it, so two inserts of generation N + 1 would both land).
-  There the compare-and-set moves to ``mailers.send_claim_fence``, one row whose
-  ``version`` every acquisition bumps: a contender reads the version *before* the claim
-  state, then in one transaction bumps every fence row by one where the highest version is
-  still ``v``, and inserts its generation only if that update changed a row. Concurrent
-  updates of one row serialize on both engines (Snowflake locks the table for the update
-  until commit; BigQuery aborts the later of two transactions that mutate one table), so of
-  two contenders that read the same version exactly one commits; the other re-reads and
-  finds the window held. A ``MERGE ... when not matched then insert`` would not do: an
-  insert-only merge runs concurrently with another like a plain insert.
+  There the compare-and-set moves to ``mailers.send_claim_fence``, one row (two, should two
+  first uses race) whose ``version`` every acquisition bumps: a contender reads the version
+  *before* the claim state, then in one transaction bumps every fence row by one where the
+  highest version is still ``v``, and inserts its generation only if that update changed a
+  row. Concurrent updates of one row serialize on both engines (Snowflake locks the table
+  for the update until commit; BigQuery aborts the later of two transactions that mutate
+  one table), so of two contenders that read the same version exactly one commits; the
+  other re-reads and finds the window held. A ``MERGE ... when not matched then insert``
+  would not do: an insert-only merge runs concurrently with another like a plain insert.
 * **Lease**: the holder appends a ``renewed`` beat at most every ``renew_every`` seconds.
   A claim whose last beat is older than its TTL (stored in its rows, so a taker applies the
   holder's TTL, not its own) may be taken over by inserting the next generation.

@@ -16,6 +16,7 @@ one final outcome.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import shutil
@@ -88,6 +89,10 @@ FAULT_MIX = FaultMix(
     seed=6,
 )
 """The issue's mix: 5% 429, 4% 503, 1% 500, 1% read timeouts, 1% dropped connections."""
+
+FAULT_SEEDS = [int(seed) for seed in os.environ.get("MAILERS_FAULT_SEEDS", "6").split(",")]
+"""The fault mix's seeds: each draws other faults for other requests (a soak:
+MAILERS_FAULT_SEEDS=1,2,3,4,5,7,8,9)."""
 
 AMBIGUOUS_FAULTS = {"500_after", "timeout", "drop", "drop_after"}
 JOURNAL_FLUSH_ROWS = 700
@@ -283,13 +288,14 @@ def assert_the_promise_holds(project: Project) -> dict[str, str]:
         ("mailgun", "postmark", True),
     ],
 )
+@pytest.mark.parametrize("seed", FAULT_SEEDS)
 def test_a_fault_mix_loses_nothing_and_sends_nothing_twice(
-    project: Any, primary: str, backup: str, journal: bool
+    project: Any, primary: str, backup: str, journal: bool, seed: int
 ) -> None:
     proj: Project = project(
         primary, backup, journal_flush_rows=JOURNAL_FLUSH_ROWS if journal else None
     )
-    proj.sim.mix(primary, FAULT_MIX)
+    proj.sim.mix(primary, dataclasses.replace(FAULT_MIX, seed=seed))
 
     first = send_once(
         proj.settings, "faulty", build_providers(proj.settings, "globex"), lookups=True
@@ -384,7 +390,8 @@ def test_caps_hold_under_a_fault_mix_and_what_they_held_back_goes_out_the_next_d
     )
 
 
-KILL_TRIALS = 20
+KILL_TRIALS = int(os.environ.get("MAILERS_KILL_TRIALS", "20"))
+"""SIGKILL trials, each at its own random moment (MAILERS_KILL_TRIALS=200 runs a longer soak)."""
 
 
 @pytest.mark.parametrize("trial", range(KILL_TRIALS))

@@ -232,19 +232,21 @@ def test_a_fence_row_left_behind_by_two_first_uses_never_wins_a_second_acquisiti
     before run-a committed. The row left at 0 must not let run-b acquire as well."""
     path, before = tmp_path / "warehouse.duckdb", tmp_path / "before.duckdb"
     fence = f"{MAILERS_SCHEMA}.{FENCE_TABLE}"
-    with UnkeyedDuckDB(path) as warehouse:
-        ensure_tables(warehouse)
+
+    def first_use(warehouse: DuckDBWarehouse) -> None:
+        """What one contender's first use of the fence inserts."""
         warehouse.execute(
             f"insert into {fence} (fence, version, holder, updated_at) values (?, 0, '', ?)",
             [FENCE_ROW, START.replace(tzinfo=None)],
         )
+
+    with UnkeyedDuckDB(path) as warehouse:
+        ensure_tables(warehouse)
+        first_use(warehouse)
     shutil.copy(path, before)
     with UnkeyedDuckDB(path) as warehouse:
         acquire(warehouse, "run-a", clock)
-        warehouse.execute(
-            f"insert into {fence} (fence, version, holder, updated_at) values (?, 0, '', ?)",
-            [FENCE_ROW, START.replace(tzinfo=None)],
-        )
+        first_use(warehouse)  # run-b's, committed after run-a's update read the fence
         assert warehouse.query(f"select version from {fence} order by 1").to_pylist() == [
             {"version": 0},
             {"version": 1},
