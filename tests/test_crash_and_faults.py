@@ -92,7 +92,8 @@ FAULT_MIX = FaultMix(
 
 FAULT_SEEDS = [int(seed) for seed in os.environ.get("MAILERS_FAULT_SEEDS", "6").split(",")]
 """The fault mix's seeds: each draws other faults for other requests (a soak:
-MAILERS_FAULT_SEEDS=1,2,3,4,5,7,8,9)."""
+MAILERS_FAULT_SEEDS=1,2,3,4,5,7,8,9). The default seed must draw every kind of fault for
+every provider; another seed is held to the promise with whatever faults it drew."""
 
 AMBIGUOUS_FAULTS = {"500_after", "timeout", "drop", "drop_after"}
 JOURNAL_FLUSH_ROWS = 700
@@ -309,7 +310,8 @@ def test_a_fault_mix_loses_nothing_and_sends_nothing_twice(
     accepted_ledger = {k for k, s in statuses.items() if s == "accepted"}
     accepted_sim = set(proj.sim.accepted)
     assert max(proj.sim.accepted.values()) == 1
-    assert served["429"] and served["503"] and ambiguous, served
+    if seed == FAULT_MIX.seed:  # CI's seed must hit every kind; a soak's seed may not
+        assert served["429"] and served["503"] and ambiguous, served
     # Doubt is no larger than the messages of the requests that really got no answer.
     assert first.counts["unknown"] <= ambiguous * per_request
     # What the ledger says was accepted, was; what the simulator took and the ledger does not
